@@ -1,0 +1,1 @@
+"""flexsf: a durable, server-side Salesforce integration for Twilio Flex."""

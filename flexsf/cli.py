@@ -1,0 +1,18 @@
+"""`flexsf`: the one command-line entry point of the project."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="Durable Salesforce integration for Twilio Flex.")
+sandbox_app = typer.Typer(no_args_is_help=True, help="Local stand-ins for Salesforce and Twilio.")
+app.add_typer(sandbox_app, name="sandbox")
+
+
+@app.callback()
+def main() -> None:
+    """Durable Salesforce integration for Twilio Flex."""
+
+
+if __name__ == "__main__":
+    app()

