@@ -13,6 +13,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from flexsf.temporal_server import TemporalDevServer
 
+pytest_plugins = ["tests.fixtures_salesforce", "tests.fixtures_twilio"]
+
 
 @pytest.fixture(scope="session")
 def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TemporalDevServer]:
