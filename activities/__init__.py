@@ -1,0 +1,1 @@
+"""Temporal activities: thin I/O against Salesforce and Twilio, grouped by system."""

@@ -1,0 +1,73 @@
+"""Map the facts of a finished Flex task to the fields of one Salesforce Task (the call activity).
+
+Pure and unit-tested. The defaults follow the original plugin's `saveLog` payload; the configurable parts are in
+`ActivityFieldConfig`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from activities.models import ActivityLogRequest
+from flexsf.salesforce_ids import object_type_for_id
+
+# Salesforce's own limits on these Task fields; longer values are cut rather than refused.
+_LIMITS = {"Subject": 255, "CallDisposition": 255, "CallObject": 255, "Description": 32000}
+# TaskSubtype can only be set on create: an update that sends it fails.
+CREATE_ONLY_FIELDS = frozenset({"TaskSubtype"})
+WHO_TYPES = frozenset({"Contact", "Lead"})
+
+
+@dataclass(frozen=True)
+class ActivityFieldConfig:
+    priority: str = "Normal"
+    external_id_field: str | None = None
+    topics_field: str | None = None
+    sentiment_field: str | None = None
+
+
+def subject(req: ActivityLogRequest) -> str:
+    when = req.finished_at.strftime("%Y-%m-%d %H:%M UTC")
+    return f"{req.outcome} {req.direction} {req.channel} at {when}"
+
+
+def relation_fields(req: ActivityLogRequest) -> dict[str, str]:
+    """WhoId for a Contact or Lead (a person account through its contact), WhatId for anything else."""
+    record = req.related
+    if record is None:
+        return {}
+    if record.person_contact_id:
+        return {"WhoId": record.person_contact_id}
+    kind = record.type or object_type_for_id(record.id)
+    return {"WhoId": record.id} if kind in WHO_TYPES else {"WhatId": record.id}
+
+
+def task_fields(req: ActivityLogRequest, config: ActivityFieldConfig, owner_id: str | None) -> dict:
+    notes = req.notes
+    fields: dict = {
+        "Subject": subject(req),
+        "Status": "Completed",
+        "Priority": config.priority,
+        "ActivityDate": req.finished_at.date().isoformat(),
+        "CallType": req.direction,
+        "Type": req.direction,
+        "TaskSubtype": "Call" if req.channel == "voice" else "Task",
+        "CallObject": req.call_sid,
+        "CallDisposition": req.disposition or (notes.disposition if notes else None),
+        "Description": req.description or (notes.summary if notes else None),
+        "CallDurationInSeconds": req.duration_s,
+        "OwnerId": owner_id,
+        **relation_fields(req),
+    }
+    if notes and config.topics_field and notes.topics:
+        fields[config.topics_field] = ", ".join(notes.topics)
+    if notes and config.sentiment_field and notes.sentiment:
+        fields[config.sentiment_field] = notes.sentiment
+    for name, limit in _LIMITS.items():
+        if isinstance(fields.get(name), str):
+            fields[name] = fields[name][:limit]
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def update_fields(fields: dict) -> dict:
+    return {k: v for k, v in fields.items() if k not in CREATE_ONLY_FIELDS}

@@ -1,0 +1,72 @@
+"""Vendor errors → Temporal failures, in one place.
+
+Retryable: rate limits, 5xx, timeouts, dropped connections. Non-retryable (a typed failure that stops the step with
+a clear message): anything that would fail the same way again — validation errors, missing records, bad credentials.
+Messages carry Salesforce's / Twilio's error code and text, never a token or secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import requests
+from simple_salesforce.exceptions import SalesforceError
+from temporalio.exceptions import ApplicationError
+from twilio.base.exceptions import TwilioException, TwilioRestException
+
+from flexsf.salesforce_client import SalesforceAuthError
+
+SALESFORCE_VALIDATION = "SalesforceValidationError"
+SALESFORCE_NOT_FOUND = "SalesforceNotFound"
+SALESFORCE_AUTH = "SalesforceAuthError"
+SALESFORCE_REFUSED = "SalesforceRefused"
+TWILIO_REQUEST = "TwilioRequestError"
+NON_RETRYABLE_TYPES = [SALESFORCE_VALIDATION, SALESFORCE_NOT_FOUND, SALESFORCE_AUTH, SALESFORCE_REFUSED, TWILIO_REQUEST]
+
+
+def salesforce_error_summary(exc: SalesforceError) -> str:
+    content = exc.content
+    if isinstance(content, list) and content and isinstance(content[0], dict):
+        return "; ".join(f"{e.get('errorCode')}: {e.get('message')}" for e in content)
+    return f"HTTP {exc.status}"
+
+
+def salesforce_error_code(exc: SalesforceError) -> str | None:
+    content = exc.content
+    if isinstance(content, list) and content and isinstance(content[0], dict):
+        return content[0].get("errorCode")
+    return None
+
+
+@contextmanager
+def salesforce_errors(step: str) -> Iterator[None]:
+    try:
+        yield
+    except SalesforceAuthError as exc:
+        raise ApplicationError(f"{step}: Salesforce login failed: {exc}", type=SALESFORCE_AUTH, non_retryable=True) from None
+    except SalesforceError as exc:
+        summary = f"{step}: Salesforce answered {exc.status}: {salesforce_error_summary(exc)}"
+        code = salesforce_error_code(exc)
+        if exc.status >= 500 or exc.status == 401 or code == "REQUEST_LIMIT_EXCEEDED":
+            raise ApplicationError(summary, type="SalesforceUnavailable") from None
+        if exc.status == 404:
+            raise ApplicationError(summary, type=SALESFORCE_NOT_FOUND, non_retryable=True) from None
+        if exc.status == 403:
+            raise ApplicationError(summary, type=SALESFORCE_REFUSED, non_retryable=True) from None
+        raise ApplicationError(summary, type=SALESFORCE_VALIDATION, non_retryable=True) from None
+    except requests.RequestException as exc:
+        raise ApplicationError(f"{step}: Salesforce unreachable: {type(exc).__name__}", type="SalesforceUnreachable") from None
+
+
+@contextmanager
+def twilio_errors(step: str) -> Iterator[None]:
+    try:
+        yield
+    except TwilioRestException as exc:
+        summary = f"{step}: Twilio answered {exc.status} (code {exc.code}): {exc.msg}"
+        if exc.status == 429 or exc.status >= 500:
+            raise ApplicationError(summary, type="TwilioUnavailable") from None
+        raise ApplicationError(summary, type=TWILIO_REQUEST, non_retryable=True) from None
+    except (requests.RequestException, TwilioException) as exc:
+        raise ApplicationError(f"{step}: Twilio unreachable: {type(exc).__name__}", type="TwilioUnreachable") from None

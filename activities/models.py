@@ -1,0 +1,67 @@
+"""Inputs and outputs of the activities (one model in, one model out)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from workflows.models import Notes, RecordRef, TaskEvent
+
+
+class SearchRequest(BaseModel):
+    task_sid: str
+    term: str
+
+
+class SearchResult(BaseModel):
+    records: list[RecordRef] = Field(default_factory=list)
+
+
+class SaveRecordRequest(BaseModel):
+    task_sid: str
+    record: RecordRef
+
+
+class SaveRecordResult(BaseModel):
+    written: bool
+    attempts: int = 1
+    task_gone: bool = False
+
+
+class ActivityLogRequest(BaseModel):
+    """The facts of a finished Flex task; the worker's configuration maps them to Task fields."""
+
+    task_sid: str
+    outcome: Literal["Completed", "Canceled"]
+    direction: Literal["Inbound", "Outbound"]
+    channel: str
+    finished_at: datetime
+    reason: str | None = None
+    call_sid: str | None = None
+    disposition: str | None = None
+    description: str | None = None
+    duration_s: int | None = None
+    notes: Notes | None = None
+    worker_sid: str | None = None
+    worker_attributes: dict = Field(default_factory=dict)
+    related: RecordRef | None = None
+    # Set when amending a Task this workflow already wrote.
+    activity_id: str | None = None
+
+
+class ActivityLogResult(BaseModel):
+    activity_id: str
+    created: bool
+
+
+class ReconcileRequest(BaseModel):
+    task_sid: str
+
+
+class ReconcileResult(BaseModel):
+    """What TaskRouter says happened to a task whose events went quiet."""
+
+    status: Literal["active", "finished", "missing"]
+    events: list[TaskEvent] = Field(default_factory=list)

@@ -1,0 +1,153 @@
+"""Salesforce activities: search for the caller, write the call activity. Blocking I/O on the worker's thread pool."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from temporalio import activity
+
+from activities.activity_fields import ActivityFieldConfig, task_fields, update_fields
+from activities.errors import salesforce_errors
+from activities.models import ActivityLogRequest, ActivityLogResult, SearchRequest, SearchResult
+from activities.salesforce_connection import SalesforceConnection
+from activities.search_terms import build_sosl, plan_search
+from flexsf.salesforce_ids import object_type_for_id
+from workflows.models import RecordRef
+
+# What a search returns per object, and which field names the record for the agent.
+_RETURNING = {
+    "Case": ["Id", "CaseNumber", "Subject"],
+}
+_DISPLAY_FIELD = {"Case": "CaseNumber"}
+_PERSON_ACCOUNT_FIELDS = ["IsPersonAccount", "PersonContactId"]
+
+
+def soql_literal(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@dataclass
+class SearchConfig:
+    objects: list[str] = field(default_factory=lambda: ["Contact", "Lead", "Account"])
+    limit: int = 20
+    person_accounts: bool = False
+    region: str = "US"
+
+    def returning(self) -> dict[str, list[str]]:
+        fields = {obj: list(_RETURNING.get(obj, ["Id", "Name"])) for obj in self.objects}
+        if self.person_accounts and "Account" in fields:
+            fields["Account"] += _PERSON_ACCOUNT_FIELDS
+        return fields
+
+
+def record_from_search(raw: dict) -> RecordRef:
+    kind = raw.get("attributes", {}).get("type") or object_type_for_id(raw["Id"])
+    person_contact = raw.get("PersonContactId") if raw.get("IsPersonAccount") else None
+    return RecordRef(
+        id=raw["Id"], type=kind, name=raw.get(_DISPLAY_FIELD.get(kind, "Name")), person_contact_id=person_contact
+    )
+
+
+def without_person_contacts(records: list[RecordRef]) -> list[RecordRef]:
+    """A person account is found twice (as Account and as its Contact); the agent should see one person."""
+    person_contacts = {r.person_contact_id for r in records if r.person_contact_id}
+    return [r for r in records if r.id not in person_contacts]
+
+
+class SalesforceActivities:
+    def __init__(
+        self,
+        connection: SalesforceConnection,
+        search: SearchConfig | None = None,
+        fields: ActivityFieldConfig | None = None,
+        owner_mapping: str = "email",
+    ) -> None:
+        self._sf = connection
+        self._search = search or SearchConfig()
+        self._fields = fields or ActivityFieldConfig()
+        self._owner_mapping = owner_mapping
+        self._owners: dict[str, str | None] = {}
+        self._owners_lock = threading.Lock()
+
+    @activity.defn(name="search_salesforce")
+    def search_salesforce(self, req: SearchRequest) -> SearchResult:
+        plan = plan_search(req.term, self._search.region)
+        if plan is None:
+            return SearchResult()
+        sosl = build_sosl(plan, self._search.returning(), self._search.limit)
+        with salesforce_errors("search_salesforce"):
+            raw = self._sf.call(lambda sf: sf.search(sosl))
+        records = [record_from_search(r) for r in (raw or {}).get("searchRecords", [])]
+        return SearchResult(records=without_person_contacts(records))
+
+    @activity.defn(name="log_activity")
+    def log_activity(self, req: ActivityLogRequest) -> ActivityLogResult:
+        """Create or amend the one Salesforce Task of this Flex task, safe to repeat."""
+        with salesforce_errors("log_activity"):
+            related = self._resolve_person_account(req.related)
+            fields = task_fields(req.model_copy(update={"related": related}), self._fields, self._owner_for(req))
+            if req.activity_id:
+                self._sf.call(lambda sf: sf.Task.update(req.activity_id, update_fields(fields)))
+                return ActivityLogResult(activity_id=req.activity_id, created=False)
+            if self._fields.external_id_field:
+                return self._upsert(req.task_sid, fields)
+            return self._find_or_create(req.task_sid, fields)
+
+    def _upsert(self, task_sid: str, fields: dict) -> ActivityLogResult:
+        key = f"{self._fields.external_id_field}/{task_sid}"
+        if activity.info().attempt > 1:
+            # An earlier attempt may have committed before its answer was lost: amend, never re-create.
+            existing = self._find_by_external_id(task_sid)
+            if existing:
+                self._sf.call(lambda sf: sf.Task.update(existing, update_fields(fields)))
+                return ActivityLogResult(activity_id=existing, created=False)
+        response = self._sf.call(lambda sf: sf.Task.upsert(key, fields, raw_response=True))
+        body = response.json() if response.content else {}
+        return ActivityLogResult(activity_id=body["id"], created=response.status_code == 201)
+
+    def _find_by_external_id(self, task_sid: str) -> str | None:
+        field_name = self._fields.external_id_field
+        soql = f"SELECT Id FROM Task WHERE {field_name} = {soql_literal(task_sid)} LIMIT 1"
+        records = self._sf.call(lambda sf: sf.query(soql))["records"]
+        return records[0]["Id"] if records else None
+
+    def _find_or_create(self, task_sid: str, fields: dict) -> ActivityLogResult:
+        """Without an external-id field, CallObject carries the call leg (or the task sid) as the key."""
+        key = fields.setdefault("CallObject", task_sid)
+        soql = f"SELECT Id FROM Task WHERE CallObject = {soql_literal(key)} LIMIT 1"
+        records = self._sf.call(lambda sf: sf.query(soql))["records"]
+        if records:
+            existing = records[0]["Id"]
+            self._sf.call(lambda sf: sf.Task.update(existing, update_fields(fields)))
+            return ActivityLogResult(activity_id=existing, created=False)
+        created = self._sf.call(lambda sf: sf.Task.create(fields))
+        return ActivityLogResult(activity_id=created["id"], created=True)
+
+    def _resolve_person_account(self, record: RecordRef | None) -> RecordRef | None:
+        if record is None or record.person_contact_id or not self._search.person_accounts:
+            return record
+        if (record.type or object_type_for_id(record.id)) != "Account":
+            return record
+        soql = f"SELECT IsPersonAccount, PersonContactId FROM Account WHERE Id = {soql_literal(record.id)}"
+        rows = self._sf.call(lambda sf: sf.query(soql))["records"]
+        if rows and rows[0].get("IsPersonAccount"):
+            return record.model_copy(update={"person_contact_id": rows[0]["PersonContactId"]})
+        return record
+
+    def _owner_for(self, req: ActivityLogRequest) -> str | None:
+        attrs = req.worker_attributes or {}
+        if self._owner_mapping == "sfdcUserId":
+            return attrs.get("sfdcUserId")
+        email = attrs.get("email")
+        if self._owner_mapping != "email" or not isinstance(email, str) or not email:
+            return None
+        with self._owners_lock:
+            if email in self._owners:
+                return self._owners[email]
+        soql = f"SELECT Id FROM User WHERE Email = {soql_literal(email)} AND IsActive = true LIMIT 1"
+        rows = self._sf.call(lambda sf: sf.query(soql))["records"]
+        owner = rows[0]["Id"] if rows else None
+        with self._owners_lock:
+            self._owners[email] = owner
+        return owner

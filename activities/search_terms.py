@@ -1,0 +1,72 @@
+"""Turn a task attribute (a name, a phone number, an address) into one SOSL search.
+
+Pure functions, unit-tested: the one place that knows SOSL's escaping rules and the phone formats an org holds.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import phonenumbers
+
+# Every character SOSL reserves inside FIND {…}; backslash first so escapes are not escaped again.
+SOSL_RESERVED = '\\?&|!{}[]()^~*:"\'+-'
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Flex prefixes chat/voice identities with a scheme (`client:alice`, `whatsapp:+1415…`).
+_ADDRESS_SCHEME = re.compile(r"^(client|whatsapp|messenger|sms|tel|sip):", re.IGNORECASE)
+SEARCH_ATTRIBUTE_ORDER = ("name", "from", "identity", "customerAddress")
+
+
+def escape_sosl(term: str) -> str:
+    return "".join("\\" + ch if ch in SOSL_RESERVED else ch for ch in term)
+
+
+def first_search_term(attributes: dict) -> str | None:
+    """The first present of `name`, `from`, `identity`, `customerAddress`, as the original plugin chose."""
+    for key in SEARCH_ATTRIBUTE_ORDER:
+        value = attributes.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    kind: str  # "PHONE" | "EMAIL" | "NAME"
+    variants: tuple[str, ...]
+
+    def find_clause(self) -> str:
+        return "FIND {" + " OR ".join(escape_sosl(v) for v in self.variants) + "}"
+
+
+def phone_variants(value: str, region: str = "US") -> tuple[str, ...] | None:
+    """E.164 and national digits of a phone-like value, or None when it is not a phone number."""
+    if not re.fullmatch(r"[\d\s().+\-]{7,}", value) or sum(ch.isdigit() for ch in value) < 7:
+        return None
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    national = str(number.national_number)
+    return tuple(dict.fromkeys([e164, national]))
+
+
+def plan_search(term: str, region: str = "US") -> SearchPlan | None:
+    value = _ADDRESS_SCHEME.sub("", term.strip()).strip()
+    if len(value) < 2:
+        return None  # SOSL refuses terms shorter than two characters
+    phones = phone_variants(value, region)
+    if phones:
+        return SearchPlan("PHONE", phones)
+    if _EMAIL.match(value):
+        return SearchPlan("EMAIL", (value,))
+    return SearchPlan("NAME", (value,))
+
+
+def build_sosl(plan: SearchPlan, returning: dict[str, list[str]], limit: int) -> str:
+    objects = ", ".join(f"{obj}({', '.join(fields)})" for obj, fields in returning.items())
+    return f"{plan.find_clause()} IN {plan.kind} FIELDS RETURNING {objects} LIMIT {limit}"

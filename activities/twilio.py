@@ -1,0 +1,94 @@
+"""Twilio activities: the task's flags, its attributes, and what TaskRouter says happened to it."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+from twilio.base.exceptions import TwilioRestException
+from twilio.rest import Client
+
+from activities.errors import twilio_errors
+from activities.flex_config import FlexConfigCache
+from activities.models import (
+    ReconcileRequest,
+    ReconcileResult,
+    SaveRecordRequest,
+    SaveRecordResult,
+)
+from flexsf.task_events import event_from_events_api
+from workflows.models import TaskPolicy, TaskWorkflowInput
+
+# Concurrent writers (Flex UI, Studio, other plugins) may keep moving the ETag; past this, let Temporal back off.
+MAX_MERGE_ATTEMPTS = 8
+FINISHED_EVENTS = {"task.completed", "task.canceled", "task.deleted", "task.system-deleted"}
+
+
+def merged_attributes(current: dict, record_id: str, record_type: str | None) -> dict | None:
+    """The task attributes with the record added, or None when they already hold it."""
+    if current.get("sfdcObjectId") == record_id and current.get("sfdcObjectType") == record_type:
+        return None
+    merged = dict(current)
+    merged["sfdcObjectId"] = record_id
+    if record_type:
+        merged["sfdcObjectType"] = record_type
+    return merged
+
+
+class TwilioActivities:
+    def __init__(self, client: Client, workspace_sid: str, flex_config: FlexConfigCache, timers: dict[str, timedelta]):
+        self._client = client
+        self._workspace_sid = workspace_sid
+        self._flex_config = flex_config
+        self._timers = timers
+
+    def _tasks(self):
+        return self._client.taskrouter.v1.workspaces(self._workspace_sid).tasks
+
+    @activity.defn(name="load_task_policy")
+    def load_task_policy(self, req: TaskWorkflowInput) -> TaskPolicy:
+        with twilio_errors("load_task_policy"):
+            return TaskPolicy(flags=self._flex_config.flags(), **self._timers)
+
+    @activity.defn(name="save_record_on_task")
+    def save_record_on_task(self, req: SaveRecordRequest) -> SaveRecordResult:
+        """Merge sfdcObjectId/sfdcObjectType into the task attributes, guarded by the ETag."""
+        task = self._tasks()(req.task_sid)
+        for attempt in range(1, MAX_MERGE_ATTEMPTS + 1):
+            with twilio_errors("save_record_on_task"):
+                try:
+                    fetched = task.fetch_with_http_info()
+                except TwilioRestException as exc:
+                    if exc.status == 404:
+                        return SaveRecordResult(written=False, attempts=attempt, task_gone=True)
+                    raise
+                attributes = json.loads(fetched.data.attributes or "{}")
+                merged = merged_attributes(attributes, req.record.id, req.record.type)
+                if merged is None:
+                    return SaveRecordResult(written=False, attempts=attempt)
+                try:
+                    task.update_with_http_info(attributes=json.dumps(merged), if_match=fetched.headers.get("ETag"))
+                    return SaveRecordResult(written=True, attempts=attempt)
+                except TwilioRestException as exc:
+                    if exc.status == 412:
+                        continue
+                    if exc.status == 404:
+                        return SaveRecordResult(written=False, attempts=attempt, task_gone=True)
+                    raise
+        raise ApplicationError(
+            f"save_record_on_task: the task's attributes changed under us {MAX_MERGE_ATTEMPTS} times in a row",
+            type="TaskAttributesContended",
+        )
+
+    @activity.defn(name="reconcile_task")
+    def reconcile_task(self, req: ReconcileRequest) -> ReconcileResult:
+        """Ask TaskRouter's Events list what happened to a task whose callbacks went quiet."""
+        with twilio_errors("reconcile_task"):
+            rows = self._client.taskrouter.v1.workspaces(self._workspace_sid).events.list(task_sid=req.task_sid)
+        events = [e for e in (event_from_events_api(row, req.task_sid) for row in rows) if e is not None]
+        events.sort(key=lambda e: e.timestamp_ms)
+        if any(e.event_type in FINISHED_EVENTS for e in events):
+            return ReconcileResult(status="finished", events=events)
+        return ReconcileResult(status="active" if events else "missing", events=events)

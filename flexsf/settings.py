@@ -1,0 +1,125 @@
+"""All configuration, from the environment or `.env`, validated once at start.
+
+Secrets are `SecretStr`: they never appear in a repr, a log line or a validation error.
+Temporal's own connection settings (`TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `TEMPORAL_API_KEY`, TLS …) are read by
+Temporal's envconfig, not here.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PRODUCTION_TOKEN_URL = "https://login.salesforce.com/services/oauth2/token"
+_PLACEHOLDERS = {"changeme", "change-me", "xxx", "secret", "your-secret-here", "todo"}
+
+
+class FeatureOverrides(BaseModel):
+    """`FLEXSF_FEATURES__<FLAG>=true|false` wins over Flex's `salesforce_integration` config; unset means "as Flex says"."""
+
+    enabled: bool | None = None
+    activity_logging: bool | None = None
+    click_to_dial: bool | None = None
+    copilot_notes: bool | None = None
+    hide_crm_container: bool | None = None
+    prevent_popout_during_call: bool | None = None
+    screen_pop: bool | None = None
+
+
+def _refuse_placeholder(value: SecretStr | None, name: str) -> SecretStr | None:
+    if value is not None and value.get_secret_value().strip().lower() in _PLACEHOLDERS:
+        raise ValueError(f"{name} is a placeholder; set the real value")
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", env_nested_delimiter="__", extra="ignore", case_sensitive=False
+    )
+
+    # Salesforce: token URL + credentials; JWT bearer, then client credentials, then username-password.
+    salesforce_token_url: str = PRODUCTION_TOKEN_URL
+    salesforce_client_id: str | None = None
+    salesforce_client_secret: SecretStr | None = None
+    salesforce_username: str | None = None
+    salesforce_private_key_file: Path | None = None
+    salesforce_password: SecretStr | None = None
+    salesforce_api_version: str = "62.0"
+    salesforce_ca_bundle: Path | None = None
+
+    # Twilio: account + auth token, or an API key pair.
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_api_key: str | None = None
+    twilio_api_secret: SecretStr | None = None
+    twilio_workspace_sid: str | None = None
+    twilio_api_base_url: str | None = None
+    twilio_timeout_s: float = 10.0
+
+    flexsf_task_queue: str = "flex-salesforce"
+    flexsf_features: FeatureOverrides = Field(default_factory=FeatureOverrides)
+    flexsf_flex_config_ttl_s: float = 60.0
+
+    # The "softphone layout": which objects a screen-pop search looks in, and how.
+    flexsf_search_objects: list[str] = ["Contact", "Lead", "Account"]
+    flexsf_search_limit: int = Field(20, ge=1, le=200)
+    flexsf_person_accounts: bool = False
+    flexsf_default_region: str = "US"
+
+    # Activity logging.
+    flexsf_activity_external_id_field: str | None = None
+    flexsf_activity_priority: str = "Normal"
+    flexsf_activity_topics_field: str | None = None
+    flexsf_activity_sentiment_field: str | None = None
+    flexsf_owner_mapping: Literal["email", "sfdcUserId", "none"] = "email"
+
+    # Timers of the task workflow (seconds).
+    flexsf_selection_timeout_s: float = Field(300, gt=0)
+    flexsf_notes_grace_s: float = Field(600, ge=0)
+    flexsf_lost_event_window_s: float = Field(1800, gt=0)
+    flexsf_repair_window_s: float = Field(7 * 86400, gt=0)
+
+    @field_validator("salesforce_client_secret", "salesforce_password", "twilio_auth_token", "twilio_api_secret")
+    @classmethod
+    def _no_placeholders(cls, v: SecretStr | None, info) -> SecretStr | None:
+        return _refuse_placeholder(v, info.field_name.upper())
+
+    @field_validator("flexsf_search_objects", mode="before")
+    @classmethod
+    def _comma_list(cls, v):
+        if isinstance(v, str) and not v.strip().startswith("["):
+            return [part.strip() for part in v.split(",") if part.strip()]
+        return v
+
+    @field_validator("salesforce_private_key_file", "salesforce_ca_bundle")
+    @classmethod
+    def _file_exists(cls, v: Path | None, info) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"{info.field_name.upper()} points at a file that does not exist")
+        return v
+
+    @model_validator(mode="after")
+    def _twilio_auth_complete(self) -> "Settings":
+        if self.twilio_api_key and not self.twilio_api_secret:
+            raise ValueError("TWILIO_API_KEY is set without TWILIO_API_SECRET")
+        return self
+
+    @property
+    def salesforce_configured(self) -> bool:
+        return bool(self.salesforce_client_id)
+
+    @property
+    def twilio_configured(self) -> bool:
+        return bool(self.twilio_account_sid and (self.twilio_auth_token or self.twilio_api_key))
+
+    def timers(self) -> dict[str, timedelta]:
+        return {
+            "selection_timeout": timedelta(seconds=self.flexsf_selection_timeout_s),
+            "notes_grace": timedelta(seconds=self.flexsf_notes_grace_s),
+            "lost_event_window": timedelta(seconds=self.flexsf_lost_event_window_s),
+            "repair_window": timedelta(seconds=self.flexsf_repair_window_s),
+        }

@@ -1,0 +1,63 @@
+"""Pure logic: the Salesforce Task fields written for a finished Flex task."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from activities.activity_fields import ActivityFieldConfig, task_fields, update_fields
+from activities.models import ActivityLogRequest
+from workflows.models import Notes, RecordRef
+
+WHEN = datetime(2026, 11, 25, 14, 5, tzinfo=UTC)
+
+
+def request(**kw) -> ActivityLogRequest:
+    base = dict(task_sid="WT" + "0" * 32, outcome="Completed", direction="Inbound", channel="voice", finished_at=WHEN)
+    return ActivityLogRequest(**{**base, **kw})
+
+
+def test_inbound_voice_defaults() -> None:
+    fields = task_fields(request(related=RecordRef(id="003000000000001AAA", type="Contact"), duration_s=42,
+                                 call_sid="CA1"), ActivityFieldConfig(), owner_id="005000000000001AAA")
+    assert fields == {
+        "Subject": "Completed Inbound voice at 2026-11-25 14:05 UTC",
+        "Status": "Completed",
+        "Priority": "Normal",
+        "ActivityDate": "2026-11-25",
+        "CallType": "Inbound",
+        "Type": "Inbound",
+        "TaskSubtype": "Call",
+        "CallObject": "CA1",
+        "CallDurationInSeconds": 42,
+        "OwnerId": "005000000000001AAA",
+        "WhoId": "003000000000001AAA",
+    }
+
+
+def test_what_id_for_accounts_and_cases_who_id_for_person_accounts_and_leads() -> None:
+    cfg = ActivityFieldConfig()
+    assert task_fields(request(related=RecordRef(id="001000000000001AAA", type="Account")), cfg, None)["WhatId"]
+    assert task_fields(request(related=RecordRef(id="500000000000001AAA", type="Case")), cfg, None)["WhatId"]
+    person = RecordRef(id="001000000000001AAA", type="Account", person_contact_id="003000000000009AAA")
+    assert task_fields(request(related=person), cfg, None)["WhoId"] == "003000000000009AAA"
+    untyped_lead = RecordRef(id="00Q000000000001EAA")
+    assert task_fields(request(related=untyped_lead), cfg, None)["WhoId"] == "00Q000000000001EAA"
+    assert "WhoId" not in task_fields(request(), cfg, None) and "WhatId" not in task_fields(request(), cfg, None)
+
+
+def test_canceled_outbound_chat_with_copilot_notes_and_custom_fields() -> None:
+    cfg = ActivityFieldConfig(priority="High", topics_field="Topics__c", sentiment_field="Sentiment__c")
+    notes = Notes(disposition="Resolved", summary="s" * 40000, topics=["billing", "refund"], sentiment="positive")
+    fields = task_fields(request(outcome="Canceled", direction="Outbound", channel="chat", notes=notes), cfg, None)
+    assert fields["Subject"].startswith("Canceled Outbound chat at")
+    assert fields["TaskSubtype"] == "Task" and fields["CallType"] == "Outbound" and fields["Priority"] == "High"
+    assert fields["CallDisposition"] == "Resolved"
+    assert len(fields["Description"]) == 32000
+    assert fields["Topics__c"] == "billing, refund" and fields["Sentiment__c"] == "positive"
+
+
+def test_task_attributes_win_over_copilot_notes_and_updates_drop_create_only_fields() -> None:
+    fields = task_fields(request(disposition="Sale", description="from flex", notes=Notes(disposition="x", summary="y")),
+                         ActivityFieldConfig(), None)
+    assert (fields["CallDisposition"], fields["Description"]) == ("Sale", "from flex")
+    assert "TaskSubtype" not in update_fields(fields) and "Subject" in update_fields(fields)

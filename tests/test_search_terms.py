@@ -1,0 +1,51 @@
+"""Pure logic: which attribute is searched, how it is escaped, which phone formats are asked for."""
+
+from __future__ import annotations
+
+import pytest
+
+from activities.search_terms import build_sosl, escape_sosl, first_search_term, plan_search
+
+
+def test_first_present_attribute_in_the_plugins_order() -> None:
+    assert first_search_term({"from": "+14155550100", "name": "Ada"}) == "Ada"
+    assert first_search_term({"name": " ", "identity": "ada@example.com", "customerAddress": "x"}) == "ada@example.com"
+    assert first_search_term({"customerAddress": "+1415"}) == "+1415"
+    assert first_search_term({"name": 42}) is None
+    assert first_search_term({}) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "escaped"),
+    [
+        ("O'Brien", "O\\'Brien"),
+        ("AT&T (US)", "AT\\&T \\(US\\)"),
+        ("Smith-Jones", "Smith\\-Jones"),
+        ('a\\b"c', 'a\\\\b\\"c'),
+        ("?&|!{}[]()^~*:+-", "\\?\\&\\|\\!\\{\\}\\[\\]\\(\\)\\^\\~\\*\\:\\+\\-"),
+        ("José Núñez", "José Núñez"),
+    ],
+)
+def test_every_reserved_character_is_escaped(raw: str, escaped: str) -> None:
+    assert escape_sosl(raw) == escaped
+
+
+@pytest.mark.parametrize("raw", ["(415) 555-0100", "415.555.0100", "+1 415 555 0100", "tel:+14155550100"])
+def test_phone_numbers_search_e164_and_national_digits(raw: str) -> None:
+    plan = plan_search(raw)
+    assert plan is not None and plan.kind == "PHONE"
+    assert plan.variants == ("+14155550100", "4155550100")
+    assert plan.find_clause() == "FIND {\\+14155550100 OR 4155550100}"
+
+
+def test_names_emails_and_chat_identities() -> None:
+    assert plan_search("Ada Lovelace").kind == "NAME"
+    assert plan_search("ada@example.com").kind == "EMAIL"
+    assert plan_search("client:ada@example.com").variants == ("ada@example.com",)
+    assert plan_search("x") is None
+    assert plan_search("12345").kind == "NAME"  # too short to be a phone number
+
+
+def test_sosl_statement_shape() -> None:
+    sosl = build_sosl(plan_search("O'Brien"), {"Contact": ["Id", "Name"], "Lead": ["Id", "Name"]}, 20)
+    assert sosl == "FIND {O\\'Brien} IN NAME FIELDS RETURNING Contact(Id, Name), Lead(Id, Name) LIMIT 20"

@@ -1,0 +1,149 @@
+"""The Temporal worker: registers the task workflow and the Salesforce/Twilio activities.
+
+Run with `python worker.py` or `flexsf worker`. Connects through Temporal's environment configuration
+(`TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `TEMPORAL_API_KEY`, `TEMPORAL_TLS*`, `TEMPORAL_PROFILE`), builds the
+Salesforce and Twilio clients once per process, and drains in-flight work on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfig
+from temporalio.worker import Worker
+
+from activities.activity_fields import ActivityFieldConfig
+from activities.flex_config import FlexConfigCache
+from activities.salesforce import SalesforceActivities, SearchConfig
+from activities.salesforce_connection import SalesforceConnection
+from activities.twilio import TwilioActivities
+from flexsf.salesforce_client import SalesforceCredentials
+from flexsf.settings import Settings
+from flexsf.twilio_client import build_twilio_client
+from workflows.task_workflow import FlexTaskWorkflow
+
+log = logging.getLogger("flexsf.worker")
+ACTIVITY_THREADS = 64
+
+
+class ConfigurationError(RuntimeError):
+    """A setting the worker cannot start without; the message names it (never its value)."""
+
+
+@dataclass
+class Activities:
+    salesforce: SalesforceActivities
+    twilio: TwilioActivities
+    connection: SalesforceConnection
+
+    def all(self) -> list:
+        return [
+            self.salesforce.search_salesforce,
+            self.salesforce.log_activity,
+            self.twilio.load_task_policy,
+            self.twilio.save_record_on_task,
+            self.twilio.reconcile_task,
+        ]
+
+
+def salesforce_credentials(settings: Settings) -> SalesforceCredentials:
+    if not settings.salesforce_client_id:
+        raise ConfigurationError("SALESFORCE_CLIENT_ID is not set")
+    secret = settings.salesforce_client_secret
+    password = settings.salesforce_password
+    return SalesforceCredentials(
+        token_url=settings.salesforce_token_url,
+        client_id=settings.salesforce_client_id,
+        client_secret=secret.get_secret_value() if secret else None,
+        username=settings.salesforce_username,
+        password=password.get_secret_value() if password else None,
+        private_key_file=str(settings.salesforce_private_key_file) if settings.salesforce_private_key_file else None,
+        api_version=settings.salesforce_api_version,
+        ca_bundle=str(settings.salesforce_ca_bundle) if settings.salesforce_ca_bundle else None,
+    )
+
+
+def build_activities(settings: Settings) -> Activities:
+    if not settings.twilio_configured or not settings.twilio_workspace_sid:
+        raise ConfigurationError("TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN (or an API key) and TWILIO_WORKSPACE_SID are required")
+    connection = SalesforceConnection(salesforce_credentials(settings))
+    twilio = build_twilio_client(
+        account_sid=settings.twilio_account_sid,
+        auth_token=settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None,
+        api_key=settings.twilio_api_key,
+        api_secret=settings.twilio_api_secret.get_secret_value() if settings.twilio_api_secret else None,
+        base_url=settings.twilio_api_base_url,
+        timeout=settings.twilio_timeout_s,
+    )
+    salesforce = SalesforceActivities(
+        connection,
+        SearchConfig(
+            objects=settings.flexsf_search_objects,
+            limit=settings.flexsf_search_limit,
+            person_accounts=settings.flexsf_person_accounts,
+            region=settings.flexsf_default_region,
+        ),
+        ActivityFieldConfig(
+            priority=settings.flexsf_activity_priority,
+            external_id_field=settings.flexsf_activity_external_id_field,
+            topics_field=settings.flexsf_activity_topics_field,
+            sentiment_field=settings.flexsf_activity_sentiment_field,
+        ),
+        owner_mapping=settings.flexsf_owner_mapping,
+    )
+    flex_config = FlexConfigCache(twilio, settings.flexsf_features, settings.flexsf_flex_config_ttl_s)
+    return Activities(
+        salesforce=salesforce,
+        twilio=TwilioActivities(twilio, settings.twilio_workspace_sid, flex_config, settings.timers()),
+        connection=connection,
+    )
+
+
+def build_worker(client: Client, task_queue: str, activities: Activities, executor: ThreadPoolExecutor) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[FlexTaskWorkflow],
+        activities=activities.all(),
+        activity_executor=executor,
+        max_concurrent_activities=executor._max_workers,
+        graceful_shutdown_timeout=timedelta(seconds=20),
+    )
+
+
+async def connect(settings: Settings | None = None) -> Client:
+    config = ClientConfig.load_client_connect_config()
+    config.setdefault("target_host", "localhost:7233")
+    return await Client.connect(**config, data_converter=pydantic_data_converter)
+
+
+async def run(settings: Settings | None = None) -> None:
+    settings = settings or Settings()
+    activities = build_activities(settings)
+    client = await connect(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS, thread_name_prefix="activity") as executor:
+        worker = build_worker(client, settings.flexsf_task_queue, activities, executor)
+        async with worker:
+            log.info("worker polling task queue %s", settings.flexsf_task_queue)
+            await stop.wait()
+            log.info("shutting down: draining in-flight activities")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

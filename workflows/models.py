@@ -1,0 +1,123 @@
+"""Typed inputs, events and state of the task workflow.
+
+Every model has defaults for everything but its identity, so fields can be added without breaking
+running histories.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+
+class Stage(StrEnum):
+    CREATED = "created"
+    DISABLED = "disabled"
+    ACCEPTED = "accepted"
+    AWAITING_SELECTION = "awaiting_selection"
+    IN_PROGRESS = "in_progress"
+    LOGGING = "logging"
+    LOGGED = "logged"
+    LOGGED_UNASSOCIATED = "logged_unassociated"
+    NOT_LOGGED = "not_logged"
+    FAILED = "failed"
+
+
+class FeatureFlags(BaseModel):
+    """Flex's `salesforce_integration` config; absent flags are off, as in the original plugin."""
+
+    enabled: bool = False
+    activity_logging: bool = False
+    click_to_dial: bool = False
+    copilot_notes: bool = False
+    hide_crm_container: bool = False
+    prevent_popout_during_call: bool = False
+    screen_pop: bool = False
+
+
+class TaskPolicy(BaseModel):
+    """Everything the workflow decides with, snapshotted once at start so a config change never
+    changes a task mid-flight."""
+
+    flags: FeatureFlags = Field(default_factory=FeatureFlags)
+    selection_timeout: timedelta = timedelta(minutes=5)
+    notes_grace: timedelta = timedelta(minutes=10)
+    lost_event_window: timedelta = timedelta(minutes=30)
+    repair_window: timedelta = timedelta(days=7)
+
+
+class RecordRef(BaseModel):
+    """A Salesforce record the task relates to (or could)."""
+
+    id: str
+    type: str | None = None
+    name: str | None = None
+    # Set for person accounts: activities relate to the person's contact.
+    person_contact_id: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name or self.id} - {self.type or 'Record'}"
+
+
+class TaskEvent(BaseModel):
+    """One TaskRouter event callback, as the gateway (or a reconciliation) saw it."""
+
+    sid: str
+    event_type: str
+    task_sid: str
+    timestamp_ms: int = 0
+    task_attributes: dict = Field(default_factory=dict)
+    task_assignment_status: str | None = None
+    task_channel: str | None = None
+    task_age: int | None = None
+    reason: str | None = None
+    worker_sid: str | None = None
+    worker_name: str | None = None
+    worker_attributes: dict = Field(default_factory=dict)
+    reservation_sid: str | None = None
+
+
+class TaskWorkflowInput(BaseModel):
+    task_sid: str
+
+
+class Notes(BaseModel):
+    """What Flex's agent copilot submits when the agent wraps up."""
+
+    disposition: str | None = None
+    summary: str | None = None
+    topics: list[str] = Field(default_factory=list)
+    sentiment: str | None = None
+
+
+class RecordSelection(BaseModel):
+    worker_sid: str
+    record_id: str
+
+
+class PopView(BaseModel):
+    """What the agent's browser should open: one record, or candidates to choose from, or nothing."""
+
+    search_term: str | None = None
+    record: RecordRef | None = None
+    candidates: list[RecordRef] = Field(default_factory=list)
+
+
+class TaskView(BaseModel):
+    """The workflow's state as the gateway and ops see it (the query result)."""
+
+    task_sid: str
+    stage: Stage
+    flags: FeatureFlags
+    direction: str | None = None
+    channel: str | None = None
+    worker_sid: str | None = None
+    pop: PopView = Field(default_factory=PopView)
+    record: RecordRef | None = None
+    notes: Notes | None = None
+    activity_id: str | None = None
+    outcome: str | None = None
+    error: str | None = None

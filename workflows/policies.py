@@ -1,0 +1,32 @@
+"""Timeouts and retry policies of every activity call, in one place."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy
+
+# Types raised by activities/errors.py that retrying cannot fix.
+NON_RETRYABLE = [
+    "SalesforceValidationError",
+    "SalesforceNotFound",
+    "SalesforceAuthError",
+    "SalesforceRefused",
+    "TwilioRequestError",
+]
+
+VENDOR_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+    non_retryable_error_types=NON_RETRYABLE,
+)
+
+# A screen pop is useless once the agent has moved on: give the search a short budget.
+SEARCH = dict(start_to_close_timeout=timedelta(seconds=20), schedule_to_close_timeout=timedelta(minutes=2),
+              retry_policy=VENDOR_RETRY)
+# Writes that matter after the call ends get hours; a Salesforce outage must not lose the log.
+WRITE = dict(start_to_close_timeout=timedelta(seconds=30), schedule_to_close_timeout=timedelta(hours=6),
+             retry_policy=VENDOR_RETRY)
+READ = dict(start_to_close_timeout=timedelta(seconds=20), schedule_to_close_timeout=timedelta(minutes=30),
+            retry_policy=VENDOR_RETRY)

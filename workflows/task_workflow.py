@@ -1,0 +1,345 @@
+"""One durable workflow per Flex task: screen pop, record association, notes, exactly one activity log.
+
+Reads as the business process: `run` walks the stages, one small method each. Handlers only record facts; the
+stages act on them. Every wait has a timer and a documented outcome (see README, "The task workflow").
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.models import (
+        ActivityLogRequest,
+        ReconcileRequest,
+        SaveRecordRequest,
+        SearchRequest,
+    )
+    from activities.salesforce import SalesforceActivities
+    from activities.search_terms import first_search_term
+    from activities.twilio import TwilioActivities
+    from flexsf.salesforce_ids import object_type_for_id, to_18
+    from workflows import policies
+    from workflows.models import (
+        FeatureFlags,
+        Notes,
+        PopView,
+        RecordRef,
+        RecordSelection,
+        Stage,
+        TaskEvent,
+        TaskPolicy,
+        TaskView,
+        TaskWorkflowInput,
+    )
+
+ACCEPTED = "reservation.accepted"
+FINISHED = {"task.completed": "Completed", "task.canceled": "Canceled"}
+GONE = {"task.deleted", "task.system-deleted"}
+
+
+def _same_id(a: str, b: str) -> bool:
+    """Salesforce accepts 15- and 18-character forms of one id."""
+    try:
+        return to_18(a) == to_18(b)
+    except ValueError:
+        return a == b
+
+
+@workflow.defn(name="FlexTaskWorkflow")
+class FlexTaskWorkflow:
+    @workflow.init
+    def __init__(self, input: TaskWorkflowInput) -> None:
+        self._task_sid = input.task_sid
+        self._stage = Stage.CREATED
+        self._policy: TaskPolicy | None = None
+        self._seen_events: set[str] = set()
+        self._event_count = 0
+        self._attributes: dict = {}
+        self._attributes_at = -1
+        self._channel: str | None = None
+        self._accepted: TaskEvent | None = None
+        self._finished: TaskEvent | None = None
+        self._gone = False
+        self._pop = PopView()
+        self._record: RecordRef | None = None
+        self._notes: Notes | None = None
+        # Every change the log must reflect bumps this; the log remembers the version it wrote.
+        self._version = 0
+        self._logged_version = -1
+        self._activity_id: str | None = None
+        self._error: str | None = None
+        self._retry_requested = False
+
+    # ---- the process -------------------------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, input: TaskWorkflowInput) -> TaskView:
+        self._policy = await workflow.execute_activity_method(
+            TwilioActivities.load_task_policy, input, **policies.READ
+        )
+        if not self._flags.enabled:
+            self._set_stage(Stage.DISABLED)
+            return self.view()
+        await self._until(lambda: self._accepted is not None or self._finished is not None)
+        if self._accepted is not None:
+            await self._screen_pop()
+        await self._until(lambda: self._finished is not None)
+        if self._flags.activity_logging:
+            await self._await_selection()
+            await self._log_activity()
+            await self._amend_during_grace()
+        else:
+            self._set_stage(Stage.NOT_LOGGED)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self.view()
+
+    async def _screen_pop(self) -> None:
+        self._set_stage(Stage.ACCEPTED)
+        attributes = self._attributes
+        given = self._record_from_attributes()
+        if self._direction() == "Outbound" or not self._flags.screen_pop or given is not None:
+            # Click-to-dial and IVR data dips carry the record already; never search for it.
+            self._record = given
+            self._pop = PopView(record=given) if given and self._direction() == "Inbound" else PopView()
+            self._set_stage(Stage.IN_PROGRESS)
+            return
+        term = first_search_term(attributes)
+        if term is None:
+            self._set_stage(Stage.IN_PROGRESS)
+            return
+        found = await workflow.execute_activity_method(
+            SalesforceActivities.search_salesforce, SearchRequest(task_sid=self._task_sid, term=term),
+            **policies.SEARCH,
+        )
+        records = found.records
+        self._pop = PopView(search_term=term, record=records[0] if len(records) == 1 else None,
+                            candidates=records if len(records) > 1 else [])
+        if len(records) == 1:
+            await self._associate(records[0])
+            self._set_stage(Stage.IN_PROGRESS)
+        elif records and self._flags.activity_logging:
+            self._set_stage(Stage.AWAITING_SELECTION)
+        else:
+            self._set_stage(Stage.IN_PROGRESS)
+
+    async def _await_selection(self) -> None:
+        if self._stage != Stage.AWAITING_SELECTION:
+            return
+        try:
+            await workflow.wait_condition(lambda: self._record is not None,
+                                          timeout=self._policy.selection_timeout)
+        except TimeoutError:
+            pass  # logged without a relation; a later selection amends it (see _amend_during_grace)
+
+    async def _log_activity(self) -> None:
+        while True:
+            self._set_stage(Stage.LOGGING)
+            version = self._version
+            try:
+                result = await workflow.execute_activity_method(
+                    SalesforceActivities.log_activity, self._log_request(), **policies.WRITE
+                )
+            except ActivityError as err:
+                self._error = str(err.cause or err)
+                self._set_stage(Stage.FAILED)
+                if not await self._await_repair():
+                    return
+                continue
+            self._activity_id = result.activity_id
+            self._logged_version = version
+            self._error = None
+            self._set_stage(Stage.LOGGED if self._related() else Stage.LOGGED_UNASSOCIATED)
+            return
+
+    async def _amend_during_grace(self) -> None:
+        """Notes or a selection that arrive shortly after the log amend the same Salesforce Task."""
+        if self._activity_id is None:
+            return
+        deadline = workflow.now() + self._policy.notes_grace
+        while True:
+            remaining = (deadline - workflow.now()).total_seconds()
+            if remaining <= 0:
+                return
+            try:
+                await workflow.wait_condition(lambda: self._version != self._logged_version,
+                                              timeout=timedelta(seconds=remaining))
+            except TimeoutError:
+                return
+            await self._log_activity()
+            if self._stage == Stage.FAILED:
+                return
+
+    async def _await_repair(self) -> bool:
+        """A failed log waits for an operator's `retry_logging` signal rather than disappearing."""
+        self._retry_requested = False
+        try:
+            await workflow.wait_condition(lambda: self._retry_requested, timeout=self._policy.repair_window)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _associate(self, record: RecordRef) -> None:
+        self._record = record
+        self._version += 1
+        await workflow.execute_activity_method(
+            TwilioActivities.save_record_on_task, SaveRecordRequest(task_sid=self._task_sid, record=record),
+            **policies.WRITE,
+        )
+
+    async def _until(self, done) -> None:
+        """Wait for events; when they go quiet for a window, ask TaskRouter what happened."""
+        while not done():
+            seen = self._event_count
+            try:
+                await workflow.wait_condition(lambda: done() or self._gone or self._event_count != seen,
+                                              timeout=self._policy.lost_event_window)
+                if done() or not self._gone:
+                    continue
+            except TimeoutError:
+                pass
+            await self._reconcile()
+
+    async def _reconcile(self) -> None:
+        result = await workflow.execute_activity_method(
+            TwilioActivities.reconcile_task, ReconcileRequest(task_sid=self._task_sid), **policies.READ
+        )
+        for event in result.events:
+            self._apply(event)
+        if result.status != "active" and self._finished is None:
+            # Purged or unknown to TaskRouter, with no completion on record: it ended without telling us how.
+            self._finished = TaskEvent(sid=f"reconciled-{self._task_sid}", event_type="task.canceled",
+                                       task_sid=self._task_sid, timestamp_ms=self._now_ms(),
+                                       reason="ended without a completion event")
+        self._gone = False
+
+    # ---- handlers: record facts, decide nothing ----------------------------------------------------------------
+
+    @workflow.signal
+    def task_event(self, event: TaskEvent) -> None:
+        self._apply(event)
+
+    @workflow.signal
+    def submit_notes(self, notes: Notes) -> None:
+        self._notes = notes
+        if self._policy is None or self._flags.copilot_notes:
+            self._version += 1
+
+    @workflow.signal
+    def retry_logging(self) -> None:
+        self._retry_requested = True
+
+    @workflow.update
+    async def select_record(self, selection: RecordSelection) -> RecordRef:
+        record = next(c for c in self._pop.candidates if _same_id(c.id, selection.record_id))
+        if self._stage == Stage.AWAITING_SELECTION:
+            self._set_stage(Stage.IN_PROGRESS)
+        await self._associate(record)
+        return record
+
+    @select_record.validator
+    def _validate_selection(self, selection: RecordSelection) -> None:
+        if not self._pop.candidates:
+            raise ValueError("this task has no candidate records to choose from")
+        if self._accepted is None or selection.worker_sid != self._accepted.worker_sid:
+            raise ValueError("only the worker who accepted the task can choose its record")
+        if not any(_same_id(c.id, selection.record_id) for c in self._pop.candidates):
+            raise ValueError(f"{selection.record_id} is not one of the candidate records")
+
+    @workflow.query
+    def view(self) -> TaskView:
+        return TaskView(
+            task_sid=self._task_sid,
+            stage=self._stage,
+            flags=self._flags,
+            direction=self._direction(),
+            channel=self._channel_name(),
+            worker_sid=self._accepted.worker_sid if self._accepted else None,
+            pop=self._pop,
+            record=self._related(),
+            notes=self._notes,
+            activity_id=self._activity_id,
+            outcome=FINISHED.get(self._finished.event_type) if self._finished else None,
+            error=self._error,
+        )
+
+    # ---- facts -------------------------------------------------------------------------------------------------
+
+    def _apply(self, event: TaskEvent) -> None:
+        if event.sid in self._seen_events:
+            return
+        self._seen_events.add(event.sid)
+        self._event_count += 1
+        if event.task_attributes and event.timestamp_ms >= self._attributes_at:
+            # Events may arrive out of order: the newest attributes win.
+            self._attributes = event.task_attributes
+            self._attributes_at = event.timestamp_ms
+        self._channel = event.task_channel or self._channel
+        if event.event_type == ACCEPTED and self._accepted is None:
+            self._accepted = event
+        elif event.event_type in FINISHED and self._finished is None:
+            self._finished = event
+        elif event.event_type in GONE and self._finished is None:
+            self._gone = True
+
+    @property
+    def _flags(self) -> FeatureFlags:
+        return self._policy.flags if self._policy else FeatureFlags()
+
+    def _direction(self) -> str:
+        return "Outbound" if str(self._attributes.get("direction", "")).lower() == "outbound" else "Inbound"
+
+    def _channel_name(self) -> str:
+        channel = self._channel or self._attributes.get("channelType") or "voice"
+        return "chat" if channel == "web" else channel
+
+    def _record_from_attributes(self) -> RecordRef | None:
+        record_id = self._attributes.get("sfdcObjectId")
+        if not isinstance(record_id, str) or not record_id:
+            return None
+        kind = self._attributes.get("sfdcObjectType") or object_type_for_id(record_id)
+        return RecordRef(id=record_id, type=kind)
+
+    def _related(self) -> RecordRef | None:
+        return self._record or self._record_from_attributes()
+
+    def _log_request(self) -> ActivityLogRequest:
+        finished = self._finished
+        attributes = self._attributes
+        conversations = attributes.get("conversations") or {}
+        worker_leg = ((attributes.get("conference") or {}).get("participants") or {}).get("worker")
+        accepted = self._accepted
+        channel = self._channel_name()
+        return ActivityLogRequest(
+            task_sid=self._task_sid,
+            outcome=FINISHED.get(finished.event_type, "Canceled"),
+            direction=self._direction(),
+            channel=channel,
+            finished_at=datetime.fromtimestamp(finished.timestamp_ms / 1000, UTC) if finished.timestamp_ms
+            else workflow.now(),
+            reason=finished.reason,
+            call_sid=worker_leg if isinstance(worker_leg, str) else None,
+            disposition=conversations.get("outcome"),
+            description=conversations.get("content"),
+            duration_s=finished.task_age if channel == "voice" else None,
+            notes=self._notes if self._flags.copilot_notes else None,
+            worker_sid=accepted.worker_sid if accepted else None,
+            worker_attributes=accepted.worker_attributes if accepted else {},
+            related=self._related(),
+            activity_id=self._activity_id,
+        )
+
+    def _set_stage(self, stage: Stage) -> None:
+        self._stage = stage
+        record = self._related()
+        workflow.set_current_details(
+            f"**{stage.value}** · task {self._task_sid}"
+            + (f" · record {record.type or ''} {record.id}" if record else "")
+            + (f" · Salesforce Task {self._activity_id}" if self._activity_id else "")
+        )
+
+    def _now_ms(self) -> int:
+        return int(workflow.now().timestamp() * 1000)
