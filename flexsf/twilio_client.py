@@ -1,0 +1,88 @@
+"""Build the `twilio` SDK client the product uses, optionally pointed at another base URL (the sandbox).
+
+twilio-python has no base-URL option: every domain (taskrouter, flex-api, iam) builds absolute
+`https://<domain>.twilio.com/...` URLs. So when a base URL is configured we hand the SDK an HTTP client
+that swaps scheme and host for that base URL; with no base URL the SDK talks to Twilio unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from requests.adapters import HTTPAdapter
+from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response
+from twilio.rest import Client
+
+DEFAULT_TIMEOUT_S = 10.0
+# The SDK is called from a thread pool of activities; one pooled connection per worker thread.
+DEFAULT_POOL_SIZE = max(32, (os.cpu_count() or 4) * 4)
+
+
+def rebase_url(url: str, base_url: str | None) -> str:
+    """`https://<anything>.twilio.com/path?q` -> `<base_url>/path?q`; other URLs (and base_url=None) unchanged."""
+    if not base_url:
+        return url
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if not (host == "twilio.com" or host.endswith(".twilio.com")):
+        return url
+    base = urlsplit(base_url)
+    return urlunsplit((base.scheme, base.netloc, base.path.rstrip("/") + parts.path, parts.query, parts.fragment))
+
+
+class RebasedTwilioHttpClient(TwilioHttpClient):
+    """A `TwilioHttpClient` that sends every Twilio API call to `base_url` instead of `*.twilio.com`."""
+
+    def __init__(self, base_url: str, timeout: float | None = DEFAULT_TIMEOUT_S,
+                 pool_size: int = DEFAULT_POOL_SIZE, **kwargs: Any) -> None:
+        super().__init__(pool_connections=True, timeout=timeout, **kwargs)
+        self.base_url = base_url.rstrip("/")
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+        assert self.session is not None
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
+        return super().request(method, rebase_url(url, self.base_url), *args, **kwargs)
+
+
+def build_twilio_client(
+    account_sid: str,
+    auth_token: str | None = None,
+    api_key: str | None = None,
+    api_secret: str | None = None,
+    base_url: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> Client:
+    """A `twilio.rest.Client` authenticated with an API key (`SK…` + secret, preferred) or the auth token.
+
+    `base_url` (e.g. the sandbox's `http://127.0.0.1:PORT`) replaces every Twilio host; leave it None in
+    production.
+    """
+    if base_url:
+        http_client: TwilioHttpClient = RebasedTwilioHttpClient(base_url, timeout=timeout)
+    else:
+        http_client = TwilioHttpClient(pool_connections=True, timeout=timeout)
+    if api_key or api_secret:
+        if not (api_key and api_secret):
+            raise ValueError("api_key and api_secret go together")
+        return Client(api_key, api_secret, account_sid, http_client=http_client)
+    if not auth_token:
+        raise ValueError("either auth_token or api_key + api_secret is required")
+    return Client(account_sid, auth_token, http_client=http_client)
+
+
+class JsonBody:
+    """Wraps a dict for the SDK's JSON-body updates, which call `body.to_dict()`.
+
+    `client.flex_api.v1.configuration().update(body=JsonBody({"account_sid": ..., "ui_attributes": {...}}))`
+    """
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._data
