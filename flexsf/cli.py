@@ -8,6 +8,10 @@ app = typer.Typer(no_args_is_help=True, help="Durable Salesforce integration for
 sandbox_app = typer.Typer(no_args_is_help=True, help="Local stand-ins for Salesforce and Twilio.")
 app.add_typer(sandbox_app, name="sandbox")
 
+from sandboxes.twilio.cli import twilio_command  # noqa: E402
+
+sandbox_app.command("twilio")(twilio_command)
+
 
 @app.callback()
 def main() -> None:
