@@ -155,6 +155,7 @@ class TaskRouterState:
         self.reservations: dict[str, Reservation] = {}
         self.events: list[Event] = []
         self._event_seq = 0
+        self._last_event_ms = 0
         self.workers: dict[str, Worker] = {
             w.sid: Worker(w.sid, w.identity, demo.worker_attributes_json(w), "Available", now)
             for w in demo.DEMO_WORKERS
@@ -428,7 +429,10 @@ class TaskRouterState:
         self._emit("task.deleted", task, f"Task {task.sid} deleted")
 
     def _emit(self, event_type: str, task: Task, description: str, res: Reservation | None = None) -> None:
-        now = self._clock()
+        # Event times are strictly increasing per workspace, so event_date_ms alone orders the log.
+        date_ms = max(int(self._clock() * 1000), self._last_event_ms + 1)
+        self._last_event_ms = date_ms
+        now = date_ms / 1000
         self._event_seq += 1
         event_sid = new_sid("EV")
         params: dict[str, str] = {
@@ -440,7 +444,7 @@ class TaskRouterState:
             "ResourceType": "Reservation" if res else "Task",
             "ResourceSid": res.sid if res else task.sid,
             "Timestamp": str(int(now)),
-            "TimestampMs": str(int(now * 1000)),
+            "TimestampMs": str(date_ms),
             "Sid": event_sid,
             "TaskSid": task.sid,
             "TaskAttributes": task.attributes,
@@ -472,7 +476,7 @@ class TaskRouterState:
             }
         event = Event(
             seq=self._event_seq, sid=event_sid, event_type=event_type, description=description,
-            resource_type=params["ResourceType"], resource_sid=params["ResourceSid"], date_ms=int(now * 1000),
+            resource_type=params["ResourceType"], resource_sid=params["ResourceSid"], date_ms=date_ms,
             params=params, task_sid=task.sid, reservation_sid=res.sid if res else None,
             worker_sid=res.worker_sid if res else None, task_channel=task.channel,
         )
