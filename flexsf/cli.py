@@ -12,6 +12,10 @@ from sandboxes.twilio.cli import twilio_command  # noqa: E402
 
 sandbox_app.command("twilio")(twilio_command)
 
+from sandboxes.salesforce.cli import salesforce_command  # noqa: E402
+
+sandbox_app.command("salesforce")(salesforce_command)
+
 
 @app.callback()
 def main() -> None:

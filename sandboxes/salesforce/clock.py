@@ -16,6 +16,10 @@ class Clock:
         with self._lock:
             self._offset += seconds
 
+    def reset(self) -> None:
+        with self._lock:
+            self._offset = 0.0
+
     def time(self) -> float:
         return time.time() + self._offset
 

@@ -71,6 +71,7 @@ class SalesforceSandbox:
         self.clock = Clock()
         self.faults = Faults(faults)
         self._counters = Counters(daily_limit)
+        self._daily_limit = daily_limit
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="flexsf-salesforce-sandbox-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -157,9 +158,11 @@ class SalesforceSandbox:
         return self._counters.snapshot()
 
     def reset(self) -> None:
-        """Faults off, counters and API usage back to zero, clock offset kept. Data and tokens are kept."""
+        """Faults off; counters, API usage, daily limit and clock back to their start. Data and tokens stay."""
         self.faults.reset()
         self._counters.reset()
+        self.set_daily_limit(self._daily_limit)
+        self.clock.reset()
 
     def revoke_tokens(self, token: str | None = None) -> int:
         return self.oauth.revoke(token)
@@ -203,6 +206,8 @@ class SalesforceSandbox:
             return control.handle(self, req)
         delay = self.faults.delay_s()
         if delay:
+            self._counters.inc("delayed_requests")
+            self._counters.inc("injected_delay_ms", round(delay * 1000))
             time.sleep(delay)  # injected latency: the point is to hold this request thread
         trimmed = path.rstrip("/")
         if trimmed == "/services/oauth2/token":
