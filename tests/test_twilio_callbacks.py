@@ -188,7 +188,7 @@ def test_duplicates_carry_the_same_event_sid(wired: TwilioSandbox, callback_rece
 
 
 def test_reorder_swaps_pairs(wired: TwilioSandbox, callback_receiver: CallbackReceiver) -> None:
-    wired.faults.update(callback_reorder="swap_pairs")
+    wired.faults.update(callback_reorder="swap_pairs", callback_reorder_flush_s=0.02)
     wired.lifecycle({}, complete=True)
     received = callback_receiver.wait_for(len(FULL_LIFECYCLE))
     wired.wait_callbacks_idle()

@@ -44,7 +44,7 @@ def twilio_command(
     try:
         sys.stdout.write(json.dumps(sandbox.info) + "\n")
         sys.stdout.flush()
-        while not stop.wait(0.5):
+        while not stop.wait(0.1):
             pass
     finally:
         sandbox.stop()
