@@ -6,9 +6,11 @@ import json
 
 import httpx
 import pytest
+import requests
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
+from flexsf.twilio_client import build_twilio_client
 from sandboxes.twilio import TwilioSandbox
 
 
@@ -99,3 +101,12 @@ def test_unknown_fault_settings_are_refused(fresh_twilio_sandbox: TwilioSandbox)
         fresh_twilio_sandbox.faults.update(rate_limit=1.0)
     response = httpx.post(f"{fresh_twilio_sandbox.control_url}/faults", json={"callback_reorder": "sideways"})
     assert response.status_code == 400
+
+
+def test_latency_trips_a_short_client_timeout(fresh_twilio_sandbox: TwilioSandbox) -> None:
+    sb = fresh_twilio_sandbox
+    impatient = build_twilio_client(sb.account_sid, sb.auth_token, base_url=sb.url, timeout=0.05)
+    sb.faults.update(latency_s=0.3, endpoints=["configuration_fetch"])
+    with pytest.raises(requests.exceptions.Timeout):
+        impatient.flex_api.v1.configuration().fetch()
+    assert impatient.taskrouter.v1.workspaces(sb.workspace_sid).fetch().sid == sb.workspace_sid

@@ -297,6 +297,8 @@ class TaskRouterState:
         """Another writer (Flex UI, a plugin) merges keys into the task's attributes."""
         with self.lock:
             task = self._task(sid)
+            if task.assignment_status in FINISHED:
+                raise bad_request(f"Task {sid} is {task.assignment_status} and can no longer be updated")
             merged = task.attributes_dict() | patch
             task.attributes = json.dumps(merged)
             self._touch(task)
