@@ -11,8 +11,6 @@ from typing import Any
 
 from flexsf.salesforce_ids import KEY_PREFIXES
 
-# Field types follow describe's `type` values.
-TEXT_TYPES = {"string", "textarea", "phone", "email", "url", "picklist", "id", "reference"}
 
 
 @dataclass(frozen=True)
