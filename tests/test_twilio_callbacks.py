@@ -188,17 +188,25 @@ def test_duplicates_carry_the_same_event_sid(wired: TwilioSandbox, callback_rece
 
 
 def test_reorder_swaps_pairs(wired: TwilioSandbox, callback_receiver: CallbackReceiver) -> None:
-    wired.faults.update(callback_reorder="swap_pairs", callback_reorder_flush_s=0.02)
-    wired.lifecycle({}, complete=True)
-    received = callback_receiver.wait_for(len(FULL_LIFECYCLE))
-    wired.wait_callbacks_idle()
-    swapped = ["reservation.created", "task.created", "task.wrapup", "reservation.accepted",
-               "task.completed", "reservation.wrapup", "reservation.completed"]  # the odd one out is flushed last
-    assert _types(received) == swapped
+    # A long flush time: the pairs must come from swapping, never from a timer releasing a half window.
+    wired.faults.update(callback_reorder="swap_pairs", callback_reorder_flush_s=30)
+    sid = wired.create_task({})["sid"]
+    wired.reserve(sid)
+    wired.cancel(sid, reason="caller hung up")
+    received = callback_receiver.wait_for(4)
+    assert _types(received) == ["reservation.created", "task.created", "reservation.canceled", "task.canceled"]
+
+
+def test_reorder_releases_a_half_window_after_the_flush_time(
+    wired: TwilioSandbox, callback_receiver: CallbackReceiver
+) -> None:
+    wired.faults.update(callback_reorder="swap_pairs", callback_reorder_flush_s=0.01)
+    wired.create_task({})
+    assert _types(callback_receiver.wait_for(1)) == ["task.created"]
 
 
 def test_reorder_shuffles_a_window(wired: TwilioSandbox, callback_receiver: CallbackReceiver) -> None:
-    wired.faults.update(callback_reorder="shuffle", callback_reorder_window=7)
+    wired.faults.update(callback_reorder="shuffle", callback_reorder_window=7, callback_reorder_flush_s=30)
     wired.lifecycle({}, complete=True)
     received = callback_receiver.wait_for(len(FULL_LIFECYCLE))
     assert sorted(_types(received)) == sorted(FULL_LIFECYCLE)
