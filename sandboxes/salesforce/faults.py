@@ -26,6 +26,20 @@ class FaultSettings:
     drop_after_commit: int = 0  # the next N successful writes commit, then the TCP connection is dropped
 
 
+def _typed(name: str, value: Any) -> Any:
+    """Settings arrive as JSON from the control endpoint too: coerce, and refuse nonsense early."""
+    if name == "expire_sessions_after":
+        return None if value is None else int(value)
+    if name == "limit_exceeded":
+        if not isinstance(value, bool):
+            raise ValueError("limit_exceeded must be true or false")
+        return value
+    number = int(value) if name in ("fail_next", "drop_after_commit") else float(value)
+    if number < 0 or (name == "fail_rate" and number > 1):
+        raise ValueError(f"{name} out of range: {value}")
+    return number
+
+
 class Faults:
     def __init__(self, settings: FaultSettings | None = None, seed: int = DEFAULT_FAULT_SEED) -> None:
         self._lock = threading.Lock()
@@ -40,8 +54,9 @@ class Faults:
         unknown = set(changes) - known
         if unknown:
             raise ValueError(f"unknown fault settings: {sorted(unknown)}")
+        typed = {name: _typed(name, value) for name, value in changes.items()}
         with self._lock:
-            for name, value in changes.items():
+            for name, value in typed.items():
                 setattr(self._settings, name, value)
             return FaultSettings(**asdict(self._settings))
 

@@ -144,7 +144,10 @@ class RestApi:
             return Response(200, run_search(self.org, q, version))
         if head == "parameterizedSearch" and len(parts) == 1 and method in ("GET", "POST"):
             self.counters.inc("parameterized_search")
-            params = req.json() if method == "POST" else _parameterized_from_query(req.query)
+            try:
+                params = req.json() if method == "POST" else _parameterized_from_query(req.query)
+            except ValueError as exc:
+                raise ApiError(400, "MALFORMED_SEARCH", f"invalid parameter: {exc}") from None
             if not isinstance(params, dict):
                 raise ApiError(400, "JSON_PARSER_ERROR", "the request body must be a JSON object")
             return Response(200, run_parameterized(self.org, params, version))

@@ -12,7 +12,6 @@ from typing import Any
 from flexsf.salesforce_ids import KEY_PREFIXES
 
 
-
 @dataclass(frozen=True)
 class Field:
     name: str
