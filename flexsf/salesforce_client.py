@@ -34,6 +34,7 @@ class SalesforceCredentials:
     private_key_file: str | None = None
     api_version: str = "62.0"
     ca_bundle: str | None = None
+    jwt_audience: str | None = None  # default: see `login_url`
 
     @property
     def grant_type(self) -> str:
@@ -45,8 +46,15 @@ class SalesforceCredentials:
 
     @property
     def login_url(self) -> str:
-        """The JWT audience: scheme and host of the token URL (e.g. https://login.salesforce.com)."""
+        """The JWT audience. Salesforce wants login.salesforce.com (test.salesforce.com for sandbox
+        orgs) even when tokens come from a My Domain; other hosts (the local emulator) get their origin."""
+        if self.jwt_audience:
+            return self.jwt_audience
         parts = urlsplit(self.token_url)
+        host = (parts.hostname or "").lower()
+        if host.endswith(".salesforce.com") or host.endswith(".force.com"):
+            sandbox_org = host.startswith("test.") or ".sandbox." in host
+            return "https://test.salesforce.com" if sandbox_org else "https://login.salesforce.com"
         return f"{parts.scheme}://{parts.netloc}"
 
 

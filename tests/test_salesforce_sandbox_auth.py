@@ -40,6 +40,12 @@ def test_grant_choice() -> None:
     assert dataclasses.replace(base, client_secret="s", username="u", password="p").grant_type == "password"
     assert dataclasses.replace(base, username="u", private_key_file="k.pem").grant_type == JWT_BEARER_GRANT
     assert base.login_url == "https://login.salesforce.com"
+    my_domain = dataclasses.replace(base, token_url="https://acme.my.salesforce.com/services/oauth2/token")
+    assert my_domain.login_url == "https://login.salesforce.com"
+    sandbox_org = dataclasses.replace(base, token_url="https://acme--uat.sandbox.my.salesforce.com/services/oauth2/token")
+    assert sandbox_org.login_url == "https://test.salesforce.com"
+    local = dataclasses.replace(base, token_url="https://127.0.0.1:8443/services/oauth2/token")
+    assert local.login_url == "https://127.0.0.1:8443"
 
 
 def test_secrets_stay_out_of_repr(clean_salesforce_sandbox: SalesforceSandbox) -> None:
