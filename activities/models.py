@@ -58,6 +58,8 @@ class ActivityLogResult(BaseModel):
 
 class ReconcileRequest(BaseModel):
     task_sid: str
+    # TaskRouter's Events list covers only the last 15 minutes unless told where to start.
+    since: datetime | None = None
 
 
 class ReconcileResult(BaseModel):

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
+from twilio.base import values
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
@@ -86,7 +87,9 @@ class TwilioActivities:
     def reconcile_task(self, req: ReconcileRequest) -> ReconcileResult:
         """Ask TaskRouter's Events list what happened to a task whose callbacks went quiet."""
         with twilio_errors("reconcile_task"):
-            rows = self._client.taskrouter.v1.workspaces(self._workspace_sid).events.list(task_sid=req.task_sid)
+            rows = self._client.taskrouter.v1.workspaces(self._workspace_sid).events.list(
+                task_sid=req.task_sid, start_date=req.since or values.unset
+            )
         events = [e for e in (event_from_events_api(row, req.task_sid) for row in rows) if e is not None]
         events.sort(key=lambda e: e.timestamp_ms)
         if any(e.event_type in FINISHED_EVENTS for e in events):

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PRODUCTION_TOKEN_URL = "https://login.salesforce.com/services/oauth2/token"
 _PLACEHOLDERS = {"changeme", "change-me", "xxx", "secret", "your-secret-here", "todo"}
@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     flexsf_flex_config_ttl_s: float = 60.0
 
     # The "softphone layout": which objects a screen-pop search looks in, and how.
-    flexsf_search_objects: list[str] = ["Contact", "Lead", "Account"]
+    flexsf_search_objects: Annotated[list[str], NoDecode] = ["Contact", "Lead", "Account"]
     flexsf_search_limit: int = Field(20, ge=1, le=200)
     flexsf_person_accounts: bool = False
     flexsf_default_region: str = "US"

@@ -13,7 +13,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from flexsf.temporal_server import TemporalDevServer
 
-pytest_plugins = ["tests.fixtures_salesforce", "tests.fixtures_twilio"]
+pytest_plugins = ["tests.fixtures_salesforce", "tests.fixtures_twilio", "tests.fixtures_stack"]
 
 
 @pytest.fixture(scope="session")

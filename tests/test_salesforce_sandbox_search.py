@@ -168,3 +168,12 @@ def test_parameterized_search_get_and_post(sf: Salesforce) -> None:
     with pytest.raises(SalesforceMalformedRequest) as caught:
         sf.restful("parameterizedSearch/", params={"q": "AT&T"})
     assert _error(caught)["errorCode"] == "MALFORMED_SEARCH"
+
+
+def test_or_between_phone_formats_matches_either(sf) -> None:
+    from sandboxes.salesforce import demo
+
+    found = sf.search("FIND {\\+16285550147 OR 6285550147} IN PHONE FIELDS RETURNING Contact(Id)")["searchRecords"]
+    assert [r["Id"] for r in found] == [demo.UNIQUE_PHONE_CONTACT.id]
+    none = sf.search("FIND {\\+19995550147 OR 9995550147} IN PHONE FIELDS RETURNING Contact(Id)")["searchRecords"]
+    assert none == []

@@ -205,7 +205,9 @@ class FlexTaskWorkflow:
 
     async def _reconcile(self) -> None:
         result = await workflow.execute_activity_method(
-            TwilioActivities.reconcile_task, ReconcileRequest(task_sid=self._task_sid), **policies.READ
+            TwilioActivities.reconcile_task,
+            ReconcileRequest(task_sid=self._task_sid, since=workflow.info().start_time - timedelta(hours=1)),
+            **policies.READ,
         )
         for event in result.events:
             self._apply(event)

@@ -34,10 +34,12 @@ def _rid(sobject: str, n: int) -> str:
 
 
 INTEGRATION_USER_ID = _rid("User", 1)
+# The Twilio sandbox's demo workers carry the same emails: that is how a Flex worker maps to a Salesforce user.
 AGENT_USERS = (
-    DemoRecord("User", _rid("User", 2), "Alice Agent", email="alice.agent@flexsf-demo.example.com"),
-    DemoRecord("User", _rid("User", 3), "Bob Agent", email="bob.agent@flexsf-demo.example.com"),
-    DemoRecord("User", _rid("User", 4), "Carmen Agent", email="carmen.agent@flexsf-demo.example.com"),
+    DemoRecord("User", _rid("User", 2), "Ada Lovelace", email="ada.lovelace@example.com"),
+    DemoRecord("User", _rid("User", 3), "Grace Hopper", email="grace.hopper@example.com"),
+    DemoRecord("User", _rid("User", 4), "Alan Turing", email="alan.turing@example.com"),
+    DemoRecord("User", _rid("User", 5), "Katherine Johnson", email="katherine.johnson@example.com"),
 )
 
 # Exactly one record in the org has this number (in any field or format).

@@ -57,6 +57,11 @@ class Term:
 
     text: str  # unescaped, for email / phone comparison
     alternatives: list[list[re.Pattern[str]]]
+    # The unescaped text of each OR alternative: `{\\+14155550100 OR 4155550100}` is two phone numbers.
+    alternative_texts: list[str] = field(default_factory=list)
+
+    def texts(self) -> list[str]:
+        return self.alternative_texts or [self.text]
 
 
 @dataclass
@@ -78,17 +83,20 @@ def parse_term(chars: list[tuple[str, bool]]) -> Term:
         else:
             words[-1].append((ch, escaped))
     alternatives: list[list[re.Pattern[str]]] = [[]]
+    texts: list[list[str]] = [[]]
     for word in (w for w in words if w):
         plain = "".join(ch for ch, _ in word)
         if plain in ("OR", "AND") and not any(e for _, e in word):
             if plain == "OR":
                 alternatives.append([])
+                texts.append([])
             continue
         alternatives[-1].extend(_word_patterns(word))
+        texts[-1].append(plain)
     text = "".join(ch for ch, _ in chars).strip()
     if not any(alternatives) or len(text.replace("*", "").replace("?", "")) < 2:
         raise malformed_search("search term must be longer than one character")
-    return Term(text, [alt for alt in alternatives if alt])
+    return Term(text, [alt for alt in alternatives if alt], [" ".join(t) for t in texts if t])
 
 
 def _word_patterns(word: list[tuple[str, bool]]) -> list[re.Pattern[str]]:
@@ -160,8 +168,12 @@ def national(number_digits: str) -> str:
 
 
 def phone_matches(term: Term, obj: SObject, record: Record) -> bool:
-    wanted = digits(term.text)
-    if len(wanted) < _MIN_PHONE_DIGITS or any(ch.isalpha() for ch in term.text):
+    return any(_phone_matches(text, obj, record) for text in term.texts())
+
+
+def _phone_matches(text: str, obj: SObject, record: Record) -> bool:
+    wanted = digits(text)
+    if len(wanted) < _MIN_PHONE_DIGITS or any(ch.isalpha() for ch in text):
         return False
     wanted = national(wanted)
     for name in obj.phone_fields:
@@ -177,7 +189,7 @@ def email_matches(term: Term, obj: SObject, record: Record) -> bool:
         value = record.get(name)
         if not isinstance(value, str):
             continue
-        if value.lower() == term.text.lower():
+        if any(value.lower() == text.lower() for text in term.texts()):
             return True
         tokens = set(_WORD_RE.findall(fold(value)))
         if any(_tokens_match(alt, tokens) for alt in term.alternatives):

@@ -1,0 +1,180 @@
+"""The product wired to the sandboxes: settings, an in-process worker, and an event relay.
+
+The relay stands where the gateway will: it receives the Twilio sandbox's signed callbacks over HTTP, checks the
+signature, and signal-with-starts the task's workflow before answering 204.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl
+
+import pytest
+import pytest_asyncio
+from temporalio.client import Client, WorkflowHandle
+from twilio.request_validator import RequestValidator
+
+import worker as worker_module
+from flexsf.events import HANDLED_EVENTS, signal_event, workflow_id
+from flexsf.settings import Settings
+from flexsf.task_events import task_event
+from workflows.models import TaskView
+from workflows.task_workflow import FlexTaskWorkflow
+
+
+def stack_env(sf: dict, tw: dict, task_queue: str, **extra: str) -> dict[str, str]:
+    """Environment variables that point the product at the two sandboxes (what `flexsf dev` will write too)."""
+    env = {
+        "SALESFORCE_TOKEN_URL": sf["token_url"],
+        "SALESFORCE_CLIENT_ID": sf["client_id"],
+        "SALESFORCE_CLIENT_SECRET": sf["client_secret"],
+        "SALESFORCE_API_VERSION": sf["api_version"],
+        "SALESFORCE_CA_BUNDLE": sf["ca_bundle"],
+        "TWILIO_ACCOUNT_SID": tw["account_sid"],
+        "TWILIO_AUTH_TOKEN": tw["auth_token"],
+        "TWILIO_WORKSPACE_SID": tw["workspace_sid"],
+        "TWILIO_API_BASE_URL": tw["url"],
+        "FLEXSF_TASK_QUEUE": task_queue,
+        "FLEXSF_FLEX_CONFIG_TTL_S": "0",
+        "FLEXSF_ACTIVITY_EXTERNAL_ID_FIELD": "Flex_Task_Sid__c",
+        "FLEXSF_PERSON_ACCOUNTS": "true",
+        "FLEXSF_SEARCH_OBJECTS": "Contact,Lead,Account",
+        "FLEXSF_SELECTION_TIMEOUT_S": "30",
+        "FLEXSF_NOTES_GRACE_S": "2",
+        "FLEXSF_LOST_EVENT_WINDOW_S": "30",
+    }
+    env.update(extra)
+    return env
+
+
+def settings_from(env: dict[str, str]) -> Settings:
+    import os
+    from unittest import mock
+
+    with mock.patch.dict(os.environ, env):
+        return Settings(_env_file=None)
+
+
+class EventRelay:
+    """An HTTP endpoint for TaskRouter callbacks that signals workflows; answers 204 only once Temporal has it."""
+
+    def __init__(self, client: Client, loop: asyncio.AbstractEventLoop, auth_token: str) -> None:
+        self.client = client
+        self.loop = loop
+        self.validator = RequestValidator(auth_token)
+        self.task_queue = "unset"
+        self.rejected: list[str] = []
+        relay = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+                params = dict(parse_qsl(body, keep_blank_values=True))
+                url = f"http://127.0.0.1:{relay.port}{self.path}"
+                if not relay.validator.validate(url, params, self.headers.get("X-Twilio-Signature", "")):
+                    relay.rejected.append(params.get("Sid", "?"))
+                    return self._answer(403)
+                if params.get("EventType") in HANDLED_EVENTS:
+                    event = task_event(params)
+                    future = asyncio.run_coroutine_threadsafe(
+                        signal_event(relay.client, relay.task_queue, event), relay.loop)
+                    try:
+                        future.result(timeout=30)
+                    except Exception:  # noqa: BLE001 - a closed workflow or Temporal trouble: let the sender see it
+                        return self._answer(503)
+                self._answer(204)
+
+            def _answer(self, status: int) -> None:
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/taskrouter/events"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class Stack:
+    client: Client
+    task_queue: str
+    env: dict[str, str]
+    activities: worker_module.Activities
+    sf: object
+    tw: object
+    relay: EventRelay
+    handles: dict[str, WorkflowHandle] = field(default_factory=dict)
+
+    def handle(self, task_sid: str) -> WorkflowHandle:
+        return self.client.get_workflow_handle_for(FlexTaskWorkflow.run, workflow_id(task_sid))
+
+    async def view(self, task_sid: str) -> TaskView:
+        return await self.handle(task_sid).query(FlexTaskWorkflow.view)
+
+    async def wait_for(self, task_sid: str, predicate, timeout: float = 30.0) -> TaskView:
+        """Poll the workflow's query until the predicate holds (the workflow may not exist yet)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        last: TaskView | Exception | None = None
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                last = await self.view(task_sid)
+                if predicate(last):
+                    return last
+            except Exception as exc:  # noqa: BLE001 - not started yet
+                last = exc
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"condition not met for {task_sid}; last view: {last!r}")
+
+    async def result(self, task_sid: str, timeout: float = 60.0) -> TaskView:
+        return await asyncio.wait_for(self.handle(task_sid).result(), timeout)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def event_relay(temporal_client: Client, twilio_sandbox) -> AsyncIterator[EventRelay]:
+    relay = EventRelay(temporal_client, asyncio.get_running_loop(), twilio_sandbox.info["auth_token"])
+    yield relay
+    relay.close()
+
+
+def start_stack_worker(client: Client, env: dict[str, str], executor: ThreadPoolExecutor):
+    settings = settings_from(env)
+    activities = worker_module.build_activities(settings)
+    return activities, worker_module.build_worker(client, settings.flexsf_task_queue, activities, executor)
+
+
+@pytest.fixture
+def stack_overrides() -> dict[str, str]:
+    """Tests override settings by parametrizing or overriding this fixture."""
+    return {}
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def stack(temporal_client, clean_salesforce_sandbox, fresh_twilio_sandbox, event_relay,
+                stack_overrides) -> AsyncIterator[Stack]:
+    salesforce_sandbox, twilio_sandbox = clean_salesforce_sandbox, fresh_twilio_sandbox
+    task_queue = f"stack-{uuid.uuid4()}"
+    env = stack_env(salesforce_sandbox.info, twilio_sandbox.info, task_queue, **stack_overrides)
+    event_relay.task_queue = task_queue
+    twilio_sandbox.set_callback_url(event_relay.url)
+    with ThreadPoolExecutor(max_workers=16) as executor:
+        activities, worker = start_stack_worker(temporal_client, env, executor)
+        async with worker:
+            yield Stack(temporal_client, task_queue, env, activities, salesforce_sandbox, twilio_sandbox, event_relay)
+    twilio_sandbox.set_callback_url(None)
