@@ -88,6 +88,15 @@ class Settings(BaseSettings):
     def _no_placeholders(cls, v: SecretStr | None, info) -> SecretStr | None:
         return _refuse_placeholder(v, info.field_name.upper())
 
+    @field_validator("flexsf_activity_external_id_field", "flexsf_activity_topics_field",
+                     "flexsf_activity_sentiment_field", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, v):
+        # `FIELD=` in an env file means "no such field", not a field named "".
+        if isinstance(v, str) and not v.strip():
+            return None
+        return v.strip() if isinstance(v, str) else v
+
     @field_validator("flexsf_search_objects", mode="before")
     @classmethod
     def _comma_list(cls, v):
