@@ -25,6 +25,7 @@ from workflows.models import TaskPolicy, TaskWorkflowInput
 # Concurrent writers (Flex UI, Studio, other plugins) may keep moving the ETag; past this, let Temporal back off.
 MAX_MERGE_ATTEMPTS = 8
 FINISHED_EVENTS = {"task.completed", "task.canceled", "task.deleted", "task.system-deleted"}
+FINISHED_STATUSES = {"completed", "canceled"}
 
 
 def merged_attributes(current: dict, record_id: str, record_type: str | None) -> dict | None:
@@ -65,6 +66,9 @@ class TwilioActivities:
                     if exc.status == 404:
                         return SaveRecordResult(written=False, attempts=attempt, task_gone=True)
                     raise
+                if fetched.data.assignment_status in FINISHED_STATUSES:
+                    # TaskRouter refuses attribute updates of a finished task; the workflow still logs the record.
+                    return SaveRecordResult(written=False, attempts=attempt, task_gone=True)
                 attributes = json.loads(fetched.data.attributes or "{}")
                 merged = merged_attributes(attributes, req.record.id, req.record.type)
                 if merged is None:
@@ -77,11 +81,23 @@ class TwilioActivities:
                         continue
                     if exc.status == 404:
                         return SaveRecordResult(written=False, attempts=attempt, task_gone=True)
+                    if exc.status == 400 and self._finished(task):
+                        return SaveRecordResult(written=False, attempts=attempt, task_gone=True)
                     raise
         raise ApplicationError(
             f"save_record_on_task: the task's attributes changed under us {MAX_MERGE_ATTEMPTS} times in a row",
             type="TaskAttributesContended",
         )
+
+    @staticmethod
+    def _finished(task) -> bool:
+        """Whether the task completed or was canceled (or vanished) since we fetched it."""
+        try:
+            return task.fetch().assignment_status in FINISHED_STATUSES
+        except TwilioRestException as exc:
+            if exc.status == 404:
+                return True
+            raise
 
     @activity.defn(name="reconcile_task")
     def reconcile_task(self, req: ReconcileRequest) -> ReconcileResult:
