@@ -39,6 +39,8 @@ with workflow.unsafe.imports_passed_through():
 ACCEPTED = "reservation.accepted"
 FINISHED = {"task.completed": "Completed", "task.canceled": "Canceled"}
 GONE = {"task.deleted", "task.system-deleted"}
+# Histories from before a completion without acceptance triggered a reconciliation replay without it.
+RECOVER_LOST_ACCEPTANCE = "recover-lost-acceptance"
 
 
 def _same_id(a: str, b: str) -> bool:
@@ -88,6 +90,9 @@ class FlexTaskWorkflow:
         if self._accepted is not None:
             await self._screen_pop()
         await self._until(lambda: self._finished is not None)
+        if self._accepted is None and self._finished.event_type == "task.completed" \
+                and workflow.patched(RECOVER_LOST_ACCEPTANCE):
+            await self._recover_acceptance()
         if self._flags.activity_logging:
             await self._await_selection()
             await self._log_activity()
@@ -125,6 +130,13 @@ class FlexTaskWorkflow:
             self._set_stage(Stage.AWAITING_SELECTION)
         else:
             self._set_stage(Stage.IN_PROGRESS)
+
+    async def _recover_acceptance(self) -> None:
+        """A completed task was accepted by someone: when that callback was lost, TaskRouter's Events list still
+        knows who (the log's owner) and the pop that never ran finds the record to relate the log to."""
+        await self._reconcile()
+        if self._accepted is not None:
+            await self._screen_pop()
 
     async def _await_selection(self) -> None:
         if self._stage != Stage.AWAITING_SELECTION:
