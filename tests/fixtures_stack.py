@@ -143,6 +143,7 @@ class Stack:
         raise AssertionError(f"condition not met for {task_sid}; last view: {last!r}")
 
     async def result(self, task_sid: str, timeout: float = 60.0) -> TaskView:
+        await self.wait_for(task_sid, lambda v: True)  # callbacks are asynchronous: the workflow may not exist yet
         return await asyncio.wait_for(self.handle(task_sid).result(), timeout)
 
 
@@ -160,9 +161,9 @@ def start_stack_worker(client: Client, env: dict[str, str], executor: ThreadPool
 
 
 @pytest.fixture
-def stack_overrides() -> dict[str, str]:
-    """Tests override settings by parametrizing or overriding this fixture."""
-    return {}
+def stack_overrides(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Settings a test changes: `@pytest.mark.parametrize("stack_overrides", [{...}], indirect=True)`."""
+    return getattr(request, "param", {})
 
 
 @pytest_asyncio.fixture(loop_scope="session")
