@@ -25,16 +25,12 @@ from activities.salesforce import SalesforceActivities, SearchConfig
 from activities.salesforce_connection import SalesforceConnection
 from activities.twilio import TwilioActivities
 from flexsf.salesforce_client import SalesforceCredentials
-from flexsf.settings import Settings
+from flexsf.settings import ConfigurationError, Settings, load_settings
 from flexsf.twilio_client import build_twilio_client
 from workflows.task_workflow import FlexTaskWorkflow
 
 log = logging.getLogger("flexsf.worker")
 ACTIVITY_THREADS = 64
-
-
-class ConfigurationError(RuntimeError):
-    """A setting the worker cannot start without; the message names it (never its value)."""
 
 
 @dataclass
@@ -125,7 +121,7 @@ async def connect(settings: Settings | None = None) -> Client:
 
 
 async def run(settings: Settings | None = None) -> None:
-    settings = settings or Settings()
+    settings = settings or load_settings()
     activities = build_activities(settings)
     client = await connect(settings)
     stop = asyncio.Event()
@@ -142,7 +138,10 @@ async def run(settings: Settings | None = None) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except ConfigurationError as exc:
+        raise SystemExit(f"flexsf worker: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -132,3 +132,20 @@ class Settings(BaseSettings):
             "lost_event_window": timedelta(seconds=self.flexsf_lost_event_window_s),
             "repair_window": timedelta(seconds=self.flexsf_repair_window_s),
         }
+
+
+class ConfigurationError(RuntimeError):
+    """Bad or missing configuration; the message names each setting and what is wrong, never its value."""
+
+
+def load_settings(**overrides) -> Settings:
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        # pydantic's own message quotes the input value, which may be a secret: name the setting only.
+        problems = [
+            f"{'__'.join(str(part) for part in err['loc']).upper() or 'settings'}: {err['msg']}" for err in exc.errors()
+        ]
+        raise ConfigurationError("invalid configuration:\n  " + "\n  ".join(problems)) from None

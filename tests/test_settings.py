@@ -1,0 +1,46 @@
+"""Configuration is validated at start with one clear message per bad value, and never echoes a secret."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from flexsf.settings import ConfigurationError, load_settings
+
+SECRET = "s3cr3t-value-that-must-not-leak"
+
+
+def test_defaults_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLEXSF_SEARCH_OBJECTS", "Contact, Case")
+    monkeypatch.setenv("FLEXSF_FEATURES__SCREEN_POP", "false")
+    settings = load_settings(_env_file=None)
+    assert settings.flexsf_search_objects == ["Contact", "Case"]
+    assert settings.flexsf_features.screen_pop is False and settings.flexsf_features.enabled is None
+    assert settings.flexsf_task_queue == "flex-salesforce"
+    assert settings.salesforce_token_url.startswith("https://login.salesforce.com/")
+
+
+def test_bad_values_name_the_setting_but_never_the_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWILIO_API_KEY", "SK123")
+    monkeypatch.setenv("SALESFORCE_CLIENT_SECRET", SECRET)
+    monkeypatch.setenv("FLEXSF_SEARCH_LIMIT", "lots")
+    with pytest.raises(ConfigurationError) as err:
+        load_settings(_env_file=None)
+    message = str(err.value)
+    assert "FLEXSF_SEARCH_LIMIT" in message and SECRET not in message
+    assert SECRET not in repr(load_settings(_env_file=None, flexsf_search_limit=5, twilio_api_secret="x"))
+
+
+def test_placeholder_secrets_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "changeme")
+    with pytest.raises(ConfigurationError, match="TWILIO_AUTH_TOKEN is a placeholder"):
+        load_settings(_env_file=None)
+
+
+def test_worker_refuses_to_start_without_credentials_and_says_which(tmp_path) -> None:
+    done = subprocess.run([sys.executable, "-m", "flexsf.cli", "worker"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "SALESFORCE_CLIENT_SECRET": SECRET})
+    assert done.returncode != 0
+    assert "TWILIO_ACCOUNT_SID" in done.stderr and SECRET not in done.stderr + done.stdout
