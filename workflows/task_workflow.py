@@ -116,10 +116,16 @@ class FlexTaskWorkflow:
         if term is None:
             self._set_stage(Stage.IN_PROGRESS)
             return
-        found = await workflow.execute_activity_method(
-            SalesforceActivities.search_salesforce, SearchRequest(task_sid=self._task_sid, term=term),
-            **policies.SEARCH,
-        )
+        try:
+            found = await workflow.execute_activity_method(
+                SalesforceActivities.search_salesforce, SearchRequest(task_sid=self._task_sid, term=term),
+                **policies.SEARCH,
+            )
+        except ActivityError as err:
+            # A pop that cannot happen must not cost the task its log: carry on without a record.
+            self._error = f"screen pop search failed: {err.cause or err}"
+            self._set_stage(Stage.IN_PROGRESS)
+            return
         records = found.records
         self._pop = PopView(search_term=term, record=records[0] if len(records) == 1 else None,
                             candidates=records if len(records) > 1 else [])
@@ -195,12 +201,17 @@ class FlexTaskWorkflow:
         return True
 
     async def _associate(self, record: RecordRef) -> None:
+        """The workflow holds the record for the log; writing it on the task is for Flex and other readers, so a
+        failure to write is recorded, not fatal."""
         self._record = record
         self._version += 1
-        await workflow.execute_activity_method(
-            TwilioActivities.save_record_on_task, SaveRecordRequest(task_sid=self._task_sid, record=record),
-            **policies.WRITE,
-        )
+        try:
+            await workflow.execute_activity_method(
+                TwilioActivities.save_record_on_task, SaveRecordRequest(task_sid=self._task_sid, record=record),
+                **policies.WRITE,
+            )
+        except ActivityError as err:
+            self._error = f"writing the record on the task failed: {err.cause or err}"
 
     async def _until(self, done) -> None:
         """Wait for events; when they go quiet for a window, ask TaskRouter what happened."""
