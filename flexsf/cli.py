@@ -27,5 +27,23 @@ def worker_command() -> None:
     worker.main()
 
 
+@app.command("gateway")
+def gateway_command(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+) -> None:
+    """Run the HTTP gateway: verifies TaskRouter callbacks and signals each task's workflow (config from env/.env)."""
+    import uvicorn
+
+    from flexsf.settings import ConfigurationError, load_settings
+    from gateway.app import create_app
+
+    try:
+        application = create_app(load_settings())
+    except ConfigurationError as exc:
+        raise SystemExit(f"flexsf gateway: {exc}") from None
+    uvicorn.run(application, host=host, port=port, proxy_headers=True)
+
+
 if __name__ == "__main__":
     app()

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     twilio_timeout_s: float = 10.0
 
     flexsf_task_queue: str = "flex-salesforce"
+    # The public base URL Twilio calls the gateway on (e.g. https://flexsf.example.com behind a proxy); callback
+    # signatures are checked against it + the request path. Unset: the URL the request arrived on.
+    flexsf_public_base_url: str | None = None
     flexsf_features: FeatureOverrides = Field(default_factory=FeatureOverrides)
     flexsf_flex_config_ttl_s: float = 60.0
 

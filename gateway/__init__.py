@@ -1,0 +1,1 @@
+"""The HTTP gateway: TaskRouter callbacks in, Temporal signals out."""

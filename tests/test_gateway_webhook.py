@@ -1,0 +1,231 @@
+"""The gateway's TaskRouter webhook over real HTTP, against the real Temporal dev server and the Twilio sandbox.
+
+No worker runs here: a delivered event leaves a started (scheduled) workflow, which is what we look for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import pytest_asyncio
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
+from twilio.request_validator import RequestValidator
+
+from flexsf.events import signal_event, workflow_id
+from flexsf.netutil import free_port
+from flexsf.settings import Settings
+from flexsf.task_events import task_event
+from gateway.app import create_app
+from gateway.server import start_gateway, stop_gateway
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@dataclass
+class Gateway:
+    url: str
+    events_url: str
+    task_queue: str
+    auth_token: str
+    http: httpx.AsyncClient
+
+    def sign(self, params: dict[str, str], url: str | None = None, token: str | None = None) -> str:
+        return RequestValidator(token or self.auth_token).compute_signature(url or self.events_url, params)
+
+    async def post(self, params: dict[str, str], signature: str | None) -> httpx.Response:
+        headers = {"X-Twilio-Signature": signature} if signature is not None else {}
+        return await self.http.post(self.events_url, data=params, headers=headers)
+
+
+def gateway_settings(sandbox, task_queue: str, **extra) -> Settings:
+    return Settings(_env_file=None, twilio_account_sid=sandbox.account_sid, twilio_auth_token=sandbox.auth_token,
+                    flexsf_task_queue=task_queue, **extra)
+
+
+async def run_gateway(settings: Settings, client: Client, sandbox) -> AsyncIterator[Gateway]:
+    port = free_port()
+    server, task = await start_gateway(create_app(settings, client), "127.0.0.1", port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(trust_env=False, timeout=30) as http:
+            yield Gateway(url, f"{url}/taskrouter/events", settings.flexsf_task_queue, sandbox.auth_token, http)
+    finally:
+        await stop_gateway(server, task)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def gateway(temporal_client: Client, fresh_twilio_sandbox) -> AsyncIterator[Gateway]:
+    settings = gateway_settings(fresh_twilio_sandbox, f"gateway-{uuid.uuid4()}")
+    async for gw in run_gateway(settings, temporal_client, fresh_twilio_sandbox):
+        yield gw
+
+
+def new_task_sid() -> str:
+    return "WT" + uuid.uuid4().hex
+
+
+def event_params(task_sid: str, event_type: str = "task.created", **extra: str) -> dict[str, str]:
+    params = {
+        "AccountSid": "AC" + "0" * 32, "WorkspaceSid": "WS" + "0" * 32, "Sid": "EV" + uuid.uuid4().hex,
+        "EventType": event_type, "TaskSid": task_sid, "Timestamp": "1764000000", "TimestampMs": "1764000000000",
+        "TaskAttributes": json.dumps({"from": "+15551230000"}), "TaskAssignmentStatus": "pending",
+        "TaskChannelUniqueName": "voice",
+    }
+    params.update(extra)
+    return params
+
+
+async def workflow_exists(client: Client, task_sid: str) -> bool:
+    try:
+        await client.get_workflow_handle(workflow_id(task_sid)).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
+
+
+async def test_signed_sandbox_lifecycle_starts_the_workflow(gateway: Gateway, temporal_client, fresh_twilio_sandbox):
+    sb = fresh_twilio_sandbox
+    sb.set_callback_url(gateway.events_url)
+    task = await asyncio.to_thread(sb.lifecycle, {"from": "+15551230000"})
+    await asyncio.to_thread(sb.wait_callbacks_idle, 30)
+
+    deliveries = sb.deliveries(task_sid=task["sid"])
+    assert {d.event_type for d in deliveries} >= {"task.created", "reservation.created", "reservation.accepted"}
+    assert [d.status for d in deliveries] == [204] * len(deliveries)
+    description = await temporal_client.get_workflow_handle(workflow_id(task["sid"])).describe()
+    assert description.task_queue == gateway.task_queue
+
+
+async def test_forged_tampered_or_missing_signature_is_403_and_signals_nothing(gateway: Gateway, temporal_client):
+    forged_sid, tampered_sid, missing_sid = new_task_sid(), new_task_sid(), new_task_sid()
+
+    forged = event_params(forged_sid)
+    response = await gateway.post(forged, gateway.sign(forged, token="f" * 32))
+    assert response.status_code == 403
+    assert "does not match" in response.json()["detail"]
+
+    original = event_params(new_task_sid())
+    signature = gateway.sign(original)
+    response = await gateway.post({**original, "TaskSid": tampered_sid}, signature)
+    assert response.status_code == 403
+
+    response = await gateway.post(event_params(missing_sid), None)
+    assert response.status_code == 403
+    assert "missing" in response.json()["detail"]
+
+    for sid in (forged_sid, tampered_sid, missing_sid, original["TaskSid"]):
+        assert not await workflow_exists(temporal_client, sid)
+
+
+async def test_signature_for_another_url_is_403(gateway: Gateway, temporal_client):
+    params = event_params(new_task_sid())
+    response = await gateway.post(params, gateway.sign(params, url="https://elsewhere.example.com/taskrouter/events"))
+    assert response.status_code == 403
+    assert not await workflow_exists(temporal_client, params["TaskSid"])
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"TaskSid": ""}, "TaskSid is missing"),
+    ({"Sid": ""}, "Sid is missing"),
+    ({"TaskAttributes": "{not json"}, "TaskAttributes is not valid JSON"),
+    ({"TaskAttributes": "[1, 2]"}, "TaskAttributes must be a JSON object"),
+    ({"WorkerAttributes": "nope"}, "WorkerAttributes is not valid JSON"),
+])
+async def test_malformed_event_is_400_with_its_reason(gateway: Gateway, temporal_client, change, reason):
+    params = event_params(new_task_sid(), **change)
+    response = await gateway.post(params, gateway.sign(params))
+    assert response.status_code == 400
+    assert response.json()["detail"] == reason
+    if params["TaskSid"]:
+        assert not await workflow_exists(temporal_client, params["TaskSid"])
+
+
+async def test_unhandled_event_type_is_204_and_starts_nothing(gateway: Gateway, temporal_client):
+    params = event_params(new_task_sid(), event_type="reservation.created")
+    response = await gateway.post(params, gateway.sign(params))
+    assert response.status_code == 204
+    assert not await workflow_exists(temporal_client, params["TaskSid"])
+
+
+async def test_event_for_a_closed_workflow_is_204(gateway: Gateway, temporal_client):
+    sid = new_task_sid()
+    created = event_params(sid)
+    handle = await signal_event(temporal_client, gateway.task_queue, task_event(created))
+    await handle.terminate("test: the task was handled")
+
+    late = event_params(sid, event_type="task.completed")
+    response = await gateway.post(late, gateway.sign(late))
+    assert response.status_code == 204
+    assert (await handle.describe()).run_id == handle.result_run_id
+
+
+async def test_oversized_body_is_413(gateway: Gateway):
+    params = event_params(new_task_sid(), TaskAttributes=json.dumps({"blob": "x" * 70_000}))
+    response = await gateway.post(params, gateway.sign(params))
+    assert response.status_code == 413
+    assert "larger than" in response.json()["detail"]
+
+
+async def test_non_form_body_is_400(gateway: Gateway):
+    response = await gateway.http.post(gateway.events_url, content=b'{"TaskSid": "WT1"}',
+                                       headers={"X-Twilio-Signature": "abc", "Content-Type": "application/json"})
+    assert response.status_code == 400
+
+
+async def test_public_base_url_is_what_the_signature_covers(temporal_client, fresh_twilio_sandbox):
+    public = "https://flexsf.example.com"
+    settings = gateway_settings(fresh_twilio_sandbox, f"gateway-{uuid.uuid4()}", flexsf_public_base_url=public)
+    async for gw in run_gateway(settings, temporal_client, fresh_twilio_sandbox):
+        params = event_params(new_task_sid())
+        local = await gw.post(params, gw.sign(params))
+        assert local.status_code == 403
+        response = await gw.post(params, gw.sign(params, url=f"{public}/taskrouter/events"))
+        assert response.status_code == 204
+        assert await workflow_exists(temporal_client, params["TaskSid"])
+
+
+async def test_health_and_readiness(gateway: Gateway):
+    assert (await gateway.http.get(f"{gateway.url}/healthz")).json() == {"status": "ok"}
+    ready = await gateway.http.get(f"{gateway.url}/readyz")
+    assert ready.status_code == 200
+
+
+async def test_temporal_unreachable_is_503_and_not_ready(fresh_twilio_sandbox):
+    dead = await Client.connect(f"127.0.0.1:{free_port()}", lazy=True, data_converter=pydantic_data_converter)
+    settings = gateway_settings(fresh_twilio_sandbox, f"gateway-{uuid.uuid4()}")
+    async for gw in run_gateway(settings, dead, fresh_twilio_sandbox):
+        assert (await gw.http.get(f"{gw.url}/readyz")).status_code == 503
+        params = event_params(new_task_sid())
+        response = await gw.post(params, gw.sign(params))
+        assert response.status_code == 503
+        assert "Temporal" in response.json()["detail"]
+
+
+async def test_without_a_client_the_lifespan_connects_through_temporal_env(
+        temporal_server, temporal_client, fresh_twilio_sandbox, monkeypatch):
+    monkeypatch.setenv("TEMPORAL_ADDRESS", temporal_server.address)
+    monkeypatch.setenv("TEMPORAL_NAMESPACE", temporal_server.namespace)
+    settings = gateway_settings(fresh_twilio_sandbox, f"gateway-{uuid.uuid4()}")
+    port = free_port()
+    server, task = await start_gateway(create_app(settings), "127.0.0.1", port)
+    try:
+        url = f"http://127.0.0.1:{port}/taskrouter/events"
+        params = event_params(new_task_sid())
+        async with httpx.AsyncClient(trust_env=False, timeout=30) as http:
+            assert (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
+            signature = RequestValidator(fresh_twilio_sandbox.auth_token).compute_signature(url, params)
+            response = await http.post(url, data=params, headers={"X-Twilio-Signature": signature})
+        assert response.status_code == 204
+        assert await workflow_exists(temporal_client, params["TaskSid"])
+    finally:
+        await stop_gateway(server, task)
