@@ -167,6 +167,7 @@ async def test_acceptance_and_completion_both_lost_are_reconciled_and_logged(sta
     assert logged["OwnerId"] == AGENT_USER.id
     assert stack.tw.counters()["events_list"] >= 1
     assert "sfdcObjectId" not in task_attributes(stack, sid)  # found after the task finished: nothing to write
+    assert stack.tw.counters().get("task_update", 0) == 0
 
 
 # ---- 3. 412 on the attribute write ---------------------------------------------------------------------------------
@@ -212,6 +213,7 @@ async def test_task_completed_while_the_attribute_write_is_retried_is_still_logg
 
     assert_logged_once_to(stack, sid, view, CONTACT.id)
     assert "sfdcObjectId" not in task_attributes(stack, sid)  # a finished task cannot be written to
+    assert stack.tw.counters()["task_update"] == 1  # the retry saw it finished and did not try (and get a 400)
 
 
 # ---- 4, 5. awkward search terms ------------------------------------------------------------------------------------
