@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from sandboxes.salesforce.cli import salesforce_command
@@ -43,6 +45,17 @@ def gateway_command(
     except ConfigurationError as exc:
         raise SystemExit(f"flexsf gateway: {exc}") from None
     uvicorn.run(application, host=host, port=port, proxy_headers=True)
+
+
+@app.command("dev")
+def dev_command(
+    port_offset: int = typer.Option(0, help="Added to every port (7233, 8233, 8000, 8443, 8444) to run two stacks."),
+    state_dir: Path = typer.Option(Path(".flexsf"), help="Where Temporal history, sandbox state and dev.json live."),
+) -> None:
+    """Run the whole stack locally: Temporal, the sandboxes (unless credentials are configured), gateway, worker."""
+    from flexsf.dev import dev_command as run
+
+    run(port_offset, state_dir)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from temporalio.client import Client, WorkflowHandle
 from twilio.request_validator import RequestValidator
 
 import worker as worker_module
+from flexsf.dev import sandbox_env
 from flexsf.events import HANDLED_EVENTS, signal_event, workflow_id
 from flexsf.settings import Settings
 from flexsf.task_events import task_event
@@ -29,28 +30,8 @@ from workflows.task_workflow import FlexTaskWorkflow
 
 
 def stack_env(sf: dict, tw: dict, task_queue: str, **extra: str) -> dict[str, str]:
-    """Environment variables that point the product at the two sandboxes (what `flexsf dev` will write too)."""
-    env = {
-        "SALESFORCE_TOKEN_URL": sf["token_url"],
-        "SALESFORCE_CLIENT_ID": sf["client_id"],
-        "SALESFORCE_CLIENT_SECRET": sf["client_secret"],
-        "SALESFORCE_API_VERSION": sf["api_version"],
-        "SALESFORCE_CA_BUNDLE": sf["ca_bundle"],
-        "TWILIO_ACCOUNT_SID": tw["account_sid"],
-        "TWILIO_AUTH_TOKEN": tw["auth_token"],
-        "TWILIO_WORKSPACE_SID": tw["workspace_sid"],
-        "TWILIO_API_BASE_URL": tw["url"],
-        "FLEXSF_TASK_QUEUE": task_queue,
-        "FLEXSF_FLEX_CONFIG_TTL_S": "0",
-        "FLEXSF_ACTIVITY_EXTERNAL_ID_FIELD": "Flex_Task_Sid__c",
-        "FLEXSF_PERSON_ACCOUNTS": "true",
-        "FLEXSF_SEARCH_OBJECTS": "Contact,Lead,Account",
-        "FLEXSF_SELECTION_TIMEOUT_S": "30",
-        "FLEXSF_NOTES_GRACE_S": "2",
-        "FLEXSF_LOST_EVENT_WINDOW_S": "30",
-    }
-    env.update(extra)
-    return env
+    """Environment variables that point the product at the two sandboxes (the same mapping `flexsf dev` uses)."""
+    return sandbox_env(sf, tw, task_queue, **extra)
 
 
 def settings_from(env: dict[str, str]) -> Settings:

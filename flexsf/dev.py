@@ -1,0 +1,249 @@
+"""`flexsf dev`: the whole stack in one process, for a laptop.
+
+Starts the Temporal dev server (a child process; history in `.flexsf/temporal.sqlite`, so it survives restarts),
+the Salesforce and Twilio sandboxes in-process when no real credentials are configured, the gateway (uvicorn) and the
+worker, and points the Twilio sandbox's TaskRouter callbacks at the gateway. When ready it prints the URLs and writes
+them, with the sandbox credentials, to `.flexsf/dev.json` (removed on exit). Ctrl-C / SIGTERM stops everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from flexsf.netutil import wait_for_port
+from flexsf.settings import ConfigurationError, Settings, load_settings
+from flexsf.temporal_server import TemporalDevServer
+
+log = logging.getLogger("flexsf.dev")
+
+HOST = "127.0.0.1"
+TEMPORAL_PORT, TEMPORAL_UI_PORT, GATEWAY_PORT, SALESFORCE_PORT, TWILIO_PORT = 7233, 8233, 8000, 8443, 8444
+DEV_TASK_QUEUE = "flex-salesforce"
+
+
+def salesforce_sandbox_env(sf: dict[str, Any]) -> dict[str, str]:
+    return {
+        "SALESFORCE_TOKEN_URL": sf["token_url"],
+        "SALESFORCE_CLIENT_ID": sf["client_id"],
+        "SALESFORCE_CLIENT_SECRET": sf["client_secret"],
+        "SALESFORCE_API_VERSION": sf["api_version"],
+        "SALESFORCE_CA_BUNDLE": sf["ca_bundle"],
+        # The sandbox org has the external-id field and person accounts the demo data uses.
+        "FLEXSF_ACTIVITY_EXTERNAL_ID_FIELD": "Flex_Task_Sid__c",
+        "FLEXSF_PERSON_ACCOUNTS": "true",
+        "FLEXSF_SEARCH_OBJECTS": "Contact,Lead,Account",
+    }
+
+
+def twilio_sandbox_env(tw: dict[str, Any]) -> dict[str, str]:
+    return {
+        "TWILIO_ACCOUNT_SID": tw["account_sid"],
+        "TWILIO_AUTH_TOKEN": tw["auth_token"],
+        "TWILIO_WORKSPACE_SID": tw["workspace_sid"],
+        "TWILIO_API_BASE_URL": tw["url"],
+    }
+
+
+def sandbox_env(sf: dict[str, Any] | None, tw: dict[str, Any] | None, task_queue: str,
+                **extra: str) -> dict[str, str]:
+    """Environment settings that point the product at the sandboxes (either may be None: a real system is used).
+
+    Timers are short so a demo task finishes in seconds rather than the production minutes.
+    """
+    env: dict[str, str] = {}
+    if sf is not None:
+        env |= salesforce_sandbox_env(sf)
+    if tw is not None:
+        env |= twilio_sandbox_env(tw)
+    env |= {
+        "FLEXSF_TASK_QUEUE": task_queue,
+        "FLEXSF_FLEX_CONFIG_TTL_S": "0",
+        "FLEXSF_SELECTION_TIMEOUT_S": "30",
+        "FLEXSF_NOTES_GRACE_S": "2",
+        "FLEXSF_LOST_EVENT_WINDOW_S": "30",
+    }
+    env.update(extra)
+    return env
+
+
+def settings_with(env: dict[str, str]) -> Settings:
+    """Settings from the environment/.env, with `env` (setting name → value) winning."""
+    return load_settings(**{name.lower(): value for name, value in env.items()})
+
+
+class DevStack:
+    def __init__(self, port_offset: int = 0, state_dir: Path = Path(".flexsf"), console=None) -> None:
+        self.offset = port_offset
+        self.state_dir = state_dir.resolve()  # paths in dev.json must work from any directory
+        self.info_file = state_dir / "dev.json"
+        self.console = console
+        self.temporal: TemporalDevServer | None = None
+        self.salesforce = None
+        self.twilio = None
+
+    def port(self, base: int) -> int:
+        return base + self.offset
+
+    async def run(self, stop: asyncio.Event) -> None:
+        base = load_settings()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        async with contextlib.AsyncExitStack() as stack:
+            stack.callback(self._remove_info)
+            await self._start_temporal(stack)
+            sf_info, tw_info = self._start_sandboxes(stack, base)
+            settings = settings_with(sandbox_env(sf_info, tw_info, base.flexsf_task_queue or DEV_TASK_QUEUE))
+            client = await Client.connect(self.temporal.address, namespace=self.temporal.namespace,
+                                          data_converter=pydantic_data_converter)
+            gateway_url = await self._start_gateway(stack, settings, client)
+            callback_url = f"{gateway_url}/taskrouter/events"
+            if self.twilio is not None:
+                self.twilio.set_callback_url(callback_url)
+                stack.callback(self.twilio.set_callback_url, None)
+            await self._start_worker(stack, settings, client)
+            info = self._info(gateway_url, callback_url, settings, sf_info, tw_info)
+            self._write_info(info)
+            self._print(info)
+            await stop.wait()
+            self._say("stopping …")
+
+    async def _start_temporal(self, stack: contextlib.AsyncExitStack) -> None:
+        log_file = stack.enter_context(open(self.state_dir / "temporal.log", "ab"))
+        self.temporal = TemporalDevServer(host=HOST, port=self.port(TEMPORAL_PORT),
+                                          ui_port=self.port(TEMPORAL_UI_PORT),
+                                          db_file=self.state_dir / "temporal.sqlite")
+        # Registered before starting, so a failed start (which stops the server itself) and every later
+        # failure alike leave no server process behind.
+        stack.callback(self.temporal.stop)
+        await asyncio.to_thread(self.temporal.start, 60.0, log_file)
+        await asyncio.to_thread(wait_for_port, HOST, self.port(TEMPORAL_UI_PORT), 60.0)
+
+    def _start_sandboxes(self, stack: contextlib.ExitStack, base: Settings):
+        sf_info = tw_info = None
+        if not base.salesforce_configured:
+            from sandboxes.salesforce import SalesforceSandbox
+
+            self.salesforce = SalesforceSandbox(host=HOST, port=self.port(SALESFORCE_PORT),
+                                                state=str(self.state_dir / "salesforce.sqlite"),
+                                                workdir=str(self.state_dir / "salesforce"))
+            stack.callback(self.salesforce.stop)
+            sf_info = self.salesforce.start().info
+        if not base.twilio_configured:
+            from sandboxes.twilio import TwilioSandbox
+
+            self.twilio = TwilioSandbox(host=HOST, port=self.port(TWILIO_PORT))
+            stack.callback(self.twilio.stop)
+            tw_info = self.twilio.start().info
+        return sf_info, tw_info
+
+    async def _start_gateway(self, stack: contextlib.AsyncExitStack, settings: Settings, client: Client) -> str:
+        from gateway.app import create_app
+        from gateway.server import start_gateway, stop_gateway
+
+        server, task = await start_gateway(create_app(settings, client), HOST, self.port(GATEWAY_PORT))
+        stack.push_async_callback(stop_gateway, server, task)
+        return f"http://{HOST}:{self.port(GATEWAY_PORT)}"
+
+    async def _start_worker(self, stack: contextlib.AsyncExitStack, settings: Settings, client: Client) -> None:
+        import worker as worker_module
+
+        activities = worker_module.build_activities(settings)
+        executor = stack.enter_context(ThreadPoolExecutor(max_workers=worker_module.ACTIVITY_THREADS,
+                                                          thread_name_prefix="activity"))
+        worker = worker_module.build_worker(client, settings.flexsf_task_queue, activities, executor)
+        await stack.enter_async_context(worker)
+
+    def _info(self, gateway_url: str, callback_url: str, settings: Settings, sf_info, tw_info) -> dict[str, Any]:
+        urls = {
+            "temporal": self.temporal.address,
+            "temporal_ui": f"http://{HOST}:{self.port(TEMPORAL_UI_PORT)}",
+            "gateway": gateway_url,
+            "gateway_docs": f"{gateway_url}/docs",
+            "taskrouter_callback": callback_url,
+        }
+        if sf_info:
+            urls |= {"salesforce": sf_info["url"], "salesforce_control": sf_info["control_url"]}
+        if tw_info:
+            urls |= {"twilio": tw_info["url"], "twilio_control": tw_info["control_url"]}
+        return {
+            "pid": os.getpid(),
+            "port_offset": self.offset,
+            "task_queue": settings.flexsf_task_queue,
+            "urls": urls,
+            "ca_bundle": sf_info["ca_bundle"] if sf_info else None,
+            "salesforce": sf_info,
+            "twilio": tw_info,
+            "env": sandbox_env(sf_info, tw_info, settings.flexsf_task_queue,
+                               TEMPORAL_ADDRESS=self.temporal.address),
+        }
+
+    def _write_info(self, info: dict[str, Any]) -> None:
+        # Holds sandbox credentials: readable by this user only, written whole or not at all.
+        tmp = self.info_file.with_suffix(".json.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(info, f, indent=2, default=str)
+        os.replace(tmp, self.info_file)
+
+    def _remove_info(self) -> None:
+        self.info_file.unlink(missing_ok=True)
+
+    def _say(self, text: str) -> None:
+        if self.console is not None:
+            self.console.print(text)
+
+    def _print(self, info: dict[str, Any]) -> None:
+        if self.console is None:
+            return
+        from rich.table import Table
+
+        table = Table(title="flexsf dev stack", show_header=False)
+        labels = {
+            "temporal_ui": "Temporal UI", "temporal": "Temporal (gRPC)", "gateway_docs": "Gateway docs",
+            "taskrouter_callback": "TaskRouter callback", "salesforce": "Salesforce sandbox",
+            "salesforce_control": "Salesforce control", "twilio": "Twilio sandbox", "twilio_control": "Twilio control",
+        }
+        for key, label in labels.items():
+            if key in info["urls"]:
+                table.add_row(label, info["urls"][key])
+        self.console.print(table)
+        self.console.print(f"Sandbox credentials and settings: {self.info_file}  ·  task queue "
+                           f"[bold]{info['task_queue']}[/]  ·  Ctrl-C stops everything")
+
+
+async def run_dev(port_offset: int = 0, state_dir: Path = Path(".flexsf"), console=None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await DevStack(port_offset, state_dir, console).run(stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def dev_command(
+    port_offset: int = 0,
+    state_dir: Path = Path(".flexsf"),
+) -> None:
+    """Run the whole stack locally: Temporal dev server, sandboxes (unless configured), gateway and worker."""
+    from rich.console import Console
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    console = Console()
+    try:
+        asyncio.run(run_dev(port_offset, state_dir, console))
+    except ConfigurationError as exc:
+        raise SystemExit(f"flexsf dev: {exc}") from None
+    console.print("stopped")

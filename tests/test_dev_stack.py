@@ -1,0 +1,149 @@
+"""`flexsf dev` as a user runs it: a subprocess in its own directory, one inbound call end to end, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from flexsf.dev import GATEWAY_PORT, SALESFORCE_PORT, TEMPORAL_PORT, TEMPORAL_UI_PORT, TWILIO_PORT
+
+FLEXSF = Path(sys.executable).parent / "flexsf"
+PORTS = (TEMPORAL_PORT, TEMPORAL_UI_PORT, GATEWAY_PORT, SALESFORCE_PORT, TWILIO_PORT)
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return not listening(port)
+
+
+def free_offset() -> int:
+    for _ in range(50):
+        offset = random.randrange(20000, 30000 - 1000)
+        if all(port_is_free(base + offset) for base in PORTS):
+            return offset
+    raise RuntimeError("no free port offset found")
+
+
+def wait_until(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"flexsf dev exited with {proc.returncode} while waiting for {what}")
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def dev_stack(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SALESFORCE_", "TWILIO_", "FLEXSF_", "TEMPORAL_"))}
+    offset = free_offset()
+    log = open(tmp_path / "dev.out", "wb")
+    proc = subprocess.Popen([str(FLEXSF), "dev", "--port-offset", str(offset)], cwd=tmp_path, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    proc.args_env = env
+    try:
+        yield proc, tmp_path, offset
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+def test_flexsf_dev_runs_an_inbound_call_end_to_end_and_stops_cleanly(dev_stack):
+    proc, cwd, offset = dev_stack
+    info_file = cwd / ".flexsf" / "dev.json"
+    wait_until(info_file.exists, 120, ".flexsf/dev.json", proc)
+    info = json.loads(info_file.read_text())
+    urls = info["urls"]
+    assert urls["gateway"] == f"http://127.0.0.1:{GATEWAY_PORT + offset}"
+    assert urls["temporal"] == f"127.0.0.1:{TEMPORAL_PORT + offset}"
+
+    http = requests.Session()
+    http.trust_env = False
+    assert http.get(f"{urls['gateway']}/readyz", timeout=10).status_code == 200
+
+    # One inbound call from a demo contact with a unique phone number, through the Twilio sandbox's control API.
+    control = urls["twilio_control"]
+    task = http.post(f"{control}/tasks", json={"attributes": {"from": "(628) 555-0147"}}, timeout=10).json()
+    sid = task["sid"]
+    for step, body in (("reserve", {}), ("accept", {}), ("wrapup", {}), ("complete", {"reason": "resolved"})):
+        response = http.post(f"{control}/tasks/{sid}/{step}", json=body, timeout=10)
+        assert response.status_code < 300, (step, response.text)
+
+    salesforce = requests.Session()
+    salesforce.trust_env = False
+    salesforce.verify = info["ca_bundle"]
+
+    def logged_tasks():
+        records = salesforce.get(f"{urls['salesforce_control']}/records/Task", timeout=10).json()
+        return [r for r in records if r.get("Flex_Task_Sid__c") == sid] or None
+
+    logged = wait_until(logged_tasks, 90, f"a Salesforce Task for {sid}", proc)
+    assert len(logged) == 1
+
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0
+    assert not info_file.exists()
+    for base in PORTS:
+        assert not listening(base + offset), f"port {base + offset} still accepts connections"
+    assert (cwd / ".flexsf" / "temporal.sqlite").exists()
+
+
+def test_temporal_history_survives_a_restart(dev_stack):
+    proc, cwd, offset = dev_stack
+    info_file = cwd / ".flexsf" / "dev.json"
+    wait_until(info_file.exists, 120, ".flexsf/dev.json", proc)
+    address = json.loads(info_file.read_text())["urls"]["temporal"]
+    workflow = f"dev-restart-{random.getrandbits(32)}"
+    run(["workflow", "start", "--address", address, "--task-queue", "nobody-polls", "--type", "Nothing",
+         "--workflow-id", workflow])
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0
+
+    with open(cwd / "dev2.out", "wb") as log:
+        again = subprocess.Popen([str(FLEXSF), "dev", "--port-offset", str(offset)], cwd=cwd, env=proc.args_env,
+                                 stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_until(info_file.exists, 120, ".flexsf/dev.json after a restart", again)
+            described = run(["workflow", "describe", "--address", address, "--workflow-id", workflow])
+            assert workflow in described
+        finally:
+            again.send_signal(signal.SIGINT)
+            assert again.wait(30) == 0
+
+
+def run(args: list[str]) -> str:
+    from flexsf.temporal_server import temporal_binary
+
+    done = subprocess.run([temporal_binary(), *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
