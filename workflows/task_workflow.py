@@ -39,8 +39,6 @@ with workflow.unsafe.imports_passed_through():
 ACCEPTED = "reservation.accepted"
 FINISHED = {"task.completed": "Completed", "task.canceled": "Canceled"}
 GONE = {"task.deleted", "task.system-deleted"}
-# Histories from before a completion without acceptance triggered a reconciliation replay without it.
-RECOVER_LOST_ACCEPTANCE = "recover-lost-acceptance"
 
 
 def _same_id(a: str, b: str) -> bool:
@@ -90,8 +88,7 @@ class FlexTaskWorkflow:
         if self._accepted is not None:
             await self._screen_pop()
         await self._until(lambda: self._finished is not None)
-        if self._accepted is None and self._finished.event_type == "task.completed" \
-                and workflow.patched(RECOVER_LOST_ACCEPTANCE):
+        if self._accepted is None and self._finished.event_type == "task.completed":
             await self._recover_acceptance()
         if self._flags.activity_logging:
             await self._await_selection()
