@@ -47,6 +47,12 @@ async def test_single_match_writes_attributes_and_logs_one_task_with_who_id(stac
     assert logged[0]["Id"] == view.activity_id
     assert logged[0]["CallType"] == "Inbound" and logged[0]["TaskSubtype"] == "Call"
     assert logged[0]["OwnerId"] == sf_demo.AGENT_USERS[0].id  # the worker's email maps to their Salesforce user
+    # API economy: one login, one search, one owner lookup (cached per worker process), one upsert;
+    # on Twilio one fetch and one conditional update of the attributes.
+    sf_calls = stack.sf.counters()
+    assert (sf_calls["logins"], sf_calls["search"], sf_calls["query"], sf_calls["sobject_upsert:Task"]) == (1, 1, 1, 1)
+    tw_calls = stack.tw.counters()
+    assert (tw_calls["task_fetch"], tw_calls["task_update"]) == (1, 1)
 
 
 def sf_tasks_by_call_object(stack, key: str) -> list[dict]:
