@@ -58,5 +58,34 @@ def dev_command(
     run(port_offset, state_dir)
 
 
+@app.command("simulate")
+def simulate_command(
+    tasks: int = typer.Option(20, "--tasks", min=1, help="How many Flex tasks to play."),
+    scenario: str = typer.Option("mix", help="mix, single, several, none, outbound, cancel or notes."),
+    concurrency: int = typer.Option(8, min=1, help="Tasks played at the same time."),
+    as_json: bool = typer.Option(False, "--json", help="Last stdout line: the summary as one JSON object "
+                                                       "(progress and table go to stderr)."),
+    state_dir: Path = typer.Option(Path(".flexsf"), help="Where the running `flexsf dev` wrote dev.json."),
+    seed: int = typer.Option(1, help="Same seed, same tasks: scenarios, callers, agents, choices, notes."),
+    wait_s: float = typer.Option(180.0, "--wait-s", help="How long to wait for a workflow step or for "
+                                                         "the workflows to finish."),
+    via: str = typer.Option("auto", help="How the agent selects records and submits notes: gateway (its agent "
+                                         "API), temporal (the workflow directly), auto (gateway if it has one)."),
+) -> None:
+    """Play realistic tasks through a running `flexsf dev` stack and check what was logged in Salesforce.
+
+    Exits 1 when a task was lost, logged twice, related to the wrong record, or a step failed.
+    """
+    from flexsf.simulate import SimulationError, simulate_command as run
+
+    if via not in ("auto", "gateway", "temporal"):
+        raise typer.BadParameter("one of auto, gateway, temporal", param_hint="--via")
+    try:
+        code = run(tasks, scenario, concurrency, as_json, state_dir, seed, wait_s, via)
+    except SimulationError as exc:
+        raise SystemExit(f"flexsf simulate: {exc}") from None
+    raise typer.Exit(code)
+
+
 if __name__ == "__main__":
     app()
