@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     flexsf_public_base_url: str | None = None
     flexsf_features: FeatureOverrides = Field(default_factory=FeatureOverrides)
     flexsf_flex_config_ttl_s: float = 60.0
+    # Browser origins allowed to call the agent API (the Flex UI, the Salesforce Lightning domain), comma-separated.
+    flexsf_cors_origins: Annotated[list[str], NoDecode] = []
+    # How many validated Flex agent tokens the gateway remembers (each until it expires).
+    flexsf_token_cache_size: int = Field(1024, ge=1)
 
     # The "softphone layout": which objects a screen-pop search looks in, and how.
     flexsf_search_objects: Annotated[list[str], NoDecode] = ["Contact", "Lead", "Account"]
@@ -100,7 +104,7 @@ class Settings(BaseSettings):
             return None
         return v.strip() if isinstance(v, str) else v
 
-    @field_validator("flexsf_search_objects", mode="before")
+    @field_validator("flexsf_search_objects", "flexsf_cors_origins", mode="before")
     @classmethod
     def _comma_list(cls, v):
         if isinstance(v, str) and not v.strip().startswith("["):

@@ -5,12 +5,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from temporalio.client import Client
 from twilio.request_validator import RequestValidator
 
+from activities.flex_config import FlexConfigCache
 from flexsf.settings import ConfigurationError, Settings
-from gateway.routes import health, taskrouter
+from flexsf.twilio_client import build_twilio_client
+from gateway.auth import TokenValidator
+from gateway.routes import agent, health, taskrouter
 
 
 def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
@@ -23,13 +28,42 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
             import worker
 
             app.state.temporal_client = await worker.connect(settings)
-        yield
+        async with httpx.AsyncClient(timeout=settings.twilio_timeout_s) as http:
+            if settings.twilio_account_sid:
+                # The agent API: Flex tokens validated through Twilio, feature flags from the Flex configuration.
+                app.state.token_validator = TokenValidator.from_settings(settings, http)
+                app.state.flex_config = FlexConfigCache(_twilio_client(settings), settings.flexsf_features,
+                                                        settings.flexsf_flex_config_ttl_s)
+            yield
 
-    app = FastAPI(title="flexsf gateway", summary="Twilio Flex TaskRouter callbacks into Temporal",
+    app = FastAPI(title="flexsf gateway",
+                  summary="Twilio Flex TaskRouter callbacks into Temporal, and the agent API of the Flex plugin",
                   lifespan=lifespan)
     app.state.settings = settings
     app.state.temporal_client = client
+    app.state.token_validator = None
+    app.state.flex_config = None
     app.state.request_validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
+    if settings.flexsf_cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=[origin.rstrip("/") for origin in settings.flexsf_cors_origins],
+            allow_methods=["GET", "PUT", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
     app.include_router(health.router)
     app.include_router(taskrouter.router)
+    app.include_router(agent.router)
     return app
+
+
+def _twilio_client(settings: Settings):
+    return build_twilio_client(
+        account_sid=settings.twilio_account_sid,
+        auth_token=settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None,
+        api_key=settings.twilio_api_key,
+        api_secret=settings.twilio_api_secret.get_secret_value() if settings.twilio_api_secret else None,
+        base_url=settings.twilio_api_base_url,
+        timeout=settings.twilio_timeout_s,
+    )

@@ -1,0 +1,186 @@
+"""The agent API: what the Flex plugin (and the Salesforce softphone) asks and tells about the agent's tasks.
+
+Every call carries the agent's Flex token (`Authorization: Bearer …`). An agent acts only on tasks their worker
+accepted; a supervisor may read anyone's task but acts only on their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Annotated
+
+import phonenumbers
+from fastapi import APIRouter, HTTPException, Path, Response
+from temporalio.client import WorkflowHandle, WorkflowQueryFailedError, WorkflowUpdateFailedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.flex_config import FlexConfigCache
+from flexsf.events import workflow_id
+from flexsf.salesforce_ids import object_type_for_id
+from gateway.auth import Agent
+from gateway.deps import AgentDep, FlexConfigDep, SettingsDep, TemporalClientDep
+from gateway.schemas import (
+    TASK_SID_PATTERN,
+    AgentConfig,
+    ClickToDialIn,
+    NotesIn,
+    OutboundTaskAttributes,
+    Problem,
+    RecordChoice,
+    RecordOut,
+    StartOutboundCall,
+    TaskOut,
+)
+from workflows.models import FeatureFlags, RecordSelection, TaskView
+from workflows.task_workflow import FlexTaskWorkflow
+
+log = logging.getLogger("flexsf.gateway.agent")
+
+router = APIRouter(prefix="/agent", tags=["agent"])
+
+TEMPORAL_RPC_TIMEOUT = timedelta(seconds=10)
+_UNAVAILABLE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED}
+
+TaskSid = Annotated[str, Path(pattern=TASK_SID_PATTERN, description="The Flex (TaskRouter) task sid, WT…")]
+
+_AUTH = {401: {"model": Problem, "description": "Missing, invalid or expired Flex token"},
+         503: {"model": Problem, "description": "Twilio or Temporal is unreachable"}}
+_TASK = {**_AUTH, 403: {"model": Problem, "description": "Not this agent's task"},
+         404: {"model": Problem, "description": "No workflow for this task"}}
+
+
+def _handle(client, task_sid: str) -> WorkflowHandle:
+    return client.get_workflow_handle_for(FlexTaskWorkflow.run, workflow_id(task_sid))
+
+
+@asynccontextmanager
+async def _temporal(task_sid: str, *, closed_is_conflict: bool = False) -> AsyncIterator[None]:
+    """Temporal's errors as HTTP answers: NOT_FOUND is 404 (or 409 once we know the workflow existed), outages 503."""
+    try:
+        yield
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            if closed_is_conflict:
+                raise HTTPException(409, f"task {task_sid} is finished: its workflow no longer accepts changes") from None
+            raise HTTPException(404, f"no workflow for task {task_sid}") from None
+        if exc.status in _UNAVAILABLE:
+            raise HTTPException(503, f"Temporal is unreachable ({exc.status.name})") from None
+        log.warning("Temporal refused a call for task %s: %s", task_sid, exc.status.name if exc.status else "?")
+        raise HTTPException(503, f"Temporal refused the call ({exc.status.name if exc.status else 'unknown'})") from None
+    except WorkflowQueryFailedError as exc:
+        log.warning("the workflow of task %s failed a query: %s", task_sid, exc)
+        raise HTTPException(503, f"the workflow of task {task_sid} could not answer") from None
+    except (ConnectionError, OSError, TimeoutError) as exc:
+        raise HTTPException(503, f"Temporal is unreachable ({type(exc).__name__})") from None
+    except RuntimeError as exc:
+        # A lazily connected client that cannot reach the server raises "Failed client connect: …".
+        if "client connect" not in str(exc):
+            raise
+        raise HTTPException(503, "Temporal is unreachable (connection failed)") from None
+
+
+async def _view(client, task_sid: str) -> TaskView:
+    async with _temporal(task_sid):
+        return await _handle(client, task_sid).query(FlexTaskWorkflow.view, rpc_timeout=TEMPORAL_RPC_TIMEOUT)
+
+
+def _authorize(agent: Agent, view: TaskView, *, act: bool) -> None:
+    if view.worker_sid is not None and view.worker_sid == agent.worker_sid:
+        return
+    if agent.is_supervisor and not act:
+        return
+    if agent.is_supervisor:
+        raise HTTPException(403, "supervisors may read other agents' tasks but only the agent who accepted "
+                                 "the task may act on it")
+    if view.worker_sid is None:
+        raise HTTPException(403, "this task has not been accepted by you (no worker has accepted it yet)")
+    raise HTTPException(403, "this task was accepted by another worker")
+
+
+async def _flags(cache: FlexConfigCache) -> FeatureFlags:
+    try:
+        return await asyncio.to_thread(cache.flags)
+    except Exception as exc:  # noqa: BLE001 - the twilio SDK raises many types; all mean "no answer"
+        log.warning("could not read the Flex configuration: %s", type(exc).__name__)
+        raise HTTPException(503, f"could not read the Flex configuration ({type(exc).__name__})") from None
+
+
+@router.get("/tasks/{task_sid}", response_model=TaskOut, responses=_TASK)
+async def get_task(task_sid: TaskSid, agent: AgentDep, client: TemporalClientDep) -> TaskOut:
+    """The task's stage, screen pop (one record or candidates), chosen record, notes and Salesforce log."""
+    view = await _view(client, task_sid)
+    _authorize(agent, view, act=False)
+    return TaskOut.of(view)
+
+
+@router.put("/tasks/{task_sid}/record", response_model=RecordOut, responses={
+    **_TASK, 409: {"model": Problem, "description": "The task's workflow has finished"},
+    422: {"description": "Not one of the task's candidate records, or a malformed body"}})
+async def select_record(task_sid: TaskSid, choice: RecordChoice, agent: AgentDep,
+                        client: TemporalClientDep) -> RecordOut:
+    """Choose which of several matching records the task relates to (written to the task's attributes)."""
+    view = await _view(client, task_sid)
+    _authorize(agent, view, act=True)
+    selection = RecordSelection(worker_sid=agent.worker_sid, record_id=choice.record_id)
+    try:
+        async with _temporal(task_sid, closed_is_conflict=True):
+            record = await _handle(client, task_sid).execute_update(
+                FlexTaskWorkflow.select_record, selection, rpc_timeout=TEMPORAL_RPC_TIMEOUT)
+    except WorkflowUpdateFailedError as exc:
+        reason = getattr(exc.cause, "message", None) or str(exc.cause)
+        raise HTTPException(422, reason) from None
+    return RecordOut.of(record)
+
+
+@router.post("/tasks/{task_sid}/notes", status_code=204, response_class=Response, responses={
+    **_TASK, 409: {"model": Problem, "description": "The task's workflow has finished"}})
+async def submit_notes(task_sid: TaskSid, notes: NotesIn, agent: AgentDep, client: TemporalClientDep) -> Response:
+    """The agent copilot's wrap-up notes; they go into the Salesforce log (answered once Temporal has them)."""
+    view = await _view(client, task_sid)
+    _authorize(agent, view, act=True)
+    async with _temporal(task_sid, closed_is_conflict=True):
+        await _handle(client, task_sid).signal(FlexTaskWorkflow.submit_notes, notes.to_notes(),
+                                               rpc_timeout=TEMPORAL_RPC_TIMEOUT)
+    return Response(status_code=204)
+
+
+@router.post("/click-to-dial", response_model=StartOutboundCall, responses={
+    **_AUTH, 409: {"model": Problem, "description": "Click-to-dial is off"},
+    422: {"description": "Not a phone number, or a malformed body"}})
+async def click_to_dial(dial: ClickToDialIn, agent: AgentDep, settings: SettingsDep,
+                        flex_config: FlexConfigDep) -> StartOutboundCall:
+    """Turn what Open CTI's `onClickToDial` hands the softphone into Flex's `StartOutboundCall` payload."""
+    flags = await _flags(flex_config)
+    if not flags.enabled:
+        raise HTTPException(409, "the Salesforce integration is off in the Flex configuration")
+    if not flags.click_to_dial:
+        raise HTTPException(409, "click-to-dial is off in the Flex configuration")
+    destination = _e164(dial.number, settings.flexsf_default_region)
+    if dial.personAccount and dial.contactId:
+        # Activities on a person account relate to its contact, as the original plugin does.
+        record_id, record_type = dial.contactId, "Contact"
+    else:
+        record_id = dial.recordId
+        record_type = dial.objectType or (object_type_for_id(dial.recordId) if dial.recordId else None)
+    return StartOutboundCall(destination=destination, taskAttributes=OutboundTaskAttributes(
+        sfdcObjectId=record_id, sfdcObjectType=record_type if record_id else None, name=dial.recordName))
+
+
+def _e164(number: str, region: str) -> str:
+    try:
+        parsed = phonenumbers.parse(number, region)
+    except phonenumbers.NumberParseException:
+        parsed = None
+    if parsed is None or not phonenumbers.is_valid_number(parsed):
+        raise HTTPException(422, "number is not a valid phone number")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+@router.get("/config", response_model=AgentConfig, responses=_AUTH)
+async def get_config(agent: AgentDep, flex_config: FlexConfigDep) -> AgentConfig:
+    """The Salesforce integration's feature flags, for the plugin to decide what to show."""
+    return AgentConfig.of(await _flags(flex_config))
