@@ -87,5 +87,159 @@ def simulate_command(
     raise typer.Exit(code)
 
 
+# ---- operating: find, inspect, relog and reconcile tasks (flexsf.ops) -------------------------------------------
+
+tasks_app = typer.Typer(no_args_is_help=True, help="Find and inspect task workflows by their search attributes.")
+app.add_typer(tasks_app, name="tasks")
+
+
+def _ops(coro_fn):
+    """Run one ops coroutine against Temporal (connected as the worker connects: TEMPORAL_* env / profile)."""
+    import asyncio
+
+    import worker
+    from flexsf.ops import OpsError
+    from flexsf.settings import ConfigurationError, load_settings
+
+    async def go():
+        settings = load_settings()
+        client = await worker.connect(settings)
+        return await coro_fn(client, settings)
+
+    try:
+        return asyncio.run(go())
+    except (OpsError, ConfigurationError, ValueError) as exc:
+        typer.echo(f"flexsf: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _console():
+    from rich.console import Console
+
+    console = Console()
+    # Piped or captured output keeps whole sids rather than an 80-column table with ellipses.
+    return console if console.is_terminal else Console(width=200)
+
+
+@tasks_app.command("list")
+def tasks_list_command(
+    stage: str = typer.Option(None, help="Only tasks at this stage (e.g. awaiting_selection, failed, logged)."),
+    worker_sid: str = typer.Option(None, "--worker", help="Only tasks accepted by this worker (WK…)."),
+    since: str = typer.Option(None, help="Only workflows started since: a duration (30m, 1h, 1d) or ISO-8601."),
+    limit: int = typer.Option(100, min=1, help="At most this many rows."),
+) -> None:
+    """List task workflows, newest first: task sid, stage, worker, record, Salesforce Task, start time."""
+    from rich.table import Table
+
+    from flexsf.ops import list_tasks, parse_since, tasks_query
+
+    try:
+        query = tasks_query(stage=stage, worker_sid=worker_sid, since=parse_since(since) if since else None)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--since") from None
+    rows = _ops(lambda client, _: list_tasks(client, query, limit))
+    table = Table(title=f"{len(rows)} task(s) · {query}")
+    for column in ("Task", "Stage", "Worker", "Record", "Salesforce Task", "Started (UTC)", "Workflow"):
+        table.add_column(column, no_wrap=True)
+    for row in rows:
+        table.add_row(row.task_sid, row.stage or "", row.worker_sid or "", row.record_id or "", row.activity_id or "",
+                      row.started.strftime("%Y-%m-%d %H:%M:%S") if row.started else "", row.status)
+    _console().print(table)
+
+
+@tasks_app.command("show")
+def tasks_show_command(task_sid: str = typer.Argument(..., help="The Flex task (WT…).")) -> None:
+    """Show one task as its workflow sees it: stage, record, Salesforce Task, last error."""
+    from rich.table import Table
+
+    from flexsf.ops import show_task
+
+    details = _ops(lambda client, _: show_task(client, task_sid))
+    view = details.view
+    table = Table(title=f"task {view.task_sid}", show_header=False)
+    record = view.record
+    rows = {
+        "Workflow": details.status,
+        "Stage": view.stage.value,
+        "Outcome": view.outcome or "",
+        "Channel / direction": f"{view.channel or ''} / {view.direction or ''}",
+        "Worker": view.worker_sid or "",
+        "Record": f"{record.type or ''} {record.id}".strip() if record else "",
+        "Candidates": ", ".join(c.id for c in view.pop.candidates),
+        "Salesforce Task": view.activity_id or "",
+        "Last error": view.error or "",
+    }
+    for label, value in rows.items():
+        table.add_row(label, value)
+    _console().print(table)
+
+
+@app.command("relog")
+def relog_command(
+    task_sid: str = typer.Argument(..., help="The Flex task (WT…) whose log to write again."),
+    reason: str = typer.Option(None, help="Why (kept in the workflow's history)."),
+) -> None:
+    """Write a finished task's Salesforce activity log again: retries a failed log, or amends the logged Task in
+    place (same Task, so repeating it changes nothing). Prints the stage and Salesforce Task afterwards."""
+    from flexsf.ops import relog
+
+    result = _ops(lambda client, _: relog(client, task_sid, reason))
+    typer.echo(f"{task_sid}: stage {result.stage.value}, Salesforce Task {result.activity_id or '-'}"
+               + (f", error: {result.error}" if result.error else ""))
+    if result.stage.value == "failed":
+        raise typer.Exit(1)
+
+
+@app.command("reconcile")
+def reconcile_command(
+    since: str = typer.Option("1h", help="Window of TaskRouter's Events list to walk: 30m, 1h, 1d or ISO-8601."),
+) -> None:
+    """Find tasks TaskRouter finished in the window that have no workflow (all callbacks lost) and start one each
+    from the Events list, so they get logged. Tasks with a workflow are left alone."""
+    from flexsf.ops import parse_since, reconcile, twilio_client_from
+
+    try:
+        start = parse_since(since)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--since") from None
+
+    async def go(client, settings):
+        return await reconcile(client, twilio_client_from(settings), settings.twilio_workspace_sid,
+                               settings.flexsf_task_queue, start)
+
+    actions = _ops(go)
+    for action in actions:
+        if action.action == "started":
+            typer.echo(f"{action.task_sid}: {action.finished}, no workflow -> started with {action.events} event(s)")
+        else:
+            typer.echo(f"{action.task_sid}: {action.finished}, workflow exists -> left alone")
+    started = sum(a.action == "started" for a in actions)
+    typer.echo(f"{len(actions)} finished task(s) since {start.isoformat(timespec='seconds')}; {started} started")
+
+
+@app.command("search-attributes")
+def search_attributes_command(
+    create: bool = typer.Option(False, "--create", help="Create the missing ones (self-hosted clusters; Temporal "
+                                                         "Cloud: use tcld or the UI)."),
+) -> None:
+    """Check that the namespace has the task workflow's search attributes (FlexStage, FlexWorkerSid …)."""
+    from flexsf.ops import create_search_attributes, missing_search_attributes
+
+    async def go(client, _):
+        missing = await missing_search_attributes(client)
+        if missing and create:
+            await create_search_attributes(client, missing)
+        return missing
+
+    missing = _ops(go)
+    if not missing:
+        typer.echo("all search attributes are registered")
+    elif create:
+        typer.echo(f"created: {', '.join(missing)}")
+    else:
+        typer.echo(f"missing: {', '.join(missing)} (run with --create, or see README, Operating)")
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     app()

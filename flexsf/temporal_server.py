@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flexsf.netutil import free_port, wait_for_port
+from workflows.search_attributes import DEFINITIONS
 
 # Registered on every dev server we start, so visibility queries work the same in tests and `flexsf dev`.
-SEARCH_ATTRIBUTES: dict[str, str] = {}
+SEARCH_ATTRIBUTES: dict[str, str] = dict(DEFINITIONS)
 
 
 def temporal_binary() -> str:

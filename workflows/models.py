@@ -121,3 +121,17 @@ class TaskView(BaseModel):
     activity_id: str | None = None
     outcome: str | None = None
     error: str | None = None
+
+
+class RelogRequest(BaseModel):
+    """An operator's request to write the task's activity log again (`flexsf relog`)."""
+
+    reason: str | None = None
+
+
+class RelogResult(BaseModel):
+    """What the relog did: the stage and Salesforce Task afterwards, and the error if Salesforce refused again."""
+
+    stage: Stage
+    activity_id: str | None = None
+    error: str | None = None

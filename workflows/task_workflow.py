@@ -6,6 +6,7 @@ stages act on them. Every wait has a timer and a documented outcome (see README,
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
@@ -19,16 +20,19 @@ with workflow.unsafe.imports_passed_through():
         SearchRequest,
     )
     from activities.salesforce import SalesforceActivities
-    from activities.search_terms import first_search_term
+    from activities.search_terms import SEARCH_ATTRIBUTE_ORDER, first_search_term
     from activities.twilio import TwilioActivities
     from flexsf.salesforce_ids import object_type_for_id, to_18
     from workflows import policies
+    from workflows import search_attributes as sa
     from workflows.models import (
         FeatureFlags,
         Notes,
         PopView,
         RecordRef,
         RecordSelection,
+        RelogRequest,
+        RelogResult,
         Stage,
         TaskEvent,
         TaskPolicy,
@@ -39,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
 ACCEPTED = "reservation.accepted"
 FINISHED = {"task.completed": "Completed", "task.canceled": "Canceled"}
 GONE = {"task.deleted", "task.system-deleted"}
+LOGGED_STAGES = {Stage.LOGGED, Stage.LOGGED_UNASSOCIATED}
 
 
 def _same_id(a: str, b: str) -> bool:
@@ -73,13 +78,27 @@ class FlexTaskWorkflow:
         self._activity_id: str | None = None
         self._error: str | None = None
         self._retry_requested = False
+        self._awaiting_repair = False
+        # One Salesforce write at a time: the process and an operator's relog never race on the same Task.
+        self._log_lock = asyncio.Lock()
+        self._log_attempts = 0
+        self._indexed: dict[str, str] = {}
+        meter = workflow.metric_meter()
+        self._pops = meter.create_counter("flexsf_screen_pops_total", "Screen pops by outcome "
+                                          "(single, several, none, by_id, skipped, error)")
+        self._selections = meter.create_counter("flexsf_selections_total", "Records chosen by agents among "
+                                                "several candidates")
+        self._logs = meter.create_counter("flexsf_activity_logs_total", "Activity log writes by outcome "
+                                          "(logged, logged_unassociated, failed)")
+        self._relogs = meter.create_counter("flexsf_relogs_total", "Operator relogs by resulting stage")
 
     # ---- the process -------------------------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, input: TaskWorkflowInput) -> TaskView:
+        self._set_stage(Stage.CREATED)
         self._policy = await workflow.execute_activity_method(
-            TwilioActivities.load_task_policy, input, **policies.READ
+            TwilioActivities.load_task_policy, input, summary="load Flex feature flags", **policies.READ
         )
         if not self._flags.enabled:
             self._set_stage(Stage.DISABLED)
@@ -107,25 +126,31 @@ class FlexTaskWorkflow:
             # Click-to-dial and IVR data dips carry the record already; never search for it.
             self._record = given
             self._pop = PopView(record=given) if given and self._direction() == "Inbound" else PopView()
+            self._count_pop("by_id" if given is not None else "skipped")
             self._set_stage(Stage.IN_PROGRESS)
             return
         term = first_search_term(attributes)
         if term is None:
+            self._count_pop("skipped")
             self._set_stage(Stage.IN_PROGRESS)
             return
         try:
             found = await workflow.execute_activity_method(
                 SalesforceActivities.search_salesforce, SearchRequest(task_sid=self._task_sid, term=term),
+                # History is plaintext: name the attribute searched, never the caller's name or number.
+                summary=f"search Salesforce by the task's `{self._term_source()}`",
                 **policies.SEARCH,
             )
         except ActivityError as err:
             # A pop that cannot happen must not cost the task its log: carry on without a record.
             self._error = f"screen pop search failed: {err.cause or err}"
+            self._count_pop("error")
             self._set_stage(Stage.IN_PROGRESS)
             return
         records = found.records
         self._pop = PopView(search_term=term, record=records[0] if len(records) == 1 else None,
                             candidates=records if len(records) > 1 else [])
+        self._count_pop("single" if len(records) == 1 else "several" if records else "none")
         if len(records) == 1:
             await self._associate(records[0])
             self._set_stage(Stage.IN_PROGRESS)
@@ -152,23 +177,38 @@ class FlexTaskWorkflow:
 
     async def _log_activity(self) -> None:
         while True:
+            error = await self._write_log()
+            if error is None:
+                return
+            self._error = error
+            self._set_stage(Stage.FAILED)
+            if not await self._await_repair():
+                return
+
+    async def _write_log(self) -> str | None:
+        """One write of the log (create, or amend the Task already written); the error when Salesforce refused."""
+        async with self._log_lock:
             self._set_stage(Stage.LOGGING)
             version = self._version
+            request = self._log_request()
             try:
                 result = await workflow.execute_activity_method(
-                    SalesforceActivities.log_activity, self._log_request(), **policies.WRITE
+                    SalesforceActivities.log_activity, request,
+                    summary=f"amend Salesforce Task {request.activity_id}" if request.activity_id
+                    else "create the Salesforce Task",
+                    **policies.WRITE,
                 )
             except ActivityError as err:
-                self._error = str(err.cause or err)
-                self._set_stage(Stage.FAILED)
-                if not await self._await_repair():
-                    return
-                continue
+                self._logs.add(1, {"outcome": "failed"})
+                return str(err.cause or err)
+            finally:
+                self._log_attempts += 1
             self._activity_id = result.activity_id
             self._logged_version = version
             self._error = None
             self._set_stage(Stage.LOGGED if self._related() else Stage.LOGGED_UNASSOCIATED)
-            return
+            self._logs.add(1, {"outcome": self._stage.value})
+            return None
 
     async def _amend_during_grace(self) -> None:
         """Notes or a selection that arrive shortly after the log amend the same Salesforce Task."""
@@ -189,12 +229,15 @@ class FlexTaskWorkflow:
                 return
 
     async def _await_repair(self) -> bool:
-        """A failed log waits for an operator's `retry_logging` signal rather than disappearing."""
+        """A failed log waits for an operator's `retry_logging` signal or `relog` update rather than disappearing."""
         self._retry_requested = False
+        self._awaiting_repair = True
         try:
             await workflow.wait_condition(lambda: self._retry_requested, timeout=self._policy.repair_window)
         except TimeoutError:
-            return False
+            return self._retry_requested  # a request that came with the timer's expiry still counts
+        finally:
+            self._awaiting_repair = False
         return True
 
     async def _associate(self, record: RecordRef) -> None:
@@ -202,9 +245,11 @@ class FlexTaskWorkflow:
         failure to write is recorded, not fatal."""
         self._record = record
         self._version += 1
+        self._index()
         try:
             await workflow.execute_activity_method(
                 TwilioActivities.save_record_on_task, SaveRecordRequest(task_sid=self._task_sid, record=record),
+                summary=f"write {record.type or 'record'} {record.id} on the task's attributes",
                 **policies.WRITE,
             )
         except ActivityError as err:
@@ -227,6 +272,7 @@ class FlexTaskWorkflow:
         result = await workflow.execute_activity_method(
             TwilioActivities.reconcile_task,
             ReconcileRequest(task_sid=self._task_sid, since=workflow.info().start_time - timedelta(hours=1)),
+            summary="read the task's TaskRouter Events list",
             **policies.READ,
         )
         for event in result.events:
@@ -257,6 +303,7 @@ class FlexTaskWorkflow:
     @workflow.update
     async def select_record(self, selection: RecordSelection) -> RecordRef:
         record = next(c for c in self._pop.candidates if _same_id(c.id, selection.record_id))
+        self._selections.add(1, {"when": "after_log" if self._activity_id else "before_log"})
         if self._stage == Stage.AWAITING_SELECTION:
             self._set_stage(Stage.IN_PROGRESS)
         await self._associate(record)
@@ -270,6 +317,34 @@ class FlexTaskWorkflow:
             raise ValueError("only the worker who accepted the task can choose its record")
         if not any(_same_id(c.id, selection.record_id) for c in self._pop.candidates):
             raise ValueError(f"{selection.record_id} is not one of the candidate records")
+
+    @workflow.update
+    async def relog(self, request: RelogRequest) -> RelogResult:
+        """Write the log again: a failed one is retried (as `retry_logging` does), a written one is amended in place
+        (same Salesforce Task, so repeating this changes nothing). Answers once the write is done."""
+        if self._stage == Stage.FAILED:
+            before = self._log_attempts
+            self._retry_requested = True  # the process, waiting in _await_repair, writes it
+            await workflow.wait_condition(lambda: self._log_attempts > before and self._stage != Stage.LOGGING)
+        else:
+            previous = self._stage
+            error = await self._write_log()
+            if error is not None:
+                # The Task written earlier still stands; the refusal is reported, not turned into a failed log.
+                self._error = f"relog refused: {error}"
+                self._set_stage(previous)
+        self._relogs.add(1, {"stage": self._stage.value})
+        return RelogResult(stage=self._stage, activity_id=self._activity_id, error=self._error)
+
+    @relog.validator
+    def _validate_relog(self, request: RelogRequest) -> None:
+        if self._finished is None:
+            raise ValueError(f"the task has not finished (stage {self._stage.value}); relog is for finished tasks")
+        if self._stage == Stage.FAILED and not self._awaiting_repair:
+            raise ValueError("the repair window of this failed log has passed")
+        if self._stage not in LOGGED_STAGES | {Stage.FAILED}:
+            raise ValueError(f"nothing to relog at stage {self._stage.value}; "
+                             "only a logged or failed task can be logged again")
 
     @workflow.query
     def view(self) -> TaskView:
@@ -362,6 +437,32 @@ class FlexTaskWorkflow:
             + (f" · record {record.type or ''} {record.id}" if record else "")
             + (f" · Salesforce Task {self._activity_id}" if self._activity_id else "")
         )
+        self._index()
+
+    def _index(self) -> None:
+        """Upsert the search attributes that changed, so visibility queries find the task by what is known now."""
+        record = self._related()
+        known = {
+            sa.FLEX_TASK_SID: self._task_sid,
+            sa.FLEX_STAGE: self._stage.value,
+            sa.FLEX_WORKER_SID: self._accepted.worker_sid if self._accepted else None,
+            sa.FLEX_CHANNEL: self._channel_name() if self._event_count else None,
+            sa.FLEX_DIRECTION: self._direction() if self._event_count else None,
+            sa.SFDC_OBJECT_ID: record.id if record else None,
+            sa.SFDC_ACTIVITY_ID: self._activity_id,
+        }
+        changed = [key.value_set(value) for key, value in known.items()
+                   if value and self._indexed.get(key.name) != value]
+        if changed:
+            workflow.upsert_search_attributes(changed)
+            self._indexed.update({update.key.name: update.value for update in changed})
+
+    def _count_pop(self, outcome: str) -> None:
+        self._pops.add(1, {"outcome": outcome})
+
+    def _term_source(self) -> str:
+        return next((k for k in SEARCH_ATTRIBUTE_ORDER if isinstance(self._attributes.get(k), str)
+                     and self._attributes[k].strip()), "attributes")
 
     def _now_ms(self) -> int:
         return int(workflow.now().timestamp() * 1000)

@@ -1,0 +1,232 @@
+"""Operator tools: find tasks by their search attributes, show one, relog one, reconcile lost tasks.
+
+Everything here talks to Temporal (and, for `reconcile`, TaskRouter's Events list) through the same clients the worker
+uses; the CLI (`flexsf tasks …`, `flexsf relog`, `flexsf reconcile`, `flexsf search-attributes`) only prints.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.client import (
+    Client,
+    WorkflowExecution,
+    WorkflowExecutionStatus,
+    WorkflowUpdateFailedError,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from flexsf.events import signal_event, workflow_id
+from flexsf.settings import ConfigurationError, Settings
+from workflows import search_attributes as sa
+from workflows.models import RelogRequest, RelogResult, Stage, TaskEvent, TaskView
+from workflows.task_workflow import FlexTaskWorkflow
+
+WORKFLOW_TYPE = "FlexTaskWorkflow"
+FINISHED_EVENT_TYPES = ("task.completed", "task.canceled")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+class OpsError(RuntimeError):
+    """An operator request that cannot be done; the message says why."""
+
+
+# ---- queries -------------------------------------------------------------------------------------------------------
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """`90s`, `30m`, `1h`, `2d`, `1w` before now, or an ISO-8601 date-time (UTC when it has no offset)."""
+    now = now or datetime.now(UTC)
+    match = _DURATION.match(text)
+    if match:
+        return now - timedelta(**{_UNITS[match.group(2).lower()]: float(match.group(1))})
+    try:
+        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a duration (30m, 1h, 2d) nor an ISO-8601 date-time") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def tasks_query(*, stage: str | Stage | None = None, worker_sid: str | None = None, task_sid: str | None = None,
+                channel: str | None = None, direction: str | None = None, record_id: str | None = None,
+                activity_id: str | None = None, since: datetime | None = None) -> str:
+    """A visibility query over task workflows, e.g. `FlexWorkerSid = 'WK…' AND FlexStage = 'awaiting_selection'`."""
+    clauses = [f"WorkflowType = {_literal(WORKFLOW_TYPE)}"]
+    for key, value in ((sa.FLEX_STAGE, stage), (sa.FLEX_WORKER_SID, worker_sid), (sa.FLEX_TASK_SID, task_sid),
+                       (sa.FLEX_CHANNEL, channel), (sa.FLEX_DIRECTION, direction), (sa.SFDC_OBJECT_ID, record_id),
+                       (sa.SFDC_ACTIVITY_ID, activity_id)):
+        if value:
+            clauses.append(f"{key.name} = {_literal(str(value))}")
+    if since is not None:
+        clauses.append(f"StartTime >= {_literal(since.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ'))}")
+    return " AND ".join(clauses)
+
+
+@dataclass
+class TaskRow:
+    task_sid: str
+    stage: str | None
+    worker_sid: str | None
+    record_id: str | None
+    activity_id: str | None
+    channel: str | None
+    started: datetime | None
+    status: str
+
+    @classmethod
+    def from_execution(cls, execution: WorkflowExecution) -> "TaskRow":
+        attrs = execution.typed_search_attributes
+        return cls(
+            task_sid=attrs.get(sa.FLEX_TASK_SID) or execution.id.removeprefix("flex-task-"),
+            stage=attrs.get(sa.FLEX_STAGE),
+            worker_sid=attrs.get(sa.FLEX_WORKER_SID),
+            record_id=attrs.get(sa.SFDC_OBJECT_ID),
+            activity_id=attrs.get(sa.SFDC_ACTIVITY_ID),
+            channel=attrs.get(sa.FLEX_CHANNEL),
+            started=execution.start_time,
+            status=execution.status.name.lower() if execution.status else "unknown",
+        )
+
+
+async def list_tasks(client: Client, query: str, limit: int = 100) -> list[TaskRow]:
+    return [TaskRow.from_execution(e) async for e in client.list_workflows(query, limit=limit)]
+
+
+@dataclass
+class TaskDetails:
+    view: TaskView
+    status: str
+
+
+async def show_task(client: Client, task_sid: str) -> TaskDetails:
+    handle = client.get_workflow_handle_for(FlexTaskWorkflow.run, workflow_id(task_sid))
+    try:
+        description = await handle.describe()
+        view = await handle.query(FlexTaskWorkflow.view)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise OpsError(f"no workflow for task {task_sid}") from None
+        raise
+    return TaskDetails(view=view, status=description.status.name.lower() if description.status else "unknown")
+
+
+async def relog(client: Client, task_sid: str, reason: str | None = None) -> RelogResult:
+    """Write the task's activity log again through the workflow's `relog` update (idempotent; see the workflow)."""
+    handle = client.get_workflow_handle_for(FlexTaskWorkflow.run, workflow_id(task_sid))
+    try:
+        description = await handle.describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise OpsError(f"no workflow for task {task_sid}") from None
+        raise
+    if description.status != WorkflowExecutionStatus.RUNNING:
+        stage = description.typed_search_attributes.get(sa.FLEX_STAGE)
+        raise OpsError(f"the workflow of task {task_sid} is closed (stage {stage}); its log is final. A failed log "
+                       "keeps its workflow open for the repair window (FLEXSF_REPAIR_WINDOW_S)")
+    try:
+        return await handle.execute_update(FlexTaskWorkflow.relog, RelogRequest(reason=reason))
+    except WorkflowUpdateFailedError as exc:
+        raise OpsError(f"relog of task {task_sid} refused: {exc.cause or exc}") from None
+
+
+# ---- reconciliation ------------------------------------------------------------------------------------------------
+
+def twilio_client_from(settings: Settings):
+    """The TaskRouter client, built from settings exactly as the worker builds it."""
+    from flexsf.twilio_client import build_twilio_client
+
+    if not settings.twilio_configured or not settings.twilio_workspace_sid:
+        raise ConfigurationError("TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN (or an API key) and TWILIO_WORKSPACE_SID "
+                                 "are required")
+    return build_twilio_client(
+        account_sid=settings.twilio_account_sid,
+        auth_token=settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None,
+        api_key=settings.twilio_api_key,
+        api_secret=settings.twilio_api_secret.get_secret_value() if settings.twilio_api_secret else None,
+        base_url=settings.twilio_api_base_url,
+        timeout=settings.twilio_timeout_s,
+    )
+
+
+@dataclass
+class ReconcileAction:
+    task_sid: str
+    action: str  # "started": its events were delivered to a new workflow; "exists": left alone
+    events: int = 0
+    finished: str | None = None
+
+
+def _events(twilio, workspace_sid: str, **filters) -> list:
+    return list(twilio.taskrouter.v1.workspaces(workspace_sid).events.list(**filters))
+
+
+async def _workflow_exists(client: Client, task_sid: str) -> bool:
+    try:
+        await client.get_workflow_handle(workflow_id(task_sid)).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
+
+
+async def reconcile(client: Client, twilio, workspace_sid: str, task_queue: str, since: datetime,
+                    history: timedelta = timedelta(days=1)) -> list[ReconcileAction]:
+    """Every task TaskRouter finished since `since` that has no workflow gets one, fed its events from the Events list
+    (created, accepted, completed …, looked up to `history` before the window), so it is logged like any other.
+    Tasks whose workflow exists (running or closed) are left alone."""
+    import asyncio
+
+    from flexsf.task_events import event_from_events_api
+
+    finished: dict[str, str] = {}
+    for event_type in FINISHED_EVENT_TYPES:
+        rows = await asyncio.to_thread(_events, twilio, workspace_sid, event_type=event_type, start_date=since)
+        for row in rows:
+            sid = (getattr(row, "event_data", None) or {}).get("task_sid") or getattr(row, "resource_sid", None)
+            if sid and sid.startswith("WT"):
+                finished.setdefault(sid, event_type)
+    actions: list[ReconcileAction] = []
+    for task_sid in sorted(finished):
+        if await _workflow_exists(client, task_sid):
+            actions.append(ReconcileAction(task_sid, "exists", finished=finished[task_sid]))
+            continue
+        rows = await asyncio.to_thread(_events, twilio, workspace_sid, task_sid=task_sid, start_date=since - history)
+        events: list[TaskEvent] = sorted(
+            (e for e in (event_from_events_api(r, task_sid) for r in rows) if e is not None),
+            key=lambda e: e.timestamp_ms)
+        for event in events:
+            try:
+                await signal_event(client, task_queue, event)
+            except WorkflowAlreadyStartedError:
+                break  # it finished between two of our events (or someone else started it): it has its log
+        actions.append(ReconcileAction(task_sid, "started", events=len(events), finished=finished[task_sid]))
+    return actions
+
+
+# ---- search attributes ---------------------------------------------------------------------------------------------
+
+async def missing_search_attributes(client: Client, namespace: str | None = None) -> list[str]:
+    """The task workflow's search attributes the namespace lacks (workflows cannot index themselves without them)."""
+    response = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace or client.namespace))
+    present = set(response.custom_attributes) | set(response.system_attributes)
+    return [name for name in sa.DEFINITIONS if name not in present]
+
+
+async def create_search_attributes(client: Client, names: Iterable[str], namespace: str | None = None) -> None:
+    """Self-hosted clusters only (Temporal Cloud adds them with `tcld` or its UI)."""
+    await client.operator_service.add_search_attributes(AddSearchAttributesRequest(
+        namespace=namespace or client.namespace,
+        search_attributes={name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for name in names},
+    ))
