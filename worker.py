@@ -17,6 +17,7 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
+from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from activities.activity_fields import ActivityFieldConfig
@@ -24,6 +25,7 @@ from activities.flex_config import FlexConfigCache
 from activities.salesforce import SalesforceActivities, SearchConfig
 from activities.salesforce_connection import SalesforceConnection
 from activities.twilio import TwilioActivities
+from flexsf import logs, metrics
 from flexsf.salesforce_client import SalesforceCredentials
 from flexsf.settings import ConfigurationError, Settings, load_settings
 from flexsf.twilio_client import build_twilio_client
@@ -103,6 +105,8 @@ def build_activities(settings: Settings) -> Activities:
 
 
 def build_worker(client: Client, task_queue: str, activities: Activities, executor: ThreadPoolExecutor) -> Worker:
+    # Gauges and calls outside an activity are recorded through the client's runtime (its Prometheus endpoint).
+    metrics.bind_runtime(client.service_client.config.runtime)
     return Worker(
         client,
         task_queue=task_queue,
@@ -114,16 +118,21 @@ def build_worker(client: Client, task_queue: str, activities: Activities, execut
     )
 
 
-async def connect(settings: Settings | None = None) -> Client:
+async def connect(settings: Settings | None = None, runtime: Runtime | None = None) -> Client:
+    """`runtime`: e.g. `metrics.prometheus_runtime(address)` to export metrics; None: Temporal's default runtime."""
     config = ClientConfig.load_client_connect_config()
     config.setdefault("target_host", "localhost:7233")
-    return await Client.connect(**config, data_converter=pydantic_data_converter)
+    return await Client.connect(**config, data_converter=pydantic_data_converter, runtime=runtime)
 
 
 async def run(settings: Settings | None = None) -> None:
     settings = settings or load_settings()
     activities = build_activities(settings)
-    client = await connect(settings)
+    runtime = None
+    if settings.flexsf_worker_metrics_address:
+        runtime = metrics.prometheus_runtime(settings.flexsf_worker_metrics_address)
+        log.info("worker metrics on http://%s/metrics", settings.flexsf_worker_metrics_address)
+    client = await connect(settings, runtime)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -137,9 +146,10 @@ async def run(settings: Settings | None = None) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        asyncio.run(run())
+        settings = load_settings()
+        logs.setup_logging(settings)
+        asyncio.run(run(settings))
     except ConfigurationError as exc:
         raise SystemExit(f"flexsf worker: {exc}") from None
 

@@ -15,6 +15,7 @@ from simple_salesforce.exceptions import SalesforceError
 from temporalio.exceptions import ApplicationError
 from twilio.base.exceptions import TwilioException, TwilioRestException
 
+from flexsf import metrics
 from flexsf.salesforce_client import SalesforceAuthError
 
 SALESFORCE_VALIDATION = "SalesforceValidationError"
@@ -56,6 +57,8 @@ def salesforce_errors(step: str) -> Iterator[None]:
             raise ApplicationError(summary, type=SALESFORCE_REFUSED, non_retryable=True) from None
         raise ApplicationError(summary, type=SALESFORCE_VALIDATION, non_retryable=True) from None
     except requests.RequestException as exc:
+        sent = exc.request
+        metrics.salesforce_call(getattr(sent, "url", None) or "", getattr(sent, "method", None) or "", "unreachable")
         raise ApplicationError(f"{step}: Salesforce unreachable: {type(exc).__name__}", type="SalesforceUnreachable") from None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 
@@ -12,6 +13,7 @@ from activities.errors import salesforce_errors
 from activities.models import ActivityLogRequest, ActivityLogResult, SearchRequest, SearchResult
 from activities.salesforce_connection import SalesforceConnection
 from activities.search_terms import build_sosl, plan_search
+from flexsf import metrics
 from flexsf.salesforce_ids import object_type_for_id
 from workflows.models import RecordRef
 
@@ -21,6 +23,8 @@ _RETURNING = {
 }
 _DISPLAY_FIELD = {"Case": "CaseNumber"}
 _PERSON_ACCOUNT_FIELDS = ["IsPersonAccount", "PersonContactId"]
+
+log = logging.getLogger("flexsf.activities.salesforce")
 
 
 def soql_literal(value: str) -> str:
@@ -72,6 +76,7 @@ class SalesforceActivities:
 
     @activity.defn(name="search_salesforce")
     def search_salesforce(self, req: SearchRequest) -> SearchResult:
+        metrics.note_attempt("salesforce")
         plan = plan_search(req.term, self._search.region)
         if plan is None:
             return SearchResult()
@@ -84,6 +89,17 @@ class SalesforceActivities:
     @activity.defn(name="log_activity")
     def log_activity(self, req: ActivityLogRequest) -> ActivityLogResult:
         """Create or amend the one Salesforce Task of this Flex task, safe to repeat."""
+        metrics.note_attempt("salesforce")
+        try:
+            result = self._log_activity(req)
+        except Exception:
+            metrics.activity_logged("failed")
+            raise
+        metrics.activity_logged("created" if result.created else "amended")
+        log.info("Salesforce Task %s %s", result.activity_id, "created" if result.created else "amended")
+        return result
+
+    def _log_activity(self, req: ActivityLogRequest) -> ActivityLogResult:
         with salesforce_errors("log_activity"):
             related = self._resolve_person_account(req.related)
             fields = task_fields(req.model_copy(update={"related": related}), self._fields, self._owner_for(req))

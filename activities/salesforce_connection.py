@@ -11,6 +11,7 @@ import requests
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceExpiredSession
 
+from flexsf import metrics
 from flexsf.salesforce_client import SalesforceCredentials, fetch_token, make_session
 
 T = TypeVar("T")
@@ -62,6 +63,9 @@ class SalesforceConnection:
         return result
 
     def _note_usage(self, response: requests.Response, *args, **kwargs) -> None:
+        # Runs in the calling (activity) thread, so the call is counted with that activity's labels.
+        metrics.salesforce_call(response.request.url or "", response.request.method or "", response.status_code)
         found = _API_USAGE.search(response.headers.get("Sforce-Limit-Info", ""))
         if found:
             self.api_usage = (int(found["used"]), int(found["total"]))
+            metrics.salesforce_api_usage(*self.api_usage)

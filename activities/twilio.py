@@ -19,6 +19,7 @@ from activities.models import (
     SaveRecordRequest,
     SaveRecordResult,
 )
+from flexsf import metrics
 from flexsf.task_events import event_from_events_api
 from workflows.models import TaskPolicy, TaskWorkflowInput
 
@@ -51,12 +52,14 @@ class TwilioActivities:
 
     @activity.defn(name="load_task_policy")
     def load_task_policy(self, req: TaskWorkflowInput) -> TaskPolicy:
+        metrics.note_attempt("twilio")
         with twilio_errors("load_task_policy"):
             return TaskPolicy(flags=self._flex_config.flags(), **self._timers)
 
     @activity.defn(name="save_record_on_task")
     def save_record_on_task(self, req: SaveRecordRequest) -> SaveRecordResult:
         """Merge sfdcObjectId/sfdcObjectType into the task attributes, guarded by the ETag."""
+        metrics.note_attempt("twilio")
         task = self._tasks()(req.task_sid)
         for attempt in range(1, MAX_MERGE_ATTEMPTS + 1):
             with twilio_errors("save_record_on_task"):
@@ -102,6 +105,7 @@ class TwilioActivities:
     @activity.defn(name="reconcile_task")
     def reconcile_task(self, req: ReconcileRequest) -> ReconcileResult:
         """Ask TaskRouter's Events list what happened to a task whose callbacks went quiet."""
+        metrics.note_attempt("twilio")
         with twilio_errors("reconcile_task"):
             rows = self._client.taskrouter.v1.workspaces(self._workspace_sid).events.list(
                 task_sid=req.task_sid, start_date=req.since or values.unset

@@ -40,11 +40,16 @@ def gateway_command(
     from flexsf.settings import ConfigurationError, load_settings
     from gateway.app import create_app
 
+    from flexsf.logs import setup_logging
+
     try:
-        application = create_app(load_settings())
+        settings = load_settings()
+        setup_logging(settings)
+        application = create_app(settings)
     except ConfigurationError as exc:
         raise SystemExit(f"flexsf gateway: {exc}") from None
-    uvicorn.run(application, host=host, port=port, proxy_headers=True)
+    # log_config=None: uvicorn's records go through flexsf's handler (JSON, task sid, redaction).
+    uvicorn.run(application, host=host, port=port, proxy_headers=True, log_config=None)
 
 
 @app.command("dev")

@@ -21,6 +21,7 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from flexsf import logs, metrics
 from flexsf.netutil import wait_for_port
 from flexsf.settings import ConfigurationError, Settings, load_settings
 from flexsf.temporal_server import TemporalDevServer
@@ -29,6 +30,7 @@ log = logging.getLogger("flexsf.dev")
 
 HOST = "127.0.0.1"
 TEMPORAL_PORT, TEMPORAL_UI_PORT, GATEWAY_PORT, SALESFORCE_PORT, TWILIO_PORT = 7233, 8233, 8000, 8443, 8444
+WORKER_METRICS_PORT = 9464
 DEV_TASK_QUEUE = "flex-salesforce"
 
 
@@ -104,7 +106,9 @@ class DevStack:
             sf_info, tw_info = self._start_sandboxes(stack, base)
             settings = settings_with(sandbox_env(sf_info, tw_info, base.flexsf_task_queue or DEV_TASK_QUEUE))
             client = await Client.connect(self.temporal.address, namespace=self.temporal.namespace,
-                                          data_converter=pydantic_data_converter)
+                                          data_converter=pydantic_data_converter,
+                                          runtime=metrics.prometheus_runtime(self.worker_metrics_address(base)))
+            logs.register_secrets(logs.settings_secrets(settings))
             gateway_url = await self._start_gateway(stack, settings, client)
             callback_url = f"{gateway_url}/taskrouter/events"
             if self.twilio is not None:
@@ -116,6 +120,9 @@ class DevStack:
             self._print(info)
             await stop.wait()
             self._say("stopping …")
+
+    def worker_metrics_address(self, base: Settings) -> str:
+        return base.flexsf_worker_metrics_address or f"{HOST}:{self.port(WORKER_METRICS_PORT)}"
 
     async def _start_temporal(self, stack: contextlib.AsyncExitStack) -> None:
         log_file = stack.enter_context(open(self.state_dir / "temporal.log", "ab"))
@@ -150,7 +157,7 @@ class DevStack:
         from gateway.app import create_app
         from gateway.server import start_gateway, stop_gateway
 
-        server, task = await start_gateway(create_app(settings, client), HOST, self.port(GATEWAY_PORT))
+        server, task = await start_gateway(create_app(settings, client), HOST, self.port(GATEWAY_PORT), log_config=None)
         stack.push_async_callback(stop_gateway, server, task)
         return f"http://{HOST}:{self.port(GATEWAY_PORT)}"
 
@@ -170,6 +177,8 @@ class DevStack:
             "gateway": gateway_url,
             "gateway_docs": f"{gateway_url}/docs",
             "taskrouter_callback": callback_url,
+            "gateway_metrics": f"{gateway_url}/metrics",
+            "worker_metrics": f"http://{self.worker_metrics_address(settings)}/metrics",
         }
         if sf_info:
             urls |= {"salesforce": sf_info["url"], "salesforce_control": sf_info["control_url"]}
@@ -210,7 +219,8 @@ class DevStack:
         table = Table(title="flexsf dev stack", show_header=False)
         labels = {
             "temporal_ui": "Temporal UI", "temporal": "Temporal (gRPC)", "gateway_docs": "Gateway docs",
-            "taskrouter_callback": "TaskRouter callback", "salesforce": "Salesforce sandbox",
+            "taskrouter_callback": "TaskRouter callback",
+            "gateway_metrics": "Gateway metrics", "worker_metrics": "Worker metrics", "salesforce": "Salesforce sandbox",
             "salesforce_control": "Salesforce control", "twilio": "Twilio sandbox", "twilio_control": "Twilio control",
         }
         for key, label in labels.items():
@@ -240,7 +250,7 @@ def dev_command(
     """Run the whole stack locally: Temporal dev server, sandboxes (unless configured), gateway and worker."""
     from rich.console import Console
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.setup_logging(level="WARNING")
     console = Console()
     try:
         asyncio.run(run_dev(port_offset, state_dir, console))

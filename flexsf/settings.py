@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     twilio_timeout_s: float = 10.0
 
     flexsf_task_queue: str = "flex-salesforce"
+    # host:port the worker serves Prometheus metrics on (`/metrics`: Temporal SDK and flexsf_* metrics); unset: off.
+    flexsf_worker_metrics_address: str | None = None
+    # Log level of `flexsf worker`, `flexsf gateway` and `flexsf dev` (DEBUG, INFO, WARNING …).
+    flexsf_log_level: str = "INFO"
     # The public base URL Twilio calls the gateway on (e.g. https://flexsf.example.com behind a proxy); callback
     # signatures are checked against it + the request path. Unset: the URL the request arrived on.
     flexsf_public_base_url: str | None = None

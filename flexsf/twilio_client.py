@@ -11,10 +11,13 @@ import os
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import requests
 from requests.adapters import HTTPAdapter
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
+
+from flexsf import metrics
 
 DEFAULT_TIMEOUT_S = 10.0
 # The SDK is called from a thread pool of activities; one pooled connection per worker thread.
@@ -33,7 +36,23 @@ def rebase_url(url: str, base_url: str | None) -> str:
     return urlunsplit((base.scheme, base.netloc, base.path.rstrip("/") + parts.path, parts.query, parts.fragment))
 
 
-class RebasedTwilioHttpClient(TwilioHttpClient):
+class CountingTwilioHttpClient(TwilioHttpClient):
+    """A `TwilioHttpClient` that counts every call by product, method and status (`flexsf_twilio_calls_total`)."""
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
+        try:
+            response = self._send(method, url, *args, **kwargs)
+        except requests.RequestException:
+            metrics.twilio_call(url, method, "unreachable")
+            raise
+        metrics.twilio_call(url, method, response.status_code)
+        return response
+
+    def _send(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
+        return super().request(method, url, *args, **kwargs)
+
+
+class RebasedTwilioHttpClient(CountingTwilioHttpClient):
     """A `TwilioHttpClient` that sends every Twilio API call to `base_url` instead of `*.twilio.com`."""
 
     def __init__(self, base_url: str, timeout: float | None = DEFAULT_TIMEOUT_S,
@@ -45,8 +64,8 @@ class RebasedTwilioHttpClient(TwilioHttpClient):
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
-        return super().request(method, rebase_url(url, self.base_url), *args, **kwargs)
+    def _send(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
+        return super()._send(method, rebase_url(url, self.base_url), *args, **kwargs)
 
 
 def build_twilio_client(
@@ -65,7 +84,7 @@ def build_twilio_client(
     if base_url:
         http_client: TwilioHttpClient = RebasedTwilioHttpClient(base_url, timeout=timeout)
     else:
-        http_client = TwilioHttpClient(pool_connections=True, timeout=timeout)
+        http_client = CountingTwilioHttpClient(pool_connections=True, timeout=timeout)
     if api_key or api_secret:
         if not (api_key and api_secret):
             raise ValueError("api_key and api_secret go together")

@@ -16,6 +16,7 @@ from flexsf.settings import ConfigurationError, Settings
 from flexsf.twilio_client import build_twilio_client
 from gateway.auth import TokenValidator
 from gateway.routes import agent, health, taskrouter
+from gateway.routes import metrics as metrics_route
 
 
 def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
@@ -52,6 +53,7 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
+    metrics_route.install(app)  # GET /metrics; counts every request (outermost middleware)
     app.include_router(health.router)
     app.include_router(taskrouter.router)
     app.include_router(agent.router)

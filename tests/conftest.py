@@ -11,6 +11,8 @@ import pytest_asyncio
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from flexsf.metrics import prometheus_runtime
+from flexsf.netutil import free_port
 from flexsf.temporal_server import TemporalDevServer
 
 pytest_plugins = ["tests.fixtures_salesforce", "tests.fixtures_twilio", "tests.fixtures_stack"]
@@ -26,10 +28,18 @@ def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tempor
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def worker_metrics_url() -> str:
+    """Where the session client's runtime (so every in-process worker) serves its Prometheus metrics."""
+    return f"http://127.0.0.1:{free_port()}/metrics"
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def temporal_client(temporal_server: TemporalDevServer) -> AsyncIterator[Client]:
+async def temporal_client(temporal_server: TemporalDevServer, worker_metrics_url: str) -> AsyncIterator[Client]:
+    address = worker_metrics_url.removeprefix("http://").removesuffix("/metrics")
     yield await Client.connect(
-        temporal_server.address, namespace=temporal_server.namespace, data_converter=pydantic_data_converter
+        temporal_server.address, namespace=temporal_server.namespace, data_converter=pydantic_data_converter,
+        runtime=prometheus_runtime(address),
     )
 
 

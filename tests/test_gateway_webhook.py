@@ -229,3 +229,33 @@ async def test_without_a_client_the_lifespan_connects_through_temporal_env(
         assert await workflow_exists(temporal_client, params["TaskSid"])
     finally:
         await stop_gateway(server, task)
+
+
+async def test_an_event_refused_while_temporal_was_down_is_recorded_once_when_redelivered(
+        tmp_path, fresh_twilio_sandbox):
+    """503 while Temporal is down; once it is back, the sender's retry is accepted, and a duplicate changes nothing."""
+    from flexsf.temporal_server import TemporalDevServer
+
+    server = TemporalDevServer(db_file=tmp_path / "temporal.sqlite").start()
+    try:
+        client = await Client.connect(server.address, lazy=True, data_converter=pydantic_data_converter)
+        settings = gateway_settings(fresh_twilio_sandbox, f"gateway-{uuid.uuid4()}")
+        async for gw in run_gateway(settings, client, fresh_twilio_sandbox):
+            params = event_params(new_task_sid())
+            signature = gw.sign(params)
+            server.stop()
+            refused = await gw.post(params, signature)
+            assert refused.status_code == 503
+
+            server = TemporalDevServer(port=server.port, db_file=tmp_path / "temporal.sqlite").start()
+            for _ in range(2):  # the retry, then a duplicate delivery of the same event
+                accepted = await gw.post(params, signature)
+                assert accepted.status_code == 204
+            handle = client.get_workflow_handle(workflow_id(params["TaskSid"]))
+            history = [e async for e in handle.fetch_history_events()]
+            started = [e for e in history if e.HasField("workflow_execution_started_event_attributes")]
+            signals = [e for e in history if e.HasField("workflow_execution_signaled_event_attributes")]
+            # One workflow, started by the retry; the duplicate is a second signal that its handler drops by Sid.
+            assert len(started) == 1 and len(signals) == 2
+    finally:
+        server.stop()

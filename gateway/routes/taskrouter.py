@@ -14,10 +14,12 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 from twilio.request_validator import RequestValidator
 
+from flexsf import logs
 from flexsf.events import HANDLED_EVENTS, signal_event
 from flexsf.settings import Settings
 from flexsf.task_events import MalformedEvent, task_event
 from gateway.deps import SettingsDep, TemporalClientDep
+from gateway.routes.metrics import IGNORED, MALFORMED, REJECTED_SIGNATURE, SIGNALLED, UNAVAILABLE
 
 log = logging.getLogger("flexsf.gateway.taskrouter")
 
@@ -25,6 +27,7 @@ router = APIRouter(prefix="/taskrouter", tags=["taskrouter"])
 
 MAX_BODY_BYTES = 64 * 1024
 _UNAVAILABLE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED}
+_OUTCOME_OF_STATUS = {400: MALFORMED, 403: REJECTED_SIGNATURE, 413: MALFORMED, 503: UNAVAILABLE}
 
 
 def public_url(request: Request, settings: Settings) -> str:
@@ -67,6 +70,19 @@ def _form(body: bytes, content_type: str) -> dict[str, str]:
 @router.post("/events", status_code=204, response_class=Response,
              responses={400: {}, 403: {}, 413: {}, 503: {}})
 async def taskrouter_event(request: Request, settings: SettingsDep, client: TemporalClientDep) -> Response:
+    seen: dict = {"type": None, "verified": False}
+    try:
+        outcome = await _deliver(request, settings, client, seen)
+    except HTTPException as exc:
+        request.app.state.metrics.taskrouter_event(seen["type"], _OUTCOME_OF_STATUS.get(exc.status_code, UNAVAILABLE),
+                                                   verified=seen["verified"])
+        raise
+    request.app.state.metrics.taskrouter_event(seen["type"], outcome, verified=True)
+    return Response(status_code=204)
+
+
+async def _deliver(request: Request, settings: Settings, client, seen: dict) -> str:
+    """Check and deliver one callback; the outcome for the metrics, or an HTTPException."""
     body = await _read_body(request)
     signature = request.headers.get("x-twilio-signature")
     if not signature:
@@ -76,8 +92,10 @@ async def taskrouter_event(request: Request, settings: SettingsDep, client: Temp
     if not validator.validate(public_url(request, settings), form, signature):
         log.warning("rejected a TaskRouter callback with a wrong signature (event %s)", form.get("EventType", "?"))
         raise HTTPException(403, "X-Twilio-Signature does not match this request")
+    seen.update(type=form.get("EventType"), verified=True)
+    logs.set_task(form.get("TaskSid") or None)
     if form.get("EventType") not in HANDLED_EVENTS:
-        return Response(status_code=204)
+        return IGNORED
     try:
         event = task_event(form)
     except MalformedEvent as exc:
@@ -87,6 +105,7 @@ async def taskrouter_event(request: Request, settings: SettingsDep, client: Temp
     except WorkflowAlreadyStartedError:
         # REJECT_DUPLICATE: the task's workflow has closed; this straggler concerns a task already handled.
         log.info("event %s for closed task %s ignored", event.event_type, event.task_sid)
+        return IGNORED
     except RPCError as exc:
         if exc.status in _UNAVAILABLE:
             raise HTTPException(503, f"Temporal is unreachable ({exc.status.name})") from None
@@ -98,4 +117,5 @@ async def taskrouter_event(request: Request, settings: SettingsDep, client: Temp
         if "client connect" not in str(exc):
             raise
         raise HTTPException(503, "Temporal is unreachable (connection failed)") from None
-    return Response(status_code=204)
+    log.info("event %s signalled to workflow %s", event.event_type, logs.workflow_id_for(event.task_sid))
+    return SIGNALLED

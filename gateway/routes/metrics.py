@@ -1,0 +1,92 @@
+"""`GET /metrics`: the gateway's Prometheus text — requests by route and status, TaskRouter events by type/outcome.
+
+Each app has its own registry (no process-global state: several apps in one process, as in tests, count apart).
+The route label is the route's template (`/agent/tasks/{task_sid}`), never the raw path, so label values stay few;
+requests that match no route count as `unmatched`. Every request also binds the task sid in its path (if any) to
+the log lines it causes.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from flexsf import logs
+from flexsf.events import HANDLED_EVENTS
+
+router = APIRouter(tags=["metrics"])
+
+# Outcomes of one TaskRouter callback.
+SIGNALLED, IGNORED, REJECTED_SIGNATURE, MALFORMED, UNAVAILABLE = (
+    "signalled", "ignored", "rejected_signature", "malformed", "unavailable")
+_EVENT_TYPE = re.compile(r"[a-z][a-z0-9-]*(?:\.[a-z0-9-]+){1,3}")
+_TASK_SID_IN_PATH = re.compile(r"/(WT[0-9a-fA-F]{32})(?:/|$)")
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("flexsf_gateway_requests", "HTTP requests by route template, method and status",
+                                ["route", "method", "status"], registry=self.registry)
+        self.latency = Histogram("flexsf_gateway_request_duration_seconds", "HTTP request duration by route",
+                                 ["route"], registry=self.registry)
+        self.events = Counter("flexsf_taskrouter_events", "TaskRouter callbacks by event type and outcome",
+                              ["type", "outcome"], registry=self.registry)
+
+    def taskrouter_event(self, event_type: str | None, outcome: str, *, verified: bool) -> None:
+        """`event_type` is only trusted (used as a label) once the signature checked out; else `unverified`."""
+        if not verified:
+            label = "unverified"
+        elif event_type in HANDLED_EVENTS or (event_type and _EVENT_TYPE.fullmatch(event_type)):
+            label = event_type
+        else:
+            label = "other"
+        self.events.labels(type=label, outcome=outcome).inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Counts every request by route template and status, and binds the path's task sid to its log lines."""
+
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        found = _TASK_SID_IN_PATH.search(scope.get("path", ""))
+        logs.set_task(found[1] if found else None)
+        status = 500
+        started = time.perf_counter()
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.requests.labels(route=route, method=scope.get("method", "?"), status=str(status)).inc()
+            self.metrics.latency.labels(route=route).observe(time.perf_counter() - started)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def install(app: FastAPI) -> None:
+    app.state.metrics = GatewayMetrics()
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.include_router(router)
