@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
 from temporalio.worker import Worker
@@ -28,6 +27,7 @@ from activities.twilio import TwilioActivities
 from flexsf import logs, metrics
 from flexsf.salesforce_client import SalesforceCredentials
 from flexsf.settings import ConfigurationError, Settings, load_settings
+from flexsf.temporal_client import data_converter
 from flexsf.twilio_client import build_twilio_client
 from workflows.task_workflow import FlexTaskWorkflow
 
@@ -122,7 +122,8 @@ async def connect(settings: Settings | None = None, runtime: Runtime | None = No
     """`runtime`: e.g. `metrics.prometheus_runtime(address)` to export metrics; None: Temporal's default runtime."""
     config = ClientConfig.load_client_connect_config()
     config.setdefault("target_host", "localhost:7233")
-    return await Client.connect(**config, data_converter=pydantic_data_converter, runtime=runtime)
+    return await Client.connect(**config, data_converter=data_converter(settings or load_settings()),
+                                runtime=runtime)
 
 
 async def run(settings: Settings | None = None) -> None:

@@ -52,6 +52,25 @@ def gateway_command(
     uvicorn.run(application, host=host, port=port, proxy_headers=True, log_config=None)
 
 
+@app.command("codec-server")
+def codec_server_command(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8081, help="Port to listen on."),
+) -> None:
+    """Serve POST /codec/encode and /codec/decode so the Temporal UI and CLI can show encrypted payloads
+    (FLEXSF_ENCRYPTION_KEYS; browsers allowed from FLEXSF_CODEC_CORS_ORIGINS). Point the UI at http://HOST:PORT/codec."""
+    import uvicorn
+
+    from flexsf.settings import ConfigurationError, load_settings
+    from gateway.routes.codec import create_codec_app
+
+    try:
+        application = create_codec_app(load_settings())
+    except ConfigurationError as exc:
+        raise SystemExit(f"flexsf codec-server: {exc}") from None
+    uvicorn.run(application, host=host, port=port)
+
+
 @app.command("dev")
 def dev_command(
     port_offset: int = typer.Option(0, help="Added to every port (7233, 8233, 8000, 8443, 8444) to run two stacks."),

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from flexsf import logs, metrics
 from flexsf.netutil import wait_for_port
 from flexsf.settings import ConfigurationError, Settings, load_settings
+from flexsf.temporal_client import data_converter
 from flexsf.temporal_server import TemporalDevServer
 
 log = logging.getLogger("flexsf.dev")
@@ -102,11 +102,12 @@ class DevStack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         async with contextlib.AsyncExitStack() as stack:
             stack.callback(self._remove_info)
-            await self._start_temporal(stack)
+            await self._start_temporal(stack, base)
             sf_info, tw_info = self._start_sandboxes(stack, base)
-            settings = settings_with(sandbox_env(sf_info, tw_info, base.flexsf_task_queue or DEV_TASK_QUEUE))
+            settings = settings_with(sandbox_env(sf_info, tw_info, base.flexsf_task_queue or DEV_TASK_QUEUE,
+                                                 **self._codec_env(base)))
             client = await Client.connect(self.temporal.address, namespace=self.temporal.namespace,
-                                          data_converter=pydantic_data_converter,
+                                          data_converter=data_converter(settings),
                                           runtime=metrics.prometheus_runtime(self.worker_metrics_address(base)))
             logs.register_secrets(logs.settings_secrets(settings))
             gateway_url = await self._start_gateway(stack, settings, client)
@@ -124,11 +125,23 @@ class DevStack:
     def worker_metrics_address(self, base: Settings) -> str:
         return base.flexsf_worker_metrics_address or f"{HOST}:{self.port(WORKER_METRICS_PORT)}"
 
-    async def _start_temporal(self, stack: contextlib.AsyncExitStack) -> None:
+    def codec_url(self) -> str:
+        return f"http://{HOST}:{self.port(GATEWAY_PORT)}/codec"
+
+    def _codec_env(self, base: Settings) -> dict[str, str]:
+        # With encryption on, the gateway serves the codec and the UI on its port (this offset) may call it.
+        if base.flexsf_encryption_keys is None:
+            return {}
+        ui = self.port(TEMPORAL_UI_PORT)
+        return {"FLEXSF_CODEC_CORS_ORIGINS": f"http://{HOST}:{ui},http://localhost:{ui}"}
+
+    async def _start_temporal(self, stack: contextlib.AsyncExitStack, base: Settings) -> None:
         log_file = stack.enter_context(open(self.state_dir / "temporal.log", "ab"))
+        # With encryption on, the UI decodes payloads through the gateway's codec endpoint.
+        codec_args = ["--ui-codec-endpoint", self.codec_url()] if base.flexsf_encryption_keys is not None else []
         self.temporal = TemporalDevServer(host=HOST, port=self.port(TEMPORAL_PORT),
                                           ui_port=self.port(TEMPORAL_UI_PORT),
-                                          db_file=self.state_dir / "temporal.sqlite")
+                                          db_file=self.state_dir / "temporal.sqlite", extra_args=codec_args)
         # Registered before starting, so a failed start (which stops the server itself) and every later
         # failure alike leave no server process behind.
         stack.callback(self.temporal.stop)
@@ -180,6 +193,8 @@ class DevStack:
             "gateway_metrics": f"{gateway_url}/metrics",
             "worker_metrics": f"http://{self.worker_metrics_address(settings)}/metrics",
         }
+        if "--ui-codec-endpoint" in self.temporal.extra_args:
+            urls["codec"] = self.codec_url()
         if sf_info:
             urls |= {"salesforce": sf_info["url"], "salesforce_control": sf_info["control_url"]}
         if tw_info:
@@ -219,7 +234,7 @@ class DevStack:
         table = Table(title="flexsf dev stack", show_header=False)
         labels = {
             "temporal_ui": "Temporal UI", "temporal": "Temporal (gRPC)", "gateway_docs": "Gateway docs",
-            "taskrouter_callback": "TaskRouter callback",
+            "taskrouter_callback": "TaskRouter callback", "codec": "Codec endpoint (UI)",
             "gateway_metrics": "Gateway metrics", "worker_metrics": "Worker metrics", "salesforce": "Salesforce sandbox",
             "salesforce_control": "Salesforce control", "twilio": "Twilio sandbox", "twilio_control": "Twilio control",
         }

@@ -94,6 +94,43 @@ class Settings(BaseSettings):
     flexsf_lost_event_window_s: float = Field(1800, gt=0)
     flexsf_repair_window_s: float = Field(7 * 86400, gt=0)
 
+    # Payload encryption (flexsf.codec): comma-separated keyid:base64key pairs of 32-byte keys; the first encrypts,
+    # all decrypt (rotate by prepending a new key). Unset: payloads are stored in plaintext.
+    flexsf_encryption_keys: SecretStr | None = None
+    # Browser origins of the Temporal UI allowed to call the codec endpoint (/codec/encode, /codec/decode).
+    flexsf_codec_cors_origins: Annotated[list[str], NoDecode] = ["http://localhost:8233", "http://127.0.0.1:8233"]
+
+    @field_validator("flexsf_encryption_keys", mode="before")
+    @classmethod
+    def _blank_keys_are_unset(cls, v):
+        if isinstance(v, str) and not v.strip():
+            return None
+        return v
+
+    @field_validator("flexsf_encryption_keys")
+    @classmethod
+    def _valid_keys(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            from flexsf.codec import parse_keys
+
+            parse_keys(v.get_secret_value())  # EncryptionKeyError (a ValueError) names the entry, never the key
+        return v
+
+    @field_validator("flexsf_codec_cors_origins", mode="before")
+    @classmethod
+    def _codec_origins(cls, v):
+        if isinstance(v, str) and not v.strip().startswith("["):
+            return [part.strip().rstrip("/") for part in v.split(",") if part.strip()]
+        return v
+
+    def encryption_keys(self):
+        """The parsed `FLEXSF_ENCRYPTION_KEYS` (`flexsf.codec.EncryptionKeys`), or None when encryption is off."""
+        if self.flexsf_encryption_keys is None:
+            return None
+        from flexsf.codec import parse_keys
+
+        return parse_keys(self.flexsf_encryption_keys.get_secret_value())
+
     @field_validator("salesforce_client_secret", "salesforce_password", "twilio_auth_token", "twilio_api_secret")
     @classmethod
     def _no_placeholders(cls, v: SecretStr | None, info) -> SecretStr | None:

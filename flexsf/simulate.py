@@ -369,11 +369,13 @@ async def simulate(info: dict[str, Any], planned: list[PlannedTask], concurrency
                    progress=None, via: str = "auto") -> dict[str, Any]:
     import httpx
     from temporalio.client import Client
-    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    from flexsf.settings import load_settings
+    from flexsf.temporal_client import data_converter
 
     started = time.monotonic()
     temporal = await Client.connect(info["urls"]["temporal"], namespace="default",
-                                    data_converter=pydantic_data_converter)
+                                    data_converter=data_converter(load_settings()))  # FLEXSF_ENCRYPTION_KEYS
     async with httpx.AsyncClient(trust_env=False, timeout=30.0) as http:
         if via == "auto":
             via = "gateway" if await gateway_has_agent_api(http, info["urls"]["gateway"]) else "temporal"

@@ -17,6 +17,7 @@ from flexsf.twilio_client import build_twilio_client
 from gateway.auth import TokenValidator
 from gateway.routes import agent, health, taskrouter
 from gateway.routes import metrics as metrics_route
+from gateway.routes import codec
 
 
 def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
@@ -53,6 +54,7 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
+    codec.install(app, settings)  # /codec/* for the Temporal UI when keys are set; its CORS answers before ours
     metrics_route.install(app)  # GET /metrics; counts every request (outermost middleware)
     app.include_router(health.router)
     app.include_router(taskrouter.router)

@@ -1,0 +1,29 @@
+"""The one place every Temporal client gets its data converter (worker, gateway, `flexsf dev`, codec server).
+
+Pydantic JSON for our models; with `FLEXSF_ENCRYPTION_KEYS` set, every payload is AES-GCM encrypted by
+`flexsf.codec.AesGcmCodec`, and failure messages and stack traces are moved into an (encrypted) payload too, since an
+error can quote a phone number or a name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
+
+from flexsf.codec import AesGcmCodec
+from flexsf.settings import Settings
+
+
+def payload_codec(settings: Settings) -> AesGcmCodec | None:
+    keys = settings.encryption_keys()
+    return AesGcmCodec(keys) if keys is not None else None
+
+
+def data_converter(settings: Settings) -> DataConverter:
+    codec = payload_codec(settings)
+    if codec is None:
+        return pydantic_data_converter
+    return dataclasses.replace(pydantic_data_converter, payload_codec=codec,
+                               failure_converter_class=DefaultFailureConverterWithEncodedAttributes)
