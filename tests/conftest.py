@@ -47,3 +47,24 @@ async def temporal_client(temporal_server: TemporalDevServer, worker_metrics_url
 def task_queue() -> str:
     """A queue of its own per test, so workers of different tests never steal each other's tasks."""
     return f"test-{uuid.uuid4()}"
+
+
+# temporalio's Rust core threads can abort the interpreter while it tears down (sdk-python issue #300:
+# "Fatal Python error: PyGILState_Release"), turning a green run red after the summary is printed. Once pytest has
+# reported, leave with its own exit status instead of running interpreter teardown.
+_exit_status: list[int] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _exit_status.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _exit_status and not hasattr(config, "workerinput"):
+        import os
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_exit_status[-1])
