@@ -1,0 +1,636 @@
+/**
+ * The agent-side bridge: carries out in the agent's browser what the flexsf server decided.
+ *
+ * It owns no business decisions. Which record a task pops, which records are candidates, what is logged and against
+ * what: the task's Temporal workflow decides, and the gateway's agent API (`/agent/...`) tells. The bridge only
+ * - loads Salesforce's Open CTI and Console API scripts when Flex is embedded in Lightning,
+ * - pops what the server says after the agent accepts a task, once per task,
+ * - shows the candidate dropdown and sends the agent's choice back,
+ * - forwards copilot notes and click-to-dial, and locks the softphone's pop-out button during calls.
+ *
+ * Everything it touches is injected (`flex`, `manager`, `sforce`, `window`, storage), so the same code runs in real
+ * Flex and against the test stand-ins.
+ */
+
+// ---- the surfaces we rely on (the parts of Flex UI 2.x and Open CTI we call) -----------------------------------------
+
+export type Listener = (payload: any, abort?: () => void) => unknown;
+
+export interface ActionsLike {
+  addListener(event: string, listener: Listener): void;
+  removeListener?(event: string, listener: Listener): void;
+  invokeAction(name: string, payload?: unknown): Promise<unknown>;
+}
+
+export interface EmitterLike {
+  on?(event: string, listener: (...args: any[]) => void): unknown;
+  addListener?(event: string, listener: (...args: any[]) => void): unknown;
+}
+
+export interface FlexLike {
+  Actions: ActionsLike;
+  Notifications?: {
+    registerNotification(notification: Record<string, unknown>): void;
+    showNotification(id: string, context?: Record<string, unknown>): unknown;
+  };
+}
+
+export interface ManagerLike {
+  user?: { token?: string };
+  events?: EmitterLike;
+  voiceClient?: EmitterLike;
+  workerClient?: { activity?: { name?: string; available?: boolean } } & EmitterLike;
+  updateConfig?(config: Record<string, unknown>): void;
+}
+
+export interface OpenCtiResult { success: boolean; returnValue?: any; errors?: unknown }
+type Callback = (result: OpenCtiResult) => void;
+
+export interface SforceLike {
+  opencti?: {
+    SCREENPOP_TYPE?: Record<string, string>;
+    screenPop(args: { type: string; params: Record<string, unknown>; callback?: Callback }): void;
+    enableClickToDial(args: { callback?: Callback }): void;
+    onClickToDial(args: { listener: (payload: any) => void }): void;
+    setSoftphonePanelVisibility(args: { visible: boolean; callback?: Callback }): void;
+  };
+  console?: {
+    setCustomConsoleComponentPopoutable(popoutable: boolean, callback?: (result: any) => void): void;
+  };
+}
+
+export interface AgentConfig {
+  enabled: boolean;
+  hide_crm_container: boolean;
+  prevent_popout_during_call: boolean;
+  click_to_dial: boolean;
+  screen_pop: boolean;
+  activity_logging: boolean;
+  copilot_notes: boolean;
+}
+
+export interface RecordOut { id: string; type?: string | null; name?: string | null; label: string }
+
+export interface TaskOut {
+  task_sid: string;
+  stage: string;
+  direction?: string | null;
+  pop: { search_term?: string | null; record?: RecordOut | null; candidates: RecordOut[] };
+  record?: RecordOut | null;
+}
+
+export interface BridgeOptions {
+  flex: FlexLike;
+  manager: ManagerLike;
+  /** The gateway's base URL, e.g. https://flexsf.example.com */
+  gatewayUrl: string;
+  /** The agent's current Flex token (default: manager.user.token, which Flex refreshes). */
+  getToken?: () => string | undefined;
+  /** Open CTI and the Console API; default: `window.sforce` once the scripts have loaded. */
+  sforce?: SforceLike | (() => SforceLike | undefined);
+  window?: Window;
+  storage?: Storage;
+  /** Origins besides `https://*.lightning.force.com` that count as Salesforce (test harnesses, custom domains). */
+  allowedOrigins?: string[];
+  /** Salesforce API version of the script URLs. */
+  apiVersion?: string;
+  /** Abort CompleteTask while a task with candidates has no chosen record (default true). */
+  requireSelectionBeforeComplete?: boolean;
+  /** Where a task's dropdown goes when Flex does not hand us an element (the test stand-in's task canvas). */
+  taskCanvasContainer?: (taskSid: string) => Element | null | undefined;
+  /** Polling for the pop decision: first delay, doubling up to maxDelayMs, at most maxAttempts requests. */
+  poll?: { initialDelayMs?: number; maxDelayMs?: number; maxAttempts?: number };
+  /** Worker activity names that count as offline (default: Offline). */
+  offlineActivities?: string[];
+  /** Where the bridge reports what it did and why (never tokens). */
+  log?: (message: string) => void;
+}
+
+export interface Bridge {
+  readonly embedded: boolean;
+  readonly origin: string | null;
+  readonly config: AgentConfig | null;
+  /** Mount the record dropdown of a task into an element (real Flex: from a TaskCanvas component). */
+  attachCanvas(taskSid: string, element: Element): () => void;
+  stop(): void;
+}
+
+const LIGHTNING_ORIGIN = /^https:\/\/[a-z0-9-]+(\.[a-z0-9-]+)*\.lightning\.force\.com$/i;
+const STORAGE_KEY = "flexsf.bridge.v1";
+const NOTIFICATION_ID = "FlexsfBridgeNotice";
+const DECIDED = (stage: string) => stage !== "created" && stage !== "accepted";
+const FINISHED = new Set(["logging", "logged", "logged_unassociated", "not_logged", "failed", "disabled"]);
+
+interface Remembered {
+  popped: string[];
+  /** Tasks with a dropdown, so a page refresh restores it. */
+  open: string[];
+}
+
+// ---- embedding --------------------------------------------------------------------------------------------------------
+
+/** Salesforce's origin: the `sfdcIframeOrigin` query parameter, else the framing page's origin. */
+export function salesforceOrigin(win: Window): string | null {
+  const params = new URLSearchParams(win.location.search);
+  for (const [key, value] of params) {
+    if (key.toLowerCase() === "sfdciframeorigin" && value) return value.replace(/\/+$/, "");
+  }
+  const ancestors = (win.location as any).ancestorOrigins as DOMStringList | undefined;
+  if (ancestors && ancestors.length > 0) return ancestors[0];
+  if (win.document.referrer) {
+    try {
+      return new URL(win.document.referrer).origin;
+    } catch {
+      return null;
+    }
+  }
+  return null;
+}
+
+export function isEmbedded(win: Window, origin: string | null, allowed: string[] = []): boolean {
+  let framed: boolean;
+  try {
+    framed = win.self !== win.top;
+  } catch {
+    framed = true; // a cross-origin top throws on access in some browsers: that is being framed
+  }
+  if (!framed || !origin) return false;
+  return LIGHTNING_ORIGIN.test(origin) || allowed.map((o) => o.replace(/\/+$/, "")).includes(origin);
+}
+
+function loadScript(doc: Document, src: string): Promise<void> {
+  const existing = doc.querySelector(`script[src="${src}"]`) as HTMLScriptElement | null;
+  if (existing && existing.dataset.flexsfLoaded === "true") return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const script = existing ?? doc.createElement("script");
+    script.addEventListener("load", () => {
+      script.dataset.flexsfLoaded = "true";
+      resolve();
+    });
+    script.addEventListener("error", () => reject(new Error(`could not load ${src}`)));
+    if (!existing) {
+      script.src = src;
+      script.async = true;
+      doc.head.appendChild(script);
+    }
+  });
+}
+
+// ---- the bridge -------------------------------------------------------------------------------------------------------
+
+export async function startBridge(options: BridgeOptions): Promise<Bridge> {
+  const win = options.window ?? window;
+  const doc = win.document;
+  const storage = options.storage ?? win.sessionStorage;
+  const { flex, manager } = options;
+  const base = options.gatewayUrl.replace(/\/+$/, "");
+  const getToken = options.getToken ?? (() => manager.user?.token);
+  const log = options.log ?? (() => undefined);
+  const requireSelection = options.requireSelectionBeforeComplete ?? true;
+  const poll = { initialDelayMs: 250, maxDelayMs: 2000, maxAttempts: 20, ...options.poll };
+  const offline = (options.offlineActivities ?? ["Offline"]).map((n) => n.toLowerCase());
+  const apiVersion = options.apiVersion ?? "52.0";
+
+  const origin = salesforceOrigin(win);
+  const embedded = isEmbedded(win, origin, options.allowedOrigins);
+  const cleanups: Array<() => void> = [];
+  const state: { config: AgentConfig | null; attach: ((sid: string, el: Element) => () => void) | null } = {
+    config: null,
+    attach: null, // set once the dropdown is in use (embedded, integration enabled)
+  };
+
+  const bridge: Bridge = {
+    embedded,
+    origin,
+    get config() {
+      return state.config;
+    },
+    attachCanvas: (taskSid, element) => (state.attach ? state.attach(taskSid, element) : () => undefined),
+    stop: () => cleanups.splice(0).forEach((f) => f()),
+  };
+  if (!embedded) {
+    log("not embedded in Salesforce Lightning: the bridge stays idle");
+    return bridge;
+  }
+
+  // -- helpers
+
+  const sforce = (): SforceLike | undefined =>
+    typeof options.sforce === "function" ? options.sforce() : options.sforce ?? (win as any).sforce;
+
+  let notificationRegistered = false;
+  const notify = (message: string, type: "error" | "warning" | "info" = "error") => {
+    log(`notice: ${message}`);
+    const notifications = flex.Notifications;
+    if (!notifications) return;
+    if (!notificationRegistered) {
+      notifications.registerNotification({ id: NOTIFICATION_ID, type, content: "{{message}}", timeout: 8000 });
+      notificationRegistered = true;
+    }
+    notifications.showNotification(NOTIFICATION_ID, { message });
+  };
+
+  class GatewayError extends Error {
+    constructor(readonly status: number, detail: string) {
+      super(detail);
+    }
+  }
+
+  const api = async <T>(method: string, path: string, body?: unknown): Promise<T> => {
+    const token = getToken();
+    if (!token) throw new GatewayError(401, "no Flex token yet");
+    const response = await win.fetch(base + path, {
+      method,
+      headers: { Authorization: `Bearer ${token}`, ...(body === undefined ? {} : { "Content-Type": "application/json" }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    if (!response.ok) {
+      let detail = `HTTP ${response.status}`;
+      try {
+        const problem = await response.json();
+        if (typeof problem?.detail === "string") detail = problem.detail;
+      } catch {
+        /* not JSON */
+      }
+      throw new GatewayError(response.status, detail);
+    }
+    return (response.status === 204 ? undefined : await response.json()) as T;
+  };
+
+  const remembered = (): Remembered => {
+    try {
+      const value = JSON.parse(storage.getItem(STORAGE_KEY) ?? "{}");
+      return { popped: value.popped ?? [], open: value.open ?? [] };
+    } catch {
+      return { popped: [], open: [] };
+    }
+  };
+  const remember = (change: (r: Remembered) => void) => {
+    const r = remembered();
+    change(r);
+    r.popped = r.popped.slice(-200); // bounded: only recent tasks matter
+    storage.setItem(STORAGE_KEY, JSON.stringify(r));
+  };
+
+  const on = (emitter: EmitterLike | undefined, event: string, listener: (...args: any[]) => void) => {
+    if (!emitter) return;
+    if (emitter.on) emitter.on(event, listener);
+    else emitter.addListener?.(event, listener);
+  };
+  const onAction = (event: string, listener: Listener) => {
+    flex.Actions.addListener(event, listener);
+    cleanups.push(() => flex.Actions.removeListener?.(event, listener));
+  };
+
+  const taskSidOf = (payload: any): string | undefined =>
+    payload?.task?.taskSid ?? payload?.task?.sid ?? payload?.sid ?? payload?.taskSid;
+
+  // -- configuration
+
+  try {
+    state.config = await api<AgentConfig>("GET", "/agent/config");
+  } catch (err) {
+    notify(`Salesforce integration unavailable: ${(err as Error).message}`);
+    return bridge;
+  }
+  const config = state.config;
+  if (!config.enabled) {
+    log("the Salesforce integration is off in the Flex configuration");
+    return bridge;
+  }
+
+  // -- loading Open CTI and the Console API from the Salesforce origin we are embedded in
+
+  try {
+    await loadScript(doc, `${origin}/support/api/${apiVersion}/lightning/opencti_min.js`);
+    await loadScript(doc, `${origin}/support/console/${apiVersion}/integration.js`);
+  } catch (err) {
+    notify(`Salesforce scripts did not load: ${(err as Error).message}`);
+  }
+  if (!sforce()?.opencti) {
+    notify("Salesforce Open CTI is not available: screen pop and click-to-dial are off");
+  }
+
+  // -- hide the CRM container
+
+  if (config.hide_crm_container && manager.updateConfig) {
+    manager.updateConfig({ componentProps: { AgentDesktopView: { showPanel2: false } } });
+  }
+
+  // -- calls: state for the click-to-dial guard, and the pop-out lock
+
+  let activeCalls = 0;
+  const setPopoutable = (popoutable: boolean) => {
+    if (!config.prevent_popout_during_call) return;
+    const consoleApi = sforce()?.console;
+    if (!consoleApi) return;
+    consoleApi.setCustomConsoleComponentPopoutable(popoutable, (result: any) => {
+      if (result && result.success === false) log(`setCustomConsoleComponentPopoutable(${popoutable}) failed`);
+    });
+  };
+  on(manager.voiceClient, "incoming", (call: EmitterLike) => {
+    activeCalls += 1;
+    setPopoutable(false);
+    let ended = false;
+    const end = () => {
+      if (ended) return;
+      ended = true;
+      activeCalls = Math.max(0, activeCalls - 1);
+      if (activeCalls === 0) setPopoutable(true);
+    };
+    for (const event of ["disconnect", "cancel", "reject", "error"]) on(call, event, end);
+  });
+  if (config.prevent_popout_during_call) {
+    const unlock = () => {
+      if (activeCalls > 0) setPopoutable(true);
+    };
+    win.addEventListener("pagehide", unlock);
+    cleanups.push(() => win.removeEventListener("pagehide", unlock));
+  }
+
+  // -- the record dropdown
+
+  interface Canvas {
+    view: TaskOut | null;
+    elements: Set<Element>;
+    busy: boolean;
+    message: string;
+  }
+  const canvases = new Map<string, Canvas>();
+  const canvasOf = (sid: string): Canvas => {
+    let canvas = canvases.get(sid);
+    if (!canvas) {
+      canvas = { view: null, elements: new Set(), busy: false, message: "" };
+      canvases.set(sid, canvas);
+    }
+    return canvas;
+  };
+  const unchosen = (view: TaskOut | null) =>
+    !!view && view.pop.candidates.length > 0 && !view.record && !FINISHED.has(view.stage);
+
+  const render = (sid: string) => {
+    const canvas = canvasOf(sid);
+    const view = canvas.view;
+    for (const element of canvas.elements) {
+      let root = element.querySelector("[data-flexsf-dropdown]") as HTMLElement | null;
+      if (!view || view.pop.candidates.length === 0 || !config.activity_logging) {
+        root?.remove();
+        continue;
+      }
+      if (!root) {
+        root = doc.createElement("div");
+        root.dataset.flexsfDropdown = sid;
+        const label = doc.createElement("label");
+        label.textContent = "Salesforce record for this task ";
+        const select = doc.createElement("select");
+        select.dataset.flexsf = "record-select";
+        select.addEventListener("change", () => void choose(sid, select.value));
+        label.appendChild(select);
+        const status = doc.createElement("div");
+        status.dataset.flexsf = "record-status";
+        status.setAttribute("role", "status");
+        root.append(label, status);
+        element.appendChild(root);
+      }
+      const select = root.querySelector("select") as HTMLSelectElement;
+      const status = root.querySelector("[data-flexsf=record-status]") as HTMLElement;
+      const options: Array<[string, string]> = [["", "Select a record…"]];
+      for (const c of view.pop.candidates) options.push([c.id, c.label]);
+      select.replaceChildren(
+        ...options.map(([value, text]) => {
+          const option = doc.createElement("option");
+          option.value = value;
+          option.textContent = text;
+          if (value === "") option.disabled = true;
+          return option;
+        }),
+      );
+      select.value = view.record?.id ?? "";
+      select.disabled = canvas.busy || FINISHED.has(view.stage);
+      status.textContent =
+        canvas.message || (view.record ? `Related to ${view.record.label}` : "Choose the record this task relates to");
+    }
+  };
+
+  const attachCanvas = (sid: string, element: Element): (() => void) => {
+    const canvas = canvasOf(sid);
+    canvas.elements.add(element);
+    if (canvas.view) render(sid);
+    else void refresh(sid);
+    return () => {
+      canvas.elements.delete(element);
+      element.querySelector("[data-flexsf-dropdown]")?.remove();
+    };
+  };
+
+  state.attach = attachCanvas;
+
+  const showDropdown = (view: TaskOut) => {
+    const sid = view.task_sid;
+    const canvas = canvasOf(sid);
+    canvas.view = view;
+    const container = options.taskCanvasContainer?.(sid);
+    if (container) canvas.elements.add(container);
+    if (view.pop.candidates.length > 0) remember((r) => void (r.open.includes(sid) || r.open.push(sid)));
+    render(sid);
+  };
+
+  const refresh = async (sid: string) => {
+    try {
+      showDropdown(await api<TaskOut>("GET", `/agent/tasks/${sid}`));
+    } catch (err) {
+      log(`could not read task ${sid}: ${(err as Error).message}`);
+    }
+  };
+
+  const choose = async (sid: string, recordId: string) => {
+    const canvas = canvasOf(sid);
+    if (!recordId || canvas.busy) return;
+    canvas.busy = true;
+    canvas.message = "Saving…";
+    render(sid);
+    try {
+      const record = await api<RecordOut>("PUT", `/agent/tasks/${sid}/record`, { record_id: recordId });
+      if (canvas.view) canvas.view = { ...canvas.view, record, stage: "in_progress" };
+      canvas.message = `Related to ${record.label}`;
+    } catch (err) {
+      canvas.message = `Could not relate the record: ${(err as Error).message}`;
+      notify(canvas.message);
+    } finally {
+      canvas.busy = false;
+      render(sid);
+    }
+  };
+
+  const acceptedTasks: Array<{ sid: string; keys: string[] }> = [];
+  const forget = (sid: string) => {
+    remember((r) => void (r.open = r.open.filter((s) => s !== sid)));
+    const index = acceptedTasks.findIndex((t) => t.sid === sid);
+    if (index >= 0) acceptedTasks.splice(index, 1);
+    const canvas = canvases.get(sid);
+    if (canvas) {
+      for (const element of canvas.elements) element.querySelector("[data-flexsf-dropdown]")?.remove();
+      canvases.delete(sid);
+    }
+  };
+
+  onAction("beforeCompleteTask", (payload: any, abort?: () => void) => {
+    const sid = taskSidOf(payload);
+    if (!sid || !requireSelection || !config.activity_logging) return;
+    if (unchosen(canvases.get(sid)?.view ?? null)) {
+      notify("Choose the Salesforce record this task relates to before completing it");
+      abort?.();
+    }
+  });
+  onAction("afterCompleteTask", (payload: any) => {
+    const sid = taskSidOf(payload);
+    if (sid) forget(sid);
+  });
+  on(manager.events, "taskCanceled", (task: any) => {
+    const sid = task?.taskSid ?? task?.sid;
+    if (sid) forget(sid);
+  });
+
+  // -- screen pop
+
+  const delay = (ms: number) => new Promise((resolve) => win.setTimeout(resolve, ms));
+
+  const awaitPop = async (sid: string): Promise<TaskOut | null> => {
+    let wait = poll.initialDelayMs;
+    for (let attempt = 1; attempt <= poll.maxAttempts; attempt++) {
+      try {
+        const view = await api<TaskOut>("GET", `/agent/tasks/${sid}`);
+        if (DECIDED(view.stage)) return view;
+      } catch (err) {
+        // 404: the workflow has not started yet; 403: it has not heard of the acceptance yet. Both pass.
+        const status = err instanceof GatewayError ? err.status : 0;
+        if (status !== 404 && status !== 403 && status !== 503 && status !== 0) {
+          log(`gave up on the pop of ${sid}: ${(err as Error).message}`);
+          return null;
+        }
+      }
+      await delay(wait);
+      wait = Math.min(wait * 2, poll.maxDelayMs);
+    }
+    log(`the pop of ${sid} was not decided after ${poll.maxAttempts} attempts`);
+    return null;
+  };
+
+  const screenPop = (type: string, params: Record<string, unknown>) =>
+    new Promise<void>((resolve) => {
+      const opencti = sforce()?.opencti;
+      if (!opencti) return resolve();
+      const types = opencti.SCREENPOP_TYPE ?? {};
+      opencti.screenPop({
+        type: types[type] ?? type,
+        params,
+        callback: (result) => {
+          if (!result?.success) log(`screenPop ${type} failed`);
+          resolve();
+        },
+      });
+    });
+
+  const popInFlight = new Set<string>();
+  onAction("afterAcceptTask", async (payload: any) => {
+    const sid = taskSidOf(payload);
+    if (!sid || popInFlight.has(sid)) return;
+    const direction = String(payload?.task?.attributes?.direction ?? "").toLowerCase();
+    if (direction === "outbound") return; // the dialed record is already open
+    const alreadyPopped = remembered().popped.includes(sid);
+    if (alreadyPopped && canvases.has(sid)) return;
+    popInFlight.add(sid);
+    try {
+      const view = await awaitPop(sid);
+      if (!view) return;
+      if (view.pop.candidates.length > 0) showDropdown(view);
+      if (alreadyPopped || !config.screen_pop || (view.direction ?? "").toLowerCase() === "outbound") return;
+      remember((r) => void r.popped.push(sid)); // before popping: a refresh mid-pop must not pop again
+      if (view.pop.record) {
+        await screenPop("SOBJECT", { recordId: view.pop.record.id });
+      } else if (view.pop.candidates.length > 0 && (view.pop.search_term ?? "").length >= 3) {
+        await screenPop("SEARCH", { searchString: view.pop.search_term });
+      }
+    } finally {
+      popInFlight.delete(sid);
+    }
+  });
+
+  // After a page refresh: the dropdowns of the tasks still being handled come back (the server has their state).
+  await Promise.all(remembered().open.map((sid) => refresh(sid)));
+
+  // -- copilot notes
+
+  onAction("afterAcceptTask", (payload: any) => {
+    const sid = taskSidOf(payload);
+    const a = payload?.task?.attributes ?? {};
+    if (sid && !acceptedTasks.some((t) => t.sid === sid)) acceptedTasks.push({ sid, keys: [a.conversationSid, a.channelSid, a.call_sid, payload?.task?.channelSid].filter(Boolean) });
+  });
+  if (config.copilot_notes) {
+    on(manager.events, "notesSubmitted", async (notes: any) => {
+      const sid: string | undefined =
+        notes?.taskSid ??
+        acceptedTasks.find((t) => notes?.channelSid && t.keys.includes(notes.channelSid))?.sid ??
+        (acceptedTasks.length === 1 ? acceptedTasks[0].sid : undefined);
+      if (!sid) {
+        log("copilot notes for a task this page does not know: not sent");
+        return;
+      }
+      const disposition = notes?.dispositionCode ?? {};
+      const topicPath = disposition.topic_path;
+      const topics = Array.isArray(topicPath) ? topicPath.map(String) : topicPath ? [String(topicPath)] : [];
+      try {
+        await api("POST", `/agent/tasks/${sid}/notes`, {
+          disposition: disposition.disposition_code ?? null,
+          summary: notes?.summary ?? null,
+          topics,
+          sentiment: notes?.sentiment ?? null,
+        });
+      } catch (err) {
+        notify(`Copilot notes were not saved to Salesforce: ${(err as Error).message}`);
+      }
+    });
+  }
+
+  // -- click-to-dial
+
+  if (config.click_to_dial && sforce()?.opencti) {
+    const opencti = sforce()!.opencti!;
+    opencti.enableClickToDial({
+      callback: (result) => {
+        if (!result?.success) log("enableClickToDial failed");
+      },
+    });
+    opencti.onClickToDial({
+      listener: async (payload: any) => {
+        if (activeCalls > 0) {
+          notify("You are already on a call: finish it before dialing another number");
+          return;
+        }
+        const activity = manager.workerClient?.activity;
+        if (activity?.name && offline.includes(activity.name.toLowerCase())) {
+          notify(`You are ${activity.name}: change your activity to dial`);
+          return;
+        }
+        try {
+          const call = await api<unknown>("POST", "/agent/click-to-dial", {
+            number: payload?.number,
+            recordId: payload?.recordId ?? null,
+            objectType: payload?.objectType ?? null,
+            recordName: payload?.recordName ?? null,
+            accountId: payload?.accountId ?? null,
+            contactId: payload?.contactId ?? null,
+            personAccount: Boolean(payload?.personAccount),
+          });
+          opencti.setSoftphonePanelVisibility({ visible: true });
+          await flex.Actions.invokeAction("StartOutboundCall", call);
+        } catch (err) {
+          notify(`Could not dial: ${(err as Error).message}`);
+        }
+      },
+    });
+  }
+
+  log("the Salesforce bridge is ready");
+  return bridge;
+}

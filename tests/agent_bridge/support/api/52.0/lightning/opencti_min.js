@@ -1,0 +1,35 @@
+// Stands in for Salesforce's Open CTI for Lightning (served from the "Salesforce" origin at the real path).
+// Records every call in SforceStandIn.calls; the tests click a number through SforceStandIn.clickToDial(payload).
+(function () {
+  const calls = [];
+  const record = (api, args) => {
+    const copy = {};
+    for (const [key, value] of Object.entries(args || {})) if (typeof value !== "function") copy[key] = value;
+    calls.push({ api, args: JSON.parse(JSON.stringify(copy)) });
+  };
+  const ok = (args, returnValue) => args && args.callback && args.callback({ success: true, returnValue, errors: null });
+  let clickListener = null;
+
+  window.sforce = window.sforce || {};
+  window.sforce.opencti = {
+    SCREENPOP_TYPE: { SOBJECT: "sobject", URL: "url", OBJECTHOME: "objecthome", LIST: "list", SEARCH: "search",
+                      NEW_RECORD_MODAL: "newRecord", FLOW: "flow" },
+    CALL_TYPE: { INBOUND: "inbound", OUTBOUND: "outbound", INTERNAL: "internal" },
+    screenPop(args) { record("opencti.screenPop", args); ok(args, true); },
+    enableClickToDial(args) { record("opencti.enableClickToDial", args); ok(args, true); },
+    disableClickToDial(args) { record("opencti.disableClickToDial", args); ok(args, true); },
+    onClickToDial(args) { record("opencti.onClickToDial", args); clickListener = args.listener; },
+    setSoftphonePanelVisibility(args) { record("opencti.setSoftphonePanelVisibility", args); ok(args, true); },
+    isSoftphonePanelVisible(args) { record("opencti.isSoftphonePanelVisible", args); ok(args, { visible: true }); },
+    refreshView(args) { record("opencti.refreshView", args); },
+  };
+  window.SforceStandIn = {
+    calls,
+    callsTo(api) { return calls.filter((c) => c.api === api).map((c) => c.args); },
+    // What Salesforce does when the agent clicks a phone number; resolves when the listener is done.
+    async clickToDial(payload) {
+      if (!clickListener) throw new Error("no onClickToDial listener");
+      return await clickListener(payload);
+    },
+  };
+})();

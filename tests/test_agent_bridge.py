@@ -1,0 +1,325 @@
+"""The agent bridge (agent-bridge/dist/bridge.js, as built) in a real Chromium, against the real stack.
+
+A "Salesforce" page on one origin frames a "Flex" page on another, as Lightning frames the softphone. The Flex page
+runs the bridge on stand-ins for Flex UI (tests/agent_bridge/flex-standin.js) and loads the Open CTI and Console API
+stand-ins from the Salesforce origin at Salesforce's own script paths. The bridge talks over HTTP to a gateway on a real
+port, wired to Temporal, an in-process worker and both sandboxes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from threading import Thread
+from urllib.parse import quote
+
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, Frame, Page, async_playwright
+
+from sandboxes.salesforce import demo as sf_demo
+from sandboxes.twilio import demo as tw_demo
+from tests.test_gateway_agent_api import serve
+from workflows.models import Stage
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+ROOT = Path(__file__).resolve().parent.parent
+HARNESS = Path(__file__).resolve().parent / "agent_bridge"
+BRIDGE = ROOT / "agent-bridge"
+BUNDLE = BRIDGE / "dist" / "bridge.js"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+AGENT = tw_demo.DEMO_WORKERS[0]
+API_VERSION = "52.0"
+
+
+def ensure_bundle() -> None:
+    """The bundle must be built from the current sources (`make bridge`); rebuilt here when npm ci has run."""
+    sources = [p for p in (BRIDGE / "src").rglob("*.ts")] + [BRIDGE / "package.json"]
+    fresh = BUNDLE.exists() and BUNDLE.stat().st_mtime >= max(p.stat().st_mtime for p in sources)
+    if fresh:
+        return
+    if (BRIDGE / "node_modules" / ".bin" / "esbuild").exists():
+        subprocess.run(["npm", "run", "--silent", "build"], cwd=BRIDGE, check=True)
+        return
+    pytest.fail(f"{BUNDLE.relative_to(ROOT)} is missing or older than its sources: run `make bridge` (npm ci + build)")
+
+
+class StaticServer:
+    """The harness pages and stand-ins, plus /dist/ from the built bridge."""
+
+    def __init__(self) -> None:
+        class Handler(SimpleHTTPRequestHandler):
+            def translate_path(self, path: str) -> str:
+                clean = path.split("?", 1)[0].split("#", 1)[0]
+                if clean.startswith("/dist/"):
+                    return str(BRIDGE / "dist" / Path(clean).name)
+                return super().translate_path(path)
+
+            def end_headers(self) -> None:
+                self.send_header("Cache-Control", "no-store")
+                super().end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(HARNESS)))
+        self.server.daemon_threads = True
+        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
+        Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class Origins:
+    flex: StaticServer
+    salesforce: StaticServer
+
+
+@pytest.fixture(scope="session")
+def origins() -> Iterator[Origins]:
+    ensure_bundle()
+    served = Origins(StaticServer(), StaticServer())
+    yield served
+    served.flex.close()
+    served.salesforce.close()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package")
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        yield launched
+        await launched.close()
+
+
+@dataclass
+class Desk:
+    """An agent's desk: Salesforce framing Flex, with the bridge running in the Flex frame."""
+
+    page: Page
+    frame: Frame
+    origins: Origins
+
+    async def reload(self) -> None:
+        await self.page.reload()
+        self.frame = await bridge_frame(self.page, self.origins)
+
+    async def flex(self, script: str, arg=None):
+        return await self.frame.evaluate(script, arg)
+
+    async def accept(self, sid: str, attributes: dict | None = None) -> dict:
+        """The agent accepts: Flex's AcceptTask action, resolved once every after-listener (the pop) is done."""
+        return await self.flex("([sid, attributes]) => FlexStandIn.flex.Actions.invokeAction('AcceptTask', "
+                               "{task: {taskSid: sid, attributes}})", [sid, attributes or {"direction": "inbound"}])
+
+    async def complete(self, sid: str) -> dict:
+        return await self.flex("(sid) => FlexStandIn.flex.Actions.invokeAction('CompleteTask', "
+                               "{task: {taskSid: sid}})", sid)
+
+    async def sforce_calls(self, api: str) -> list:
+        return await self.flex("(api) => SforceStandIn.callsTo(api)", api)
+
+    async def flex_calls(self, api: str) -> list:
+        return await self.flex("(api) => FlexStandIn.callsTo(api)", api)
+
+    async def notices(self) -> list[str]:
+        return [c["context"]["message"] for c in await self.flex_calls("Notifications.showNotification")]
+
+    def dropdown(self, sid: str):
+        return self.frame.locator(f'section[data-task-sid="{sid}"] select[data-flexsf="record-select"]')
+
+    def status(self, sid: str):
+        return self.frame.locator(f'section[data-task-sid="{sid}"] [data-flexsf="record-status"]')
+
+
+async def bridge_frame(page: Page, origins: Origins) -> Frame:
+    frame = next(f for f in page.frames if f.url.startswith(origins.flex.origin))
+    await frame.wait_for_function("() => window.FlexStandIn && FlexStandIn.bridge")
+    return frame
+
+
+def flex_url(origins: Origins, gateway: str) -> str:
+    return f"{origins.flex.origin}/harness.html?gateway={quote(gateway)}&allowed={quote(origins.salesforce.origin)}"
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def gateway(stack, origins: Origins) -> AsyncIterator[str]:
+    async for api in serve(stack, FLEXSF_CORS_ORIGINS=origins.flex.origin):
+        yield api.url
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def desk(browser: Browser, gateway: str, origins: Origins, stack) -> AsyncIterator[Desk]:
+    context = await browser.new_context(viewport={"width": 900, "height": 700})
+    # The agent's Flex token, as manager.user.token holds it (never in a URL or a log).
+    await context.add_init_script(f"window.__FLEXSF_TOKEN__ = {json.dumps(stack.tw.mint_token(AGENT.sid))};")
+    page = await context.new_page()
+    await page.goto(f"{origins.salesforce.origin}/salesforce.html?flex={quote(flex_url(origins, gateway))}")
+    try:
+        yield Desk(page, await bridge_frame(page, origins), origins)
+    finally:
+        await context.close()
+
+
+# ---- loading -------------------------------------------------------------------------------------------------------
+
+async def test_embedded_it_loads_the_salesforce_scripts_once_hides_the_crm_and_enables_click_to_dial(desk: Desk):
+    assert await desk.flex("() => [FlexStandIn.bridge.embedded, FlexStandIn.bridge.origin]") == [
+        True, desk.origins.salesforce.origin]
+    scripts = await desk.flex("() => [...document.scripts].map(s => s.src).filter(s => s.includes('/support/'))")
+    assert scripts == [f"{desk.origins.salesforce.origin}/support/api/{API_VERSION}/lightning/opencti_min.js",
+                       f"{desk.origins.salesforce.origin}/support/console/{API_VERSION}/integration.js"]
+    assert await desk.flex_calls("manager.updateConfig") == [
+        {"componentProps": {"AgentDesktopView": {"showPanel2": False}}}]
+    assert len(await desk.sforce_calls("opencti.enableClickToDial")) == 1
+    assert len(await desk.sforce_calls("opencti.onClickToDial")) == 1
+    assert await desk.flex("() => FlexStandIn.bridge.config.screen_pop") is True
+
+
+async def test_not_embedded_it_does_nothing(browser: Browser, gateway: str, origins: Origins, stack):
+    context = await browser.new_context()
+    try:
+        await context.add_init_script(f"window.__FLEXSF_TOKEN__ = {json.dumps(stack.tw.mint_token(AGENT.sid))};")
+        page = await context.new_page()
+        await page.goto(flex_url(origins, gateway))  # Flex on its own, not framed by Salesforce
+        await page.wait_for_function("() => window.FlexStandIn && FlexStandIn.bridge")
+        assert await page.evaluate("() => [FlexStandIn.bridge.embedded, FlexStandIn.bridge.config]") == [False, None]
+        assert await page.evaluate("() => [...document.scripts].filter(s => s.src.includes('/support/')).length") == 0
+        assert await page.evaluate("() => [FlexStandIn.calls.length, typeof window.sforce]") == [0, "undefined"]
+    finally:
+        await context.close()
+
+
+# ---- screen pop and the record dropdown ----------------------------------------------------------------------------
+
+async def test_accepting_a_single_match_task_pops_its_record_once(desk: Desk, stack):
+    contact = sf_demo.UNIQUE_PHONE_CONTACT
+    sid = stack.tw.lifecycle({"from": contact.phone}, worker_sid=AGENT.sid)["sid"]
+    assert (await desk.accept(sid))["aborted"] is False
+    assert await desk.sforce_calls("opencti.screenPop") == [{"type": "sobject", "params": {"recordId": contact.id}}]
+    assert await desk.frame.locator(f'section[data-task-sid="{sid}"]').count() == 0  # one record: no dropdown
+
+    await desk.accept(sid)
+    assert len(await desk.sforce_calls("opencti.screenPop")) == 1
+
+
+async def test_several_matches_show_the_dropdown_block_completion_and_the_choice_is_logged(desk: Desk, stack):
+    sid = stack.tw.lifecycle({"from": sf_demo.SHARED_PHONE}, worker_sid=AGENT.sid)["sid"]
+    await desk.accept(sid)
+    view = await stack.view(sid)
+    assert view.stage == Stage.AWAITING_SELECTION and len(view.pop.search_term or "") >= 3
+    assert await desk.sforce_calls("opencti.screenPop") == [
+        {"type": "search", "params": {"searchString": view.pop.search_term}}]
+
+    dropdown = desk.dropdown(sid)
+    labels = [c.label for c in view.pop.candidates]
+    assert len(labels) == 3 and "Sam Kim - Lead" in labels
+    assert await dropdown.locator("option:not([disabled])").all_inner_texts() == labels
+
+    assert await desk.complete(sid) == {"aborted": True}
+    assert any("before completing" in n for n in await desk.notices())
+
+    chosen = sf_demo.SHARED_PHONE_RECORDS[2]
+    await dropdown.select_option(chosen.id)
+    await desk.status(sid).filter(has_text=f"Related to {chosen.name} - Lead").wait_for()
+    assert (await stack.view(sid)).record.id == chosen.id
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "agent-bridge-dropdown.png"
+    await desk.page.screenshot(path=str(shot))
+    print(f"dropdown screenshot: {shot}")
+    assert await desk.complete(sid) == {"aborted": False}
+
+    stack.tw.wrapup(sid)
+    stack.tw.complete(sid)
+    result = await stack.result(sid)
+    assert result.stage == Stage.LOGGED
+    [logged] = [t for t in stack.sf.records("Task") if t.get("Flex_Task_Sid__c") == sid]
+    assert logged["WhoId"] == chosen.id
+
+
+async def test_a_refresh_mid_task_restores_the_dropdown_and_does_not_pop_again(desk: Desk, stack):
+    sid = stack.tw.lifecycle({"from": sf_demo.SHARED_PHONE}, worker_sid=AGENT.sid)["sid"]
+    await desk.accept(sid)
+    assert len(await desk.sforce_calls("opencti.screenPop")) == 1
+
+    await desk.reload()
+    dropdown = desk.dropdown(sid)
+    await dropdown.wait_for()
+    assert len(await dropdown.locator("option:not([disabled])").all_inner_texts()) == 3
+    assert await desk.complete(sid) == {"aborted": True}  # still unchosen after the refresh
+    await desk.accept(sid)  # whatever fires again, the task was popped already
+    assert await desk.sforce_calls("opencti.screenPop") == []
+
+    chosen = sf_demo.SHARED_PHONE_RECORDS[0]
+    await dropdown.select_option(chosen.id)
+    await desk.status(sid).filter(has_text="Related to").wait_for()
+    await desk.reload()
+    await desk.status(sid).filter(has_text=f"Related to {chosen.name}").wait_for()
+    assert await desk.dropdown(sid).input_value() == chosen.id
+    assert await desk.complete(sid) == {"aborted": False}
+
+
+# ---- copilot notes -------------------------------------------------------------------------------------------------
+
+async def test_copilot_notes_reach_the_workflow(desk: Desk, stack):
+    sid = stack.tw.lifecycle({"from": sf_demo.UNIQUE_PHONE_CONTACT.phone}, worker_sid=AGENT.sid)["sid"]
+    await desk.accept(sid)
+    await desk.flex("() => FlexStandIn.manager.events.emit('notesSubmitted', {channelSid: 'CH00000000000000000000000"
+                    "000000000', dispositionCode: {disposition_code: 'Callback', topic_path: 'Billing'}, "
+                    "summary: 'Wants a callback', sentiment: 'neutral'})")
+    view = await stack.wait_for(sid, lambda v: v.notes is not None)
+    assert (view.notes.disposition, view.notes.summary, view.notes.topics, view.notes.sentiment) == (
+        "Callback", "Wants a callback", ["Billing"], "neutral")
+
+
+# ---- click-to-dial and calls ---------------------------------------------------------------------------------------
+
+async def test_click_to_dial_starts_an_outbound_call_for_the_record(desk: Desk):
+    lead = sf_demo.DEMO_LEAD
+    await desk.flex("(p) => SforceStandIn.clickToDial(p)", {
+        "number": lead.phone, "recordId": lead.id, "recordName": lead.name, "objectType": "Lead",
+        "personAccount": False})
+    [started] = [c["payload"] for c in await desk.flex_calls("Actions.invokeAction")
+                 if c["name"] == "StartOutboundCall"]
+    assert started == {"destination": "+16465550175", "taskAttributes": {
+        "sfdcObjectId": lead.id, "sfdcObjectType": "Lead", "name": lead.name}}
+    assert await desk.sforce_calls("opencti.setSoftphonePanelVisibility") == [{"visible": True}]
+
+
+async def test_no_dialing_while_on_a_call_or_offline(desk: Desk):
+    lead = {"number": sf_demo.DEMO_LEAD.phone, "recordId": sf_demo.DEMO_LEAD.id, "objectType": "Lead"}
+    await desk.flex("() => { window.call = FlexStandIn.incomingCall(); }")
+    await desk.flex("(p) => SforceStandIn.clickToDial(p)", lead)
+    assert any("already on a call" in n for n in await desk.notices())
+
+    await desk.flex("() => window.call.emit('disconnect')")
+    await desk.flex("() => { FlexStandIn.manager.workerClient.activity = {name: 'Offline', available: false}; }")
+    await desk.flex("(p) => SforceStandIn.clickToDial(p)", lead)
+    assert any("You are Offline" in n for n in await desk.notices())
+    assert not [c for c in await desk.flex_calls("Actions.invokeAction") if c["name"] == "StartOutboundCall"]
+
+
+async def test_a_call_locks_the_pop_out_button_until_it_ends(desk: Desk):
+    popoutable = lambda: desk.sforce_calls("console.setCustomConsoleComponentPopoutable")  # noqa: E731
+    await desk.flex("() => { window.call = FlexStandIn.incomingCall(); }")
+    assert await popoutable() == [{"popoutable": False}]
+    await desk.flex("() => window.call.emit('disconnect')")
+    assert await popoutable() == [{"popoutable": False}, {"popoutable": True}]
+    await desk.flex("() => { window.call = FlexStandIn.incomingCall(); }")
+    await desk.flex("() => window.call.emit('cancel')")
+    assert await popoutable() == [{"popoutable": False}, {"popoutable": True}] * 2
