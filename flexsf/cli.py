@@ -134,7 +134,18 @@ def _ops(coro_fn):
         return asyncio.run(go())
     except (OpsError, ConfigurationError, ValueError) as exc:
         typer.echo(f"flexsf: {exc}", err=True)
-        raise typer.Exit(1) from None
+        _ops_exit(1)
+
+
+def _ops_exit(code: int = 0) -> None:
+    """Leave without interpreter teardown once the client is done: sdk-python issue #300 can abort it (SIGABRT)
+    and turn a successful command into a failed one."""
+    import os
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _console():
@@ -169,6 +180,7 @@ def tasks_list_command(
         table.add_row(row.task_sid, row.stage or "", row.worker_sid or "", row.record_id or "", row.activity_id or "",
                       row.started.strftime("%Y-%m-%d %H:%M:%S") if row.started else "", row.status)
     _console().print(table)
+    _ops_exit(0)
 
 
 @tasks_app.command("show")
@@ -196,6 +208,7 @@ def tasks_show_command(task_sid: str = typer.Argument(..., help="The Flex task (
     for label, value in rows.items():
         table.add_row(label, value)
     _console().print(table)
+    _ops_exit(0)
 
 
 @app.command("relog")
@@ -210,8 +223,7 @@ def relog_command(
     result = _ops(lambda client, _: relog(client, task_sid, reason))
     typer.echo(f"{task_sid}: stage {result.stage.value}, Salesforce Task {result.activity_id or '-'}"
                + (f", error: {result.error}" if result.error else ""))
-    if result.stage.value == "failed":
-        raise typer.Exit(1)
+    _ops_exit(1 if result.stage.value == "failed" else 0)
 
 
 @app.command("reconcile")
@@ -239,6 +251,7 @@ def reconcile_command(
             typer.echo(f"{action.task_sid}: {action.finished}, workflow exists -> left alone")
     started = sum(a.action == "started" for a in actions)
     typer.echo(f"{len(actions)} finished task(s) since {start.isoformat(timespec='seconds')}; {started} started")
+    _ops_exit(0)
 
 
 @app.command("search-attributes")
@@ -262,7 +275,7 @@ def search_attributes_command(
         typer.echo(f"created: {', '.join(missing)}")
     else:
         typer.echo(f"missing: {', '.join(missing)} (run with --create, or see README, Operating)")
-        raise typer.Exit(1)
+    _ops_exit(1 if missing and not create else 0)
 
 
 if __name__ == "__main__":

@@ -148,6 +148,9 @@ async def test_search_attributes_find_tasks_by_stage_worker_record_and_salesforc
     shown = await cli(stack, temporal_server, "tasks", "show", failed)
     assert "failed" in shown.stdout and "INVALID_FIELD" in shown.stdout
 
+    registered = await cli(stack, temporal_server, "search-attributes")
+    assert registered.returncode == 0 and "all search attributes are registered" in registered.stdout
+
     with pytest.raises(ops.OpsError, match="has not finished"):
         await ops.relog(stack.client, several)  # the validator refuses a task still in progress
 
