@@ -15,10 +15,20 @@ from pathlib import Path
 import pytest
 import requests
 
-from flexsf.dev import GATEWAY_PORT, SALESFORCE_PORT, TEMPORAL_PORT, TEMPORAL_UI_PORT, TWILIO_PORT
+from flexsf.dev import (
+    GATEWAY_PORT,
+    SALESFORCE_PORT,
+    TEMPORAL_PORT,
+    TEMPORAL_UI_PORT,
+    TWILIO_PORT,
+    WORKER_METRICS_PORT,
+)
 
 FLEXSF = Path(sys.executable).parent / "flexsf"
-PORTS = (TEMPORAL_PORT, TEMPORAL_UI_PORT, GATEWAY_PORT, SALESFORCE_PORT, TWILIO_PORT)
+PORTS = (TEMPORAL_PORT, TEMPORAL_UI_PORT, GATEWAY_PORT, SALESFORCE_PORT, TWILIO_PORT, WORKER_METRICS_PORT)
+# Linux hands out outgoing connections' local ports from 32768 up: an offset that keeps every port of the stack
+# below that range cannot collide with a connection some other test opened meanwhile.
+_EPHEMERAL_START = 32768
 
 
 def listening(port: int) -> bool:
@@ -38,7 +48,7 @@ def port_is_free(port: int) -> bool:
 
 def free_offset() -> int:
     for _ in range(50):
-        offset = random.randrange(20000, 30000 - 1000)
+        offset = random.randrange(10000, _EPHEMERAL_START - max(PORTS))
         if all(port_is_free(base + offset) for base in PORTS):
             return offset
     raise RuntimeError("no free port offset found")
@@ -48,7 +58,9 @@ def wait_until(predicate, timeout: float, what: str, proc: subprocess.Popen | No
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"flexsf dev exited with {proc.returncode} while waiting for {what}")
+            output = getattr(proc, "output_path", None)
+            tail = output.read_text(errors="replace")[-3000:] if output and output.exists() else ""
+            raise AssertionError(f"flexsf dev exited with {proc.returncode} while waiting for {what}:\n{tail}")
         result = predicate()
         if result:
             return result
@@ -65,6 +77,7 @@ def dev_stack(tmp_path: Path):
     proc = subprocess.Popen([str(FLEXSF), "dev", "--port-offset", str(offset)], cwd=tmp_path, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     proc.args_env = env
+    proc.output_path = tmp_path / "dev.out"
     try:
         yield proc, tmp_path, offset
     finally:

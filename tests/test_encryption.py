@@ -355,6 +355,7 @@ def test_flexsf_dev_encrypts_and_points_the_temporal_ui_at_the_gateways_codec(tm
     proc = subprocess.Popen([str(FLEXSF), "dev", "--port-offset", str(offset)], cwd=tmp_path,
                             env=clean_env(FLEXSF_ENCRYPTION_KEYS=f"dev:{NEW_KEY}"), stdout=log,
                             stderr=subprocess.STDOUT)
+    proc.output_path = tmp_path / "dev.out"
     try:
         info_file = tmp_path / ".flexsf" / "dev.json"
         wait_until(info_file.exists, 120, ".flexsf/dev.json", proc)

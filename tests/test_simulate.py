@@ -82,6 +82,7 @@ def test_simulate_plays_twenty_tasks_through_flexsf_dev_and_none_is_lost_or_dupl
     with open(tmp_path / "dev.out", "wb") as log:
         dev = subprocess.Popen([str(FLEXSF), "dev", "--port-offset", str(offset)], cwd=tmp_path, env=env,
                                stdout=log, stderr=subprocess.STDOUT)
+        dev.output_path = tmp_path / "dev.out"
         try:
             info_file = tmp_path / ".flexsf" / "dev.json"
             wait_until(info_file.exists, 120, ".flexsf/dev.json", dev)
