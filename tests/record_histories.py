@@ -6,7 +6,9 @@ writes the finished workflow's history to `tests/histories/<scenario>.json`.
 
 Re-record only when the workflow change is guarded by `workflow.patched(...)` or no workflow started by the old code
 can still be running (README, "Changing the workflow safely"): the stored histories stand for the workflows in flight
-in production, and overwriting them with the new code's histories hides exactly the break they are there to catch.
+in production, and overwriting them with the new code's histories hides exactly the break they are there to catch. With a patch, first move the current files to
+`tests/histories/before-<patch-id>/`: `tests/test_replay.py` replays those too, as the workflows still on the old
+branch; remove them with the `workflow.deprecate_patch` step.
 
 The histories use the plain pydantic data converter (never the encryption codec), so the payloads stay readable;
 the worker identity is fixed and failure stack traces are dropped so no machine detail is stored.
