@@ -20,11 +20,12 @@ with workflow.unsafe.imports_passed_through():
         SearchRequest,
     )
     from activities.salesforce import SalesforceActivities
-    from activities.search_terms import SEARCH_ATTRIBUTE_ORDER, first_search_term
+    from activities.search_terms import first_search_term
     from activities.twilio import TwilioActivities
-    from flexsf.salesforce_ids import object_type_for_id, to_18
+    from flexsf.salesforce_ids import same_id
     from workflows import policies
     from workflows import search_attributes as sa
+    from workflows.task_facts import TaskFacts
     from workflows.models import (
         FeatureFlags,
         Notes,
@@ -40,18 +41,7 @@ with workflow.unsafe.imports_passed_through():
         TaskWorkflowInput,
     )
 
-ACCEPTED = "reservation.accepted"
-FINISHED = {"task.completed": "Completed", "task.canceled": "Canceled"}
-GONE = {"task.deleted", "task.system-deleted"}
 LOGGED_STAGES = {Stage.LOGGED, Stage.LOGGED_UNASSOCIATED}
-
-
-def _same_id(a: str, b: str) -> bool:
-    """Salesforce accepts 15- and 18-character forms of one id."""
-    try:
-        return to_18(a) == to_18(b)
-    except ValueError:
-        return a == b
 
 
 @workflow.defn(name="FlexTaskWorkflow")
@@ -61,14 +51,7 @@ class FlexTaskWorkflow:
         self._task_sid = input.task_sid
         self._stage = Stage.CREATED
         self._policy: TaskPolicy | None = None
-        self._seen_events: set[str] = set()
-        self._event_count = 0
-        self._attributes: dict = {}
-        self._attributes_at = -1
-        self._channel: str | None = None
-        self._accepted: TaskEvent | None = None
-        self._finished: TaskEvent | None = None
-        self._gone = False
+        self._facts = TaskFacts()
         self._pop = PopView()
         self._record: RecordRef | None = None
         self._notes: Notes | None = None
@@ -103,11 +86,11 @@ class FlexTaskWorkflow:
         if not self._flags.enabled:
             self._set_stage(Stage.DISABLED)
             return self.view()
-        await self._until(lambda: self._accepted is not None or self._finished is not None)
-        if self._accepted is not None:
+        await self._until(lambda: self._facts.accepted is not None or self._facts.finished is not None)
+        if self._facts.accepted is not None:
             await self._screen_pop()
-        await self._until(lambda: self._finished is not None)
-        if self._accepted is None and self._finished.event_type == "task.completed":
+        await self._until(lambda: self._facts.finished is not None)
+        if self._facts.accepted is None and self._facts.finished.event_type == "task.completed":
             await self._recover_acceptance()
         if self._flags.activity_logging:
             await self._await_selection()
@@ -120,12 +103,12 @@ class FlexTaskWorkflow:
 
     async def _screen_pop(self) -> None:
         self._set_stage(Stage.ACCEPTED)
-        attributes = self._attributes
-        given = self._record_from_attributes()
-        if self._direction() == "Outbound" or not self._flags.screen_pop or given is not None:
+        attributes = self._facts.attributes
+        given = self._facts.record_from_attributes()
+        if self._facts.direction() == "Outbound" or not self._flags.screen_pop or given is not None:
             # Click-to-dial and IVR data dips carry the record already; never search for it.
             self._record = given
-            self._pop = PopView(record=given) if given and self._direction() == "Inbound" else PopView()
+            self._pop = PopView(record=given) if given and self._facts.direction() == "Inbound" else PopView()
             self._count_pop("by_id" if given is not None else "skipped")
             self._set_stage(Stage.IN_PROGRESS)
             return
@@ -138,7 +121,7 @@ class FlexTaskWorkflow:
             found = await workflow.execute_activity_method(
                 SalesforceActivities.search_salesforce, SearchRequest(task_sid=self._task_sid, term=term),
                 # History is plaintext: name the attribute searched, never the caller's name or number.
-                summary=f"search Salesforce by the task's `{self._term_source()}`",
+                summary=f"search Salesforce by the task's `{self._facts.term_source()}`",
                 **policies.SEARCH,
             )
         except ActivityError as err:
@@ -163,7 +146,7 @@ class FlexTaskWorkflow:
         """A completed task was accepted by someone: when that callback was lost, TaskRouter's Events list still
         knows who (the log's owner) and the pop that never ran finds the record to relate the log to."""
         await self._reconcile()
-        if self._accepted is not None:
+        if self._facts.accepted is not None:
             await self._screen_pop()
 
     async def _await_selection(self) -> None:
@@ -258,11 +241,11 @@ class FlexTaskWorkflow:
     async def _until(self, done) -> None:
         """Wait for events; when they go quiet for a window, ask TaskRouter what happened."""
         while not done():
-            seen = self._event_count
+            seen = self._facts.event_count
             try:
-                await workflow.wait_condition(lambda: done() or self._gone or self._event_count != seen,
+                await workflow.wait_condition(lambda: done() or self._facts.gone or self._facts.event_count != seen,
                                               timeout=self._policy.lost_event_window)
-                if done() or not self._gone:
+                if done() or not self._facts.gone:
                     continue
             except TimeoutError:
                 pass
@@ -276,19 +259,19 @@ class FlexTaskWorkflow:
             **policies.READ,
         )
         for event in result.events:
-            self._apply(event)
-        if result.status != "active" and self._finished is None:
+            self._facts.apply(event)
+        if result.status != "active" and self._facts.finished is None:
             # Purged or unknown to TaskRouter, with no completion on record: it ended without telling us how.
-            self._finished = TaskEvent(sid=f"reconciled-{self._task_sid}", event_type="task.canceled",
+            self._facts.finished = TaskEvent(sid=f"reconciled-{self._task_sid}", event_type="task.canceled",
                                        task_sid=self._task_sid, timestamp_ms=self._now_ms(),
                                        reason="ended without a completion event")
-        self._gone = False
+        self._facts.gone = False
 
     # ---- handlers: record facts, decide nothing ----------------------------------------------------------------
 
     @workflow.signal
     def task_event(self, event: TaskEvent) -> None:
-        self._apply(event)
+        self._facts.apply(event)
 
     @workflow.signal
     def submit_notes(self, notes: Notes) -> None:
@@ -302,7 +285,7 @@ class FlexTaskWorkflow:
 
     @workflow.update
     async def select_record(self, selection: RecordSelection) -> RecordRef:
-        record = next(c for c in self._pop.candidates if _same_id(c.id, selection.record_id))
+        record = next(c for c in self._pop.candidates if same_id(c.id, selection.record_id))
         self._selections.add(1, {"when": "after_log" if self._activity_id else "before_log"})
         if self._stage == Stage.AWAITING_SELECTION:
             self._set_stage(Stage.IN_PROGRESS)
@@ -313,9 +296,9 @@ class FlexTaskWorkflow:
     def _validate_selection(self, selection: RecordSelection) -> None:
         if not self._pop.candidates:
             raise ValueError("this task has no candidate records to choose from")
-        if self._accepted is None or selection.worker_sid != self._accepted.worker_sid:
+        if self._facts.accepted is None or selection.worker_sid != self._facts.accepted.worker_sid:
             raise ValueError("only the worker who accepted the task can choose its record")
-        if not any(_same_id(c.id, selection.record_id) for c in self._pop.candidates):
+        if not any(same_id(c.id, selection.record_id) for c in self._pop.candidates):
             raise ValueError(f"{selection.record_id} is not one of the candidate records")
 
     @workflow.update
@@ -338,7 +321,7 @@ class FlexTaskWorkflow:
 
     @relog.validator
     def _validate_relog(self, request: RelogRequest) -> None:
-        if self._finished is None:
+        if self._facts.finished is None:
             raise ValueError(f"the task has not finished (stage {self._stage.value}); relog is for finished tasks")
         if self._stage == Stage.FAILED and not self._awaiting_repair:
             raise ValueError("the repair window of this failed log has passed")
@@ -352,78 +335,45 @@ class FlexTaskWorkflow:
             task_sid=self._task_sid,
             stage=self._stage,
             flags=self._flags,
-            direction=self._direction(),
-            channel=self._channel_name(),
-            worker_sid=self._accepted.worker_sid if self._accepted else None,
+            direction=self._facts.direction(),
+            channel=self._facts.channel_name(),
+            worker_sid=self._facts.worker_sid,
             pop=self._pop,
             record=self._related(),
             notes=self._notes,
             activity_id=self._activity_id,
-            outcome=FINISHED.get(self._finished.event_type) if self._finished else None,
+            outcome=self._facts.outcome,
             error=self._error,
         )
 
     # ---- facts -------------------------------------------------------------------------------------------------
 
-    def _apply(self, event: TaskEvent) -> None:
-        if event.sid in self._seen_events:
-            return
-        self._seen_events.add(event.sid)
-        self._event_count += 1
-        if event.task_attributes and event.timestamp_ms >= self._attributes_at:
-            # Events may arrive out of order: the newest attributes win.
-            self._attributes = event.task_attributes
-            self._attributes_at = event.timestamp_ms
-        self._channel = event.task_channel or self._channel
-        if event.event_type == ACCEPTED and self._accepted is None:
-            self._accepted = event
-        elif event.event_type in FINISHED and self._finished is None:
-            self._finished = event
-        elif event.event_type in GONE and self._finished is None:
-            self._gone = True
 
     @property
     def _flags(self) -> FeatureFlags:
         return self._policy.flags if self._policy else FeatureFlags()
 
-    def _direction(self) -> str:
-        return "Outbound" if str(self._attributes.get("direction", "")).lower() == "outbound" else "Inbound"
-
-    def _channel_name(self) -> str:
-        channel = self._channel or self._attributes.get("channelType") or "voice"
-        return "chat" if channel == "web" else channel
-
-    def _record_from_attributes(self) -> RecordRef | None:
-        record_id = self._attributes.get("sfdcObjectId")
-        if not isinstance(record_id, str) or not record_id:
-            return None
-        kind = self._attributes.get("sfdcObjectType") or object_type_for_id(record_id)
-        return RecordRef(id=record_id, type=kind)
 
     def _related(self) -> RecordRef | None:
-        return self._record or self._record_from_attributes()
+        return self._record or self._facts.record_from_attributes()
 
     def _log_request(self) -> ActivityLogRequest:
-        finished = self._finished
-        attributes = self._attributes
-        conversations = attributes.get("conversations") or {}
-        worker_leg = ((attributes.get("conference") or {}).get("participants") or {}).get("worker")
-        accepted = self._accepted
-        channel = self._channel_name()
+        facts, finished, accepted = self._facts, self._facts.finished, self._facts.accepted
+        channel = facts.channel_name()
         return ActivityLogRequest(
             task_sid=self._task_sid,
-            outcome=FINISHED.get(finished.event_type, "Canceled"),
-            direction=self._direction(),
+            outcome=facts.outcome or "Canceled",
+            direction=facts.direction(),
             channel=channel,
             finished_at=datetime.fromtimestamp(finished.timestamp_ms / 1000, UTC) if finished.timestamp_ms
             else workflow.now(),
             reason=finished.reason,
-            call_sid=worker_leg if isinstance(worker_leg, str) else None,
-            disposition=conversations.get("outcome"),
-            description=conversations.get("content"),
+            call_sid=facts.worker_call_leg(),
+            disposition=facts.conversations().get("outcome"),
+            description=facts.conversations().get("content"),
             duration_s=finished.task_age if channel == "voice" else None,
             notes=self._notes if self._flags.copilot_notes else None,
-            worker_sid=accepted.worker_sid if accepted else None,
+            worker_sid=facts.worker_sid,
             worker_attributes=accepted.worker_attributes if accepted else {},
             related=self._related(),
             activity_id=self._activity_id,
@@ -445,9 +395,9 @@ class FlexTaskWorkflow:
         known = {
             sa.FLEX_TASK_SID: self._task_sid,
             sa.FLEX_STAGE: self._stage.value,
-            sa.FLEX_WORKER_SID: self._accepted.worker_sid if self._accepted else None,
-            sa.FLEX_CHANNEL: self._channel_name() if self._event_count else None,
-            sa.FLEX_DIRECTION: self._direction() if self._event_count else None,
+            sa.FLEX_WORKER_SID: self._facts.worker_sid,
+            sa.FLEX_CHANNEL: self._facts.channel_name() if self._facts.event_count else None,
+            sa.FLEX_DIRECTION: self._facts.direction() if self._facts.event_count else None,
             sa.SFDC_OBJECT_ID: record.id if record else None,
             sa.SFDC_ACTIVITY_ID: self._activity_id,
         }
@@ -460,9 +410,6 @@ class FlexTaskWorkflow:
     def _count_pop(self, outcome: str) -> None:
         self._pops.add(1, {"outcome": outcome})
 
-    def _term_source(self) -> str:
-        return next((k for k in SEARCH_ATTRIBUTE_ORDER if isinstance(self._attributes.get(k), str)
-                     and self._attributes[k].strip()), "attributes")
 
     def _now_ms(self) -> int:
         return int(workflow.now().timestamp() * 1000)
