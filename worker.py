@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -104,17 +105,22 @@ def build_activities(settings: Settings) -> Activities:
     )
 
 
-def build_worker(client: Client, task_queue: str, activities: Activities, executor: ThreadPoolExecutor) -> Worker:
+def build_worker(client: Client, task_queue: str, activities: Activities, executor: ThreadPoolExecutor,
+                 extra_workflows: Sequence[type] = (), extra_activities: Sequence[Callable] = (),
+                 **options) -> Worker:
+    """`extra_*`: registered beside the product's (`flexsf bench` adds its baseline workflow this way); `options`:
+    further `Worker` arguments (benchmark experiments)."""
     # Gauges and calls outside an activity are recorded through the client's runtime (its Prometheus endpoint).
     metrics.bind_runtime(client.service_client.config.runtime)
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[FlexTaskWorkflow],
-        activities=activities.all(),
+        workflows=[FlexTaskWorkflow, *extra_workflows],
+        activities=[*activities.all(), *extra_activities],
         activity_executor=executor,
         max_concurrent_activities=executor._max_workers,
         graceful_shutdown_timeout=timedelta(seconds=20),
+        **options,
     )
 
 

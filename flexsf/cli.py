@@ -111,6 +111,52 @@ def simulate_command(
     raise typer.Exit(code)
 
 
+@app.command("bench")
+def bench_command(
+    quick: bool = typer.Option(False, "--quick", help="Smaller counts (under 2 minutes); memory at 10k open tasks "
+                                                      "is extrapolated from 200/500/1000."),
+    as_json: bool = typer.Option(False, "--json", help="Last stdout line: the figures as one JSON object "
+                                                       "(progress and table go to stderr)."),
+) -> None:
+    """Measure throughput against a bare workflow, screen-pop overhead, API calls per task and worker memory on a
+    stack of its own (Temporal dev server, sandboxes, gateway, worker process)."""
+    from flexsf.bench import bench_command as run
+
+    _leave(run(quick, as_json))
+
+
+@app.command("soak")
+def soak_command(
+    tasks: int = typer.Option(1000, "--tasks", min=1, help="How many Flex tasks to play."),
+    chaos: bool = typer.Option(False, "--chaos", help="Salesforce 503s, limits, dropped answers and expiring "
+                                                      "sessions; callbacks duplicated, reordered, delayed and "
+                                                      "dropped; the worker SIGKILLed every --kill-every-s; "
+                                                      "Temporal restarted mid-run."),
+    as_json: bool = typer.Option(False, "--json", help="Last stdout line: the summary as one JSON object."),
+    concurrency: int = typer.Option(20, min=1, help="Tasks played at the same time."),
+    kill_every_s: float = typer.Option(30.0, "--kill-every-s", help="With --chaos: seconds between worker kills."),
+    temporal_restarts: int = typer.Option(1, "--temporal-restarts", min=0,
+                                          help="With --chaos: how many times the Temporal dev server restarts."),
+    seed: int = typer.Option(1, help="Same seed, same tasks and the same fault draws."),
+    wait_s: float = typer.Option(600.0, "--wait-s", help="How long to wait for the workflows to finish."),
+) -> None:
+    """Run N tasks through a stack of its own, optionally under chaos, and audit Salesforce: exits 1 unless no task
+    was lost, logged twice or related to the wrong record."""
+    from flexsf.soak import soak_command as run
+
+    _leave(run(tasks, chaos, as_json, concurrency, kill_every_s, temporal_restarts, seed, wait_s))
+
+
+def _leave(code: int) -> None:
+    """Exit without interpreter teardown once everything is stopped (sdk-python issue #300 can abort it)."""
+    import os
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 # ---- operating: find, inspect, relog and reconcile tasks (flexsf.ops) -------------------------------------------
 
 tasks_app = typer.Typer(no_args_is_help=True, help="Find and inspect task workflows by their search attributes.")

@@ -97,6 +97,7 @@ class SalesforceSandbox:
         self.api = RestApi(self.org, self.oauth, self.faults, self._counters)
         self._server: SandboxHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._on_request = None
         self.info: dict[str, Any] = {}
 
     # ---- life cycle --------------------------------------------------------------------------
@@ -164,6 +165,11 @@ class SalesforceSandbox:
         self.set_daily_limit(self._daily_limit)
         self.clock.reset()
 
+    def time_requests(self, hook) -> None:
+        """Benchmarks: `hook(request, response, started_wall_s, handler_s)` after every request (time inside the
+        sandbox's handler, injected latency included; not TLS or HTTP parsing); None turns it off."""
+        self._on_request = hook
+
     def revoke_tokens(self, token: str | None = None) -> int:
         return self.oauth.revoke(token)
 
@@ -201,6 +207,15 @@ class SalesforceSandbox:
 
     # ---- internals -----------------------------------------------------------------------------
     def _dispatch(self, req: Request) -> Response:
+        hook = self._on_request
+        if hook is None:
+            return self._route(req)
+        started, t0 = time.time(), time.perf_counter()
+        response = self._route(req)
+        hook(req, response, started, time.perf_counter() - t0)
+        return response
+
+    def _route(self, req: Request) -> Response:
         path = req.path
         if path.startswith(control.PREFIX):
             return control.handle(self, req)

@@ -245,6 +245,11 @@ class TwilioSandbox:
         """Delete every completed/canceled task now (emits task.deleted for each); returns their sids."""
         return self.state.purge_finished()
 
+    def time_requests(self, hook) -> None:
+        """Benchmarks: `hook(request, response, started_wall_s, handler_s)` after every REST/control request
+        (time inside the sandbox's handler, not the HTTP parsing around it); None turns it off."""
+        self._router.on_request = hook
+
     def reset_counters(self) -> None:
         self._counters.reset()
 

@@ -116,11 +116,22 @@ class Router:
         self._faults = faults
         self._counters = counters
         self._credentials = credentials
+        # Benchmarks: called after every request with (request, response, wall-clock start, seconds in handler).
+        self.on_request: Callable[[Request, Response, float, float], None] | None = None
 
     def add(self, *routes: Route) -> None:
         self._routes.extend(routes)
 
     def handle(self, req: Request) -> Response:
+        hook = self.on_request
+        if hook is None:
+            return self._route(req)
+        started, t0 = time.time(), time.perf_counter()
+        response = self._route(req)
+        hook(req, response, started, time.perf_counter() - t0)
+        return response
+
+    def _route(self, req: Request) -> Response:
         path_matched = False
         for candidate in self._routes:
             match = candidate.pattern.match(req.path)

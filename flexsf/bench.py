@@ -1,0 +1,546 @@
+"""`flexsf bench`: throughput, screen-pop overhead, API economy and worker memory, on a stack of its own.
+
+Phases (one stack, one worker process, one run):
+
+1. API calls per task, per scenario (single match, several + selection, no match, by id, outbound), from the sandboxes'
+   counters. The first single-match task of the run also pays the login and the owner lookup ("first").
+2. Throughput: full lifecycles (created → accepted → single-match pop → completed → logged) driven through signed
+   callbacks into the gateway at a fixed concurrency, then the bare baseline workflow (same signals, no-op activities)
+   on the same server and worker. `throughput_ratio` = lifecycle ÷ bare.
+3. Screen-pop overhead at 50 concurrent tasks: from the gateway receiving `reservation.accepted` to the Twilio sandbox
+   applying the attribute write that carries `sfdcObjectId`, minus the time spent inside the sandboxes' handlers for
+   that task's calls in that window (its SOSL search, matched by the caller's unique number, and its Twilio task fetch
+   and update, matched by task sid). Per-stage times come from the workflow histories.
+4. Worker memory with open (accepted, not completed) task workflows, read from /proc/<worker>/status.
+
+Every figure is from this run on this machine; speeds are only compared within the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import re
+import statistics
+import threading
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flexsf.bench_workflow import SIGNALS, BareInput, BareSignal, BareWorkflow
+from flexsf.benchstack import Stack, cancelled_by_sigterm
+from flexsf.events import workflow_id
+from sandboxes.salesforce import demo as sf_demo
+from sandboxes.twilio import demo as tw_demo
+
+BENCH_ENV = {
+    # Production defaults where the dev stack shortens them: the Flex configuration is cached for a minute, and no
+    # reconciliation timer fires while tasks are open. Workflows close as soon as the log is written.
+    "FLEXSF_FLEX_CONFIG_TTL_S": "60",
+    "FLEXSF_LOST_EVENT_WINDOW_S": "3600",
+    "FLEXSF_NOTES_GRACE_S": "0",
+    "FLEXSF_LOG_LEVEL": "WARNING",
+}
+AGENT = tw_demo.DEMO_WORKERS[0]
+CONTACT = sf_demo.UNIQUE_PHONE_CONTACT
+SCENARIOS = ("single", "several", "none", "by_id", "outbound")
+_TASK_PATH = re.compile(r"/Tasks/(WT[0-9a-f]{32})$")
+WAIT_S = 120.0
+STICKY_CACHE = 1000  # temporalio's default max_cached_workflows, which worker.build_worker keeps
+
+
+@dataclass(frozen=True)
+class Sizes:
+    per_scenario: int
+    lifecycles: int
+    concurrency: int
+    pop_tasks: int
+    pop_rounds: int
+    open_checkpoints: tuple[int, ...]
+
+
+# Quick: memory up to just past the sticky cache, so the 10k figure is extrapolated from measured slopes.
+QUICK = Sizes(per_scenario=3, lifecycles=120, concurrency=20, pop_tasks=50, pop_rounds=1,
+              open_checkpoints=(250, 1000, 1400))
+FULL = Sizes(per_scenario=10, lifecycles=600, concurrency=20, pop_tasks=50, pop_rounds=4,
+             open_checkpoints=(1000, 5000, 10000))
+
+
+def e164(phone: str) -> str:
+    digits = re.sub(r"\D", "", phone)
+    return "+" + (digits if len(digits) > 10 else "1" + digits)
+
+
+class Observer:
+    """Sandbox hooks: what each request cost inside the sandboxes, and who is waiting for a task's screen pop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.lock = threading.Lock()
+        self.twilio: dict[str, list[tuple[str, float, float]]] = defaultdict(list)  # sid -> (endpoint, start, s)
+        self.pop_written: dict[str, float] = {}  # sid -> wall time the sfdcObjectId write was applied
+        self.searches: list[tuple[str, float, float]] = []  # (digits in the query, start, s)
+        self.salesforce_s = 0.0
+        self._waiters: dict[str, asyncio.Future] = {}
+
+    def on_twilio(self, req, response, started: float, seconds: float) -> None:
+        match = _TASK_PATH.search(req.path)
+        if match is None:
+            return
+        sid = match.group(1)
+        kind = "update" if req.method == "POST" else "fetch"
+        with self.lock:
+            self.twilio[sid].append((kind, started, seconds))
+        if kind == "update" and response.status == 200 and "sfdcObjectId" in "".join(req.form.get("Attributes", [])):
+            with self.lock:
+                self.pop_written.setdefault(sid, started + seconds)
+            self.loop.call_soon_threadsafe(self._wake, sid)
+
+    def on_salesforce(self, req, response, started: float, seconds: float) -> None:
+        with self.lock:
+            self.salesforce_s += seconds
+            if req.path.rstrip("/").endswith("/search"):
+                digits = re.sub(r"\D", "", " ".join(req.query.get("q", [])))
+                self.searches.append((digits, started, seconds))
+
+    def _wake(self, sid: str) -> None:
+        future = self._waiters.pop(sid, None)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    async def popped(self, sid: str, timeout: float = WAIT_S) -> None:
+        """Until the task's record is written on its attributes (the screen pop is visible to Flex)."""
+        with self.lock:
+            if sid in self.pop_written:
+                return
+            future = self._waiters.setdefault(sid, self.loop.create_future())
+        await asyncio.wait_for(future, timeout)
+
+    def sandbox_seconds(self, sid: str, digits: str, start: float, end: float) -> float:
+        with self.lock:
+            twilio = sum(s for _, t, s in self.twilio.get(sid, []) if start <= t <= end)
+            search = sum(s for q, t, s in self.searches if digits in q and start <= t <= end)
+        return twilio + search
+
+
+class Bench:
+    def __init__(self, stack: Stack, sizes: Sizes, progress=None) -> None:
+        self.stack = stack
+        self.sizes = sizes
+        self.tw = stack.tw
+        self.client = stack.client
+        self.progress = progress or (lambda text: None)
+        self.observer = Observer(asyncio.get_running_loop())
+        self.tw.time_requests(self.observer.on_twilio)
+        stack.sf.time_requests(self.observer.on_salesforce)
+        self.run_id = uuid.uuid4().hex[:8]
+        self.own_logins = 0
+
+    # ---- driving tasks ---------------------------------------------------------------------------------------------
+
+    async def _tw(self, fn, *args, **kwargs):
+        # The sandbox's Python API takes its lock and queues callbacks: off the loop the gateway serves on.
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def accepted(self, attributes: dict[str, Any], worker_sid: str = AGENT.sid) -> str:
+        sid = (await self._tw(self.tw.create_task, attributes))["sid"]
+        await self._tw(self.tw.reserve, sid, worker_sid)
+        await self._tw(self.tw.accept, sid)
+        return sid
+
+    async def finish(self, sid: str):
+        await self._tw(self.tw.wrapup, sid)
+        await self._tw(self.tw.complete, sid, "resolved")
+        return await self.result(sid)
+
+    async def result(self, sid: str, timeout: float = WAIT_S):
+        from temporalio.service import RPCError, RPCStatusCode
+
+        from workflows.models import TaskView
+
+        handle = self.client.get_workflow_handle(workflow_id(sid), result_type=TaskView)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return await asyncio.wait_for(handle.result(), max(1.0, deadline - time.monotonic()))
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)  # its first callback is still on the way
+
+    async def lifecycle(self, attributes: dict[str, Any]):
+        sid = await self.accepted(attributes)
+        await self.observer.popped(sid)
+        return await self.finish(sid)
+
+    async def scenario(self, kind: str) -> None:
+        from workflows.models import RecordSelection, Stage
+        from workflows.task_workflow import FlexTaskWorkflow
+
+        if kind == "single":
+            view = await self.lifecycle({"from": CONTACT.phone, "direction": "inbound"})
+        elif kind == "none":
+            view = await self.finish(await self.accepted({"from": f"+1425555{uuid.uuid4().int % 10000:04d}"}))
+        elif kind == "by_id":
+            view = await self.finish(await self.accepted({"from": CONTACT.phone, "sfdcObjectId": CONTACT.id,
+                                                          "sfdcObjectType": "Contact"}))
+        elif kind == "outbound":
+            task = await self._tw(self.tw.start_outbound_call, AGENT.sid, e164(CONTACT.phone),
+                                  task_attributes={"sfdcObjectId": CONTACT.id, "sfdcObjectType": "Contact"})
+            view = await self.finish(task["sid"])
+        elif kind == "several":
+            sid = await self.accepted({"from": sf_demo.SHARED_PHONE})
+            handle = self.client.get_workflow_handle(workflow_id(sid))
+            await self._until(handle, lambda v: v.stage == Stage.AWAITING_SELECTION)
+            chosen = sf_demo.SHARED_PHONE_RECORDS[0]
+            await handle.execute_update(FlexTaskWorkflow.select_record,
+                                        RecordSelection(worker_sid=AGENT.sid, record_id=chosen.id))
+            view = await self.finish(sid)
+        else:
+            raise ValueError(kind)
+        if view.stage.value not in ("logged", "logged_unassociated"):
+            raise RuntimeError(f"{kind}: the task ended at stage {view.stage.value} ({view.error})")
+
+    async def _until(self, handle, done, timeout: float = WAIT_S):
+        from temporalio.service import RPCError
+
+        from workflows.models import TaskView
+        from workflows.task_workflow import FlexTaskWorkflow
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                view = await handle.query(FlexTaskWorkflow.view, result_type=TaskView)
+                if done(view):
+                    return view
+            except RPCError:
+                pass  # not started yet
+            await asyncio.sleep(0.05)
+        raise TimeoutError("the workflow did not reach the expected stage")
+
+    async def many(self, n: int, concurrency: int, one) -> float:
+        gate = asyncio.Semaphore(concurrency)
+
+        async def run(i: int) -> None:
+            async with gate:
+                await one(i)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(run(i) for i in range(n)))
+        return time.perf_counter() - started
+
+    # ---- 1. API economy ---------------------------------------------------------------------------------------------
+
+    def _counts(self) -> tuple[int, int, int]:
+        sf = self.stack.sf.counters()
+        tw = self.tw.counters()
+        twilio_rest = sum(v for k, v in tw.items() if not k.startswith("callbacks_"))
+        return sf.get("api_usage", 0), twilio_rest, sf.get("logins", 0)
+
+    async def api_calls(self) -> dict[str, Any]:
+        per: dict[str, Any] = {}
+        before = self._counts()
+        await self.scenario("single")  # a fresh worker: login + owner lookup on top of the steady cost
+        after = self._counts()
+        per["single_first"] = {"sf_calls_per_task": after[0] - before[0],
+                               "twilio_calls_per_task": after[1] - before[1], "sf_logins": after[2] - before[2]}
+        for kind in SCENARIOS:
+            before = self._counts()
+            k = self.sizes.per_scenario
+            await self.many(k, k, lambda i, kind=kind: self.scenario(kind))
+            after = self._counts()
+            per[kind] = {"sf_calls_per_task": round((after[0] - before[0]) / k, 2),
+                         "twilio_calls_per_task": round((after[1] - before[1]) / k, 2),
+                         "sf_logins": after[2] - before[2]}
+            self.progress(f"api calls: {kind} {per[kind]}")
+        return per
+
+    # ---- 2. throughput ---------------------------------------------------------------------------------------------
+
+    async def bare(self, i: int) -> None:
+        from temporalio.common import WorkflowIDConflictPolicy
+
+        wid = f"bench-bare-{self.run_id}-{i}"
+        for name in SIGNALS:
+            await self.client.start_workflow(
+                BareWorkflow.run, BareInput(key=wid), id=wid, task_queue=self.stack.settings.flexsf_task_queue,
+                start_signal="event", start_signal_args=[BareSignal(name=name)],
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+        await asyncio.wait_for(self.client.get_workflow_handle(wid).result(), WAIT_S)
+
+    async def throughput(self) -> dict[str, Any]:
+        n, c = self.sizes.lifecycles, self.sizes.concurrency
+        attributes = {"from": CONTACT.phone, "direction": "inbound"}
+        await self.many(c, c, lambda i: self.lifecycle(attributes))  # warm-up: connections, caches, JIT-free paths
+        await self.many(c, c, self.bare)
+        cpu = self.cpu_seconds()
+        lifecycle_s = await self.many(n, c, lambda i: self.lifecycle(attributes))
+        cpu_lifecycle = _per_task(cpu, self.cpu_seconds(), n)
+        self.progress(f"throughput: {n} lifecycles in {lifecycle_s:.1f} s")
+        cpu = self.cpu_seconds()
+        bare_s = await self.many(n, c, lambda i: self.bare(n + c + i))
+        cpu_bare = _per_task(cpu, self.cpu_seconds(), n)
+        self.progress(f"throughput: {n} bare workflows in {bare_s:.1f} s")
+        lifecycle, bare = n / lifecycle_s, n / bare_s
+        return {"lifecycle_tasks_per_s": round(lifecycle, 1), "bare_workflows_per_s": round(bare, 1),
+                "throughput_ratio": round(lifecycle / bare, 3), "concurrency": c, "tasks": n,
+                "cpu_ms_per_lifecycle": cpu_lifecycle, "cpu_ms_per_bare_workflow": cpu_bare}
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time used so far by the Temporal server, the worker process and this process (gateway, sandboxes
+        and the driver), from /proc: independent of what else the machine is running."""
+        tick = os.sysconf("SC_CLK_TCK")
+
+        def of(pid: int) -> float:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / tick
+
+        return {"temporal_server": of(self.stack.temporal.process.pid), "worker": of(self.stack.worker.pid),
+                "gateway_sandboxes_driver": of(os.getpid())}
+
+    # ---- 3. screen-pop overhead --------------------------------------------------------------------------------------
+
+    def _pop_contacts(self, n: int) -> list[str]:
+        """Contacts with numbers of their own, so each task's search is told apart in the sandbox's log."""
+        from flexsf.salesforce_client import connect
+
+        sf = connect(self.stack.sf.credentials())
+        phones = []
+        for i in range(n):
+            phone = f"+1425555{i:04d}"
+            sf.Contact.create({"LastName": f"Bench {self.run_id} {i}", "Phone": phone})
+            phones.append(phone)
+        return phones
+
+    async def pop_overhead(self) -> dict[str, Any]:
+        n = self.sizes.pop_tasks
+        logins = self.stack.sf.counters().get("logins", 0)
+        phones = await asyncio.to_thread(self._pop_contacts, n)
+        self.own_logins += self.stack.sf.counters().get("logins", 0) - logins  # the bench's, not the worker's
+        # Unloaded: one task at a time, what the path itself costs.
+        alone: list[float] = []
+        alone_stages: dict[str, list[float]] = defaultdict(list)
+        for phone in phones[:10]:
+            sid = await self._created(phone)
+            await self._idle(sid)
+            await self._tw(self.tw.accept, sid)
+            await self.observer.popped(sid)
+            alone.append(self._pop_ms(sid, phone))
+            received = self.stack.clock.first[("reservation.accepted", sid)]
+            for name, ms in (await self._pop_stages(sid, received, self.observer.pop_written[sid])).items():
+                alone_stages[name].append(ms)
+            await self.finish(sid)
+        # Loaded: n tasks waiting for an agent (their workflows started and idle), then all n accepted at once.
+        samples: list[float] = []
+        stages: dict[str, list[float]] = defaultdict(list)
+        for _ in range(self.sizes.pop_rounds):
+            sids = list(await asyncio.gather(*(self._created(phone) for phone in phones)))
+            await asyncio.gather(*(self._idle(sid) for sid in sids))
+            await asyncio.gather(*(self._tw(self.tw.accept, sid) for sid in sids))
+            await asyncio.gather(*(self.observer.popped(sid) for sid in sids))
+            for sid, phone in zip(sids, phones):
+                samples.append(self._pop_ms(sid, phone))
+                received = self.stack.clock.first[("reservation.accepted", sid)]
+                for name, ms in (await self._pop_stages(sid, received, self.observer.pop_written[sid])).items():
+                    stages[name].append(ms)
+            await asyncio.gather(*(self.finish(sid) for sid in sids))
+        samples.sort()
+        alone.sort()
+        return {
+            "pop_overhead_p50_ms": round(_pct(samples, 50), 1),
+            "pop_overhead_p99_ms": round(_pct(samples, 99), 1),
+            "pop_samples": len(samples),
+            "pop_concurrent_tasks": n,
+            "pop_overhead_unloaded_p50_ms": round(_pct(alone, 50), 1),
+            "pop_overhead_unloaded_max_ms": round(alone[-1], 1),
+            "pop_stages_p50_ms": {k: round(_pct(sorted(v), 50), 1) for k, v in stages.items()},
+            "pop_stages_unloaded_p50_ms": {k: round(_pct(sorted(v), 50), 1) for k, v in alone_stages.items()},
+        }
+
+    def _pop_ms(self, sid: str, phone: str) -> float:
+        """Gateway receipt of reservation.accepted → sfdcObjectId applied on the task, minus the sandboxes' handler
+        time for this task's calls in between (its search, matched by its unique number; its Twilio calls, by sid)."""
+        received = self.stack.clock.first[("reservation.accepted", sid)]
+        written = self.observer.pop_written[sid]
+        inside = self.observer.sandbox_seconds(sid, re.sub(r"\D", "", phone)[-10:], received, written)
+        return (written - received - inside) * 1000
+
+    async def _created(self, phone: str) -> str:
+        sid = (await self._tw(self.tw.create_task, {"from": phone}))["sid"]
+        await self._tw(self.tw.reserve, sid, AGENT.sid)
+        return sid
+
+    async def _idle(self, sid: str, timeout: float = WAIT_S) -> None:
+        """Until the task's workflow exists and has no activity pending (its policy is loaded): waiting for an agent."""
+        from temporalio.service import RPCError
+
+        handle = self.client.get_workflow_handle(workflow_id(sid))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                raw = (await handle.describe()).raw_description
+                if (raw.workflow_execution_info.history_length > 5 and not raw.pending_activities
+                        and not raw.HasField("pending_workflow_task")):
+                    return
+            except RPCError:
+                pass  # its task.created callback is still on the way
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"the workflow of {sid} did not settle")
+
+    async def _pop_stages(self, sid: str, received: float, written: float) -> dict[str, float]:
+        """Where the pop's time goes, from the workflow history's event times (the server's clock, this machine)."""
+        from temporalio.api.enums.v1 import EventType
+
+        history = await self.client.get_workflow_handle(workflow_id(sid)).fetch_history()
+        at: dict[str, float] = {}
+        names: dict[int, str] = {}
+        for e in history.events:
+            t = e.event_time.ToNanoseconds() / 1e9
+            if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED and t >= received:
+                at.setdefault("signaled", t)
+            elif e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED and "signaled" in at:
+                at.setdefault("wft_started", t)
+            elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+                name = e.activity_task_scheduled_event_attributes.activity_type.name
+                names[e.event_id] = name
+                at.setdefault(f"{name}:scheduled", t)
+            elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+                at.setdefault(f"{names.get(e.activity_task_started_event_attributes.scheduled_event_id)}:started", t)
+            elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+                at.setdefault(f"{names.get(e.activity_task_completed_event_attributes.scheduled_event_id)}:done", t)
+        try:
+            s, w = "search_salesforce", "save_record_on_task"
+            return {
+                "gateway_until_signal_recorded": (at["signaled"] - received) * 1000,
+                "signal_until_workflow_task_started": (at["wft_started"] - at["signaled"]) * 1000,
+                "workflow_task_until_search_scheduled": (at[f"{s}:scheduled"] - at["wft_started"]) * 1000,
+                "search_dispatch": (at[f"{s}:started"] - at[f"{s}:scheduled"]) * 1000,
+                "search_activity": (at[f"{s}:done"] - at[f"{s}:started"]) * 1000,
+                "workflow_task_between": (at[f"{w}:scheduled"] - at[f"{s}:done"]) * 1000,
+                "write_dispatch": (at[f"{w}:started"] - at[f"{w}:scheduled"]) * 1000,
+                "write_activity_until_applied": (written - at[f"{w}:started"]) * 1000,
+            }
+        except KeyError:
+            return {}
+
+    # ---- 4. memory ---------------------------------------------------------------------------------------------------
+
+    async def memory(self) -> dict[str, Any]:
+        c = self.sizes.concurrency * 2
+        points = [(0, self.stack.worker_rss_kib())]
+        opened = 0
+        for checkpoint in self.sizes.open_checkpoints:
+            async def open_one(i: int) -> None:
+                sid = await self.accepted({"from": CONTACT.phone})
+                await self.observer.popped(sid)
+
+            await self.many(checkpoint - opened, c, open_one)
+            opened = checkpoint
+            points.append((opened, self.stack.worker_rss_kib()))
+            self.progress(f"memory: {opened} open tasks, worker RSS {points[-1][1] / 1024:.0f} MiB")
+        cache = STICKY_CACHE
+        inside = [p for p in points if p[0] <= cache]
+        beyond = [p for p in points if p[0] >= cache] or points[-1:]
+        slope = _slope(inside[1:] if len(inside) > 2 else inside)
+        # Past the sticky cache (max_cached_workflows) an open workflow is only its history on the server: the
+        # worker evicts it and replays it at its next event. Extrapolate from the measured slope out there.
+        slope_beyond = _slope(beyond) if len(beyond) > 1 else slope
+        last_n, last_kib = points[-1]
+        at_10k = last_kib + (slope_beyond if last_n >= cache else slope) * (10000 - last_n)
+        return {
+            "rss_kib_per_open_task": round(slope, 2),
+            "rss_kib_per_open_task_beyond_cache": round(slope_beyond, 2),
+            "worker_rss_mib_at_10k_open": round(at_10k / 1024, 1),
+            "worker_rss_10k_extrapolated": last_n < 10000,
+            "worker_rss_mib_by_open_tasks": {str(n): round(kib / 1024, 1) for n, kib in points},
+            "sticky_cache_workflows": cache,
+        }
+
+
+def _per_task(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+    return {k: round((after[k] - before[k]) * 1000 / n, 1) for k in before}
+
+
+def _pct(sorted_values: list[float], p: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    k = min(len(sorted_values) - 1, max(0, math.ceil(p / 100 * len(sorted_values)) - 1))  # nearest rank
+    return sorted_values[k]
+
+
+def _slope(points: list[tuple[int, int]]) -> float:
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den if den else 0.0
+
+
+async def run_bench(sizes: Sizes, progress=None, phases: tuple[str, ...] = ("calls", "throughput", "pop", "memory"),
+                    env: dict[str, str] | None = None) -> dict[str, Any]:
+    started = time.monotonic()
+    result: dict[str, Any] = {"mode": "quick" if sizes == QUICK else "full" if sizes == FULL else "custom"}
+    async with Stack(env=BENCH_ENV | (env or {}), log=progress) as stack:
+        bench = Bench(stack, sizes, progress)
+        if "calls" in phases:
+            per = await bench.api_calls()
+            single = per["single"]
+            result |= {"sf_calls_per_task": single["sf_calls_per_task"],
+                       "twilio_calls_per_task": single["twilio_calls_per_task"],
+                       "sf_logins": stack.sf.counters().get("logins", 0), "api_calls_by_scenario": per}
+        if "throughput" in phases:
+            result |= await bench.throughput()
+        if "pop" in phases:
+            result |= await bench.pop_overhead()
+        if "memory" in phases:
+            result |= await bench.memory()
+        # Over the whole run, the worker's only (the bench logs in once itself to create the pop phase's contacts).
+        result["sf_logins"] = stack.sf.counters().get("logins", 0) - bench.own_logins
+    result["wall_s"] = round(time.monotonic() - started, 1)
+    return result
+
+
+def _table(result: dict[str, Any]):
+    from rich.table import Table
+
+    table = Table(title=f"flexsf bench ({result['mode']}) · {result['wall_s']} s")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    targets = {"throughput_ratio": "≥ 0.8", "pop_overhead_p50_ms": "≤ 30", "pop_overhead_p99_ms": "≤ 100",
+               "sf_calls_per_task": "≤ 2", "twilio_calls_per_task": "≤ 2", "sf_logins": "1",
+               "worker_rss_mib_at_10k_open": "≤ 1024"}
+    for key in ("lifecycle_tasks_per_s", "bare_workflows_per_s", "throughput_ratio", "pop_overhead_p50_ms",
+                "pop_overhead_p99_ms", "sf_calls_per_task", "twilio_calls_per_task", "sf_logins",
+                "rss_kib_per_open_task", "worker_rss_mib_at_10k_open"):
+        if key in result:
+            label = key + (" (extrapolated)" if key.endswith("10k_open") and result.get("worker_rss_10k_extrapolated")
+                           else "")
+            table.add_row(label, str(result[key]), targets.get(key, ""))
+    for kind, calls in result.get("api_calls_by_scenario", {}).items():
+        table.add_row(f"calls: {kind}", f"SF {calls['sf_calls_per_task']} · Twilio {calls['twilio_calls_per_task']}"
+                      f" · logins {calls['sf_logins']}", "")
+    for stage, ms in result.get("pop_stages_p50_ms", {}).items():
+        table.add_row(f"pop stage p50: {stage}", f"{ms} ms", "")
+    for n, mib in result.get("worker_rss_mib_by_open_tasks", {}).items():
+        table.add_row(f"worker RSS at {n} open", f"{mib} MiB", "")
+    return table
+
+
+def bench_command(quick: bool, as_json: bool) -> int:
+    from rich.console import Console
+
+    from flexsf import logs
+
+    logs.setup_logging(level="WARNING")
+    console = Console(stderr=as_json)
+    result = asyncio.run(cancelled_by_sigterm(run_bench(QUICK if quick else FULL,
+                                                        progress=lambda text: console.print(text))))
+    console.print(_table(result))
+    if as_json:
+        print(json.dumps(result), flush=True)
+    return 0
