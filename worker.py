@@ -29,7 +29,7 @@ from flexsf import logs, metrics
 from flexsf.salesforce_client import SalesforceCredentials
 from flexsf.settings import ConfigurationError, Settings, load_settings
 from flexsf.temporal_client import data_converter
-from flexsf.twilio_client import build_twilio_client
+from flexsf.twilio_client import twilio_client_from
 from workflows.task_workflow import FlexTaskWorkflow
 
 log = logging.getLogger("flexsf.worker")
@@ -70,17 +70,10 @@ def salesforce_credentials(settings: Settings) -> SalesforceCredentials:
 
 
 def build_activities(settings: Settings) -> Activities:
-    if not settings.twilio_configured or not settings.twilio_workspace_sid:
-        raise ConfigurationError("TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN (or an API key) and TWILIO_WORKSPACE_SID are required")
+    twilio = twilio_client_from(settings)
+    if not settings.twilio_workspace_sid:
+        raise ConfigurationError("TWILIO_WORKSPACE_SID is required")
     connection = SalesforceConnection(salesforce_credentials(settings))
-    twilio = build_twilio_client(
-        account_sid=settings.twilio_account_sid,
-        auth_token=settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None,
-        api_key=settings.twilio_api_key,
-        api_secret=settings.twilio_api_secret.get_secret_value() if settings.twilio_api_secret else None,
-        base_url=settings.twilio_api_base_url,
-        timeout=settings.twilio_timeout_s,
-    )
     salesforce = SalesforceActivities(
         connection,
         SearchConfig(

@@ -143,19 +143,11 @@ async def relog(client: Client, task_sid: str, reason: str | None = None) -> Rel
 
 def twilio_client_from(settings: Settings):
     """The TaskRouter client, built from settings exactly as the worker builds it."""
-    from flexsf.twilio_client import build_twilio_client
+    from flexsf.twilio_client import twilio_client_from as build
 
-    if not settings.twilio_configured or not settings.twilio_workspace_sid:
-        raise ConfigurationError("TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN (or an API key) and TWILIO_WORKSPACE_SID "
-                                 "are required")
-    return build_twilio_client(
-        account_sid=settings.twilio_account_sid,
-        auth_token=settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None,
-        api_key=settings.twilio_api_key,
-        api_secret=settings.twilio_api_secret.get_secret_value() if settings.twilio_api_secret else None,
-        base_url=settings.twilio_api_base_url,
-        timeout=settings.twilio_timeout_s,
-    )
+    if not settings.twilio_workspace_sid:
+        raise ConfigurationError("TWILIO_WORKSPACE_SID is required")
+    return build(settings)
 
 
 @dataclass

@@ -17,6 +17,8 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
+from flexsf.settings import ConfigurationError, Settings
+
 from flexsf import metrics
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -92,6 +94,20 @@ def build_twilio_client(
     if not auth_token:
         raise ValueError("either auth_token or api_key + api_secret is required")
     return Client(account_sid, auth_token, http_client=http_client)
+
+
+def twilio_client_from(settings: Settings) -> Client:
+    """The client every process (worker, gateway, operator commands) builds from the same settings."""
+    if not settings.twilio_configured:
+        raise ConfigurationError("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (or an API key) are required")
+    return build_twilio_client(
+        account_sid=settings.twilio_account_sid,
+        auth_token=settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None,
+        api_key=settings.twilio_api_key,
+        api_secret=settings.twilio_api_secret.get_secret_value() if settings.twilio_api_secret else None,
+        base_url=settings.twilio_api_base_url,
+        timeout=settings.twilio_timeout_s,
+    )
 
 
 class JsonBody:

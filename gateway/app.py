@@ -13,7 +13,7 @@ from twilio.request_validator import RequestValidator
 
 from activities.flex_config import FlexConfigCache
 from flexsf.settings import ConfigurationError, Settings
-from flexsf.twilio_client import build_twilio_client
+from flexsf.twilio_client import twilio_client_from
 from gateway.auth import TokenValidator
 from gateway.routes import agent, health, taskrouter
 from gateway.routes import metrics as metrics_route
@@ -34,7 +34,7 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
             if settings.twilio_account_sid:
                 # The agent API: Flex tokens validated through Twilio, feature flags from the Flex configuration.
                 app.state.token_validator = TokenValidator.from_settings(settings, http)
-                app.state.flex_config = FlexConfigCache(_twilio_client(settings), settings.flexsf_features,
+                app.state.flex_config = FlexConfigCache(twilio_client_from(settings), settings.flexsf_features,
                                                         settings.flexsf_flex_config_ttl_s)
             yield
 
@@ -60,14 +60,3 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
     app.include_router(taskrouter.router)
     app.include_router(agent.router)
     return app
-
-
-def _twilio_client(settings: Settings):
-    return build_twilio_client(
-        account_sid=settings.twilio_account_sid,
-        auth_token=settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None,
-        api_key=settings.twilio_api_key,
-        api_secret=settings.twilio_api_secret.get_secret_value() if settings.twilio_api_secret else None,
-        base_url=settings.twilio_api_base_url,
-        timeout=settings.twilio_timeout_s,
-    )
