@@ -125,6 +125,24 @@ async def connect(settings: Settings | None = None, runtime: Runtime | None = No
                                 runtime=runtime)
 
 
+async def require_search_attributes(client: Client) -> None:
+    """Refuse to start where task workflows could not index themselves (their upserts would fail and stall them)."""
+    from temporalio.service import RPCError
+
+    from flexsf.ops import missing_search_attributes
+
+    try:
+        missing = await missing_search_attributes(client)
+    except RPCError as exc:
+        # Some deployments do not let workers list search attributes; the operator checked them another way.
+        log.warning("could not list search attributes (%s); assuming they are registered", exc.status.name)
+        return
+    if missing:
+        raise ConfigurationError(
+            f"namespace {client.namespace!r} lacks the search attributes {', '.join(missing)}; register them with "
+            "`flexsf search-attributes --create` (self-hosted) or on Temporal Cloud (see README, Operating)")
+
+
 async def run(settings: Settings | None = None) -> None:
     settings = settings or load_settings()
     activities = build_activities(settings)
@@ -133,6 +151,7 @@ async def run(settings: Settings | None = None) -> None:
         runtime = metrics.prometheus_runtime(settings.flexsf_worker_metrics_address)
         log.info("worker metrics on http://%s/metrics", settings.flexsf_worker_metrics_address)
     client = await connect(settings, runtime)
+    await require_search_attributes(client)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

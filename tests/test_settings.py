@@ -44,3 +44,28 @@ def test_worker_refuses_to_start_without_credentials_and_says_which(tmp_path) ->
                           text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "SALESFORCE_CLIENT_SECRET": SECRET})
     assert done.returncode != 0
     assert "TWILIO_ACCOUNT_SID" in done.stderr and SECRET not in done.stderr + done.stdout
+
+
+async def test_worker_refuses_a_namespace_without_the_search_attributes(temporal_client) -> None:
+    """A dev server started without them (as a self-hosted cluster may be) makes the worker stop with the fix."""
+    import subprocess as sp
+
+    from temporalio.client import Client
+
+    import worker
+    from flexsf.netutil import free_port, wait_for_port
+    from flexsf.settings import ConfigurationError
+    from flexsf.temporal_server import temporal_binary
+
+    port = free_port()
+    bare = sp.Popen([temporal_binary(), "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(port),
+                     "--log-level", "error"], stdout=sp.DEVNULL, stderr=sp.DEVNULL)
+    try:
+        wait_for_port("127.0.0.1", port, 60)
+        client = await Client.connect(f"127.0.0.1:{port}")
+        with pytest.raises(ConfigurationError, match="FlexStage.*flexsf search-attributes --create"):
+            await worker.require_search_attributes(client)
+        await worker.require_search_attributes(temporal_client)  # the fixtures' server has them: no error
+    finally:
+        bare.terminate()
+        bare.wait(30)
