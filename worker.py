@@ -34,6 +34,10 @@ from workflows.task_workflow import FlexTaskWorkflow
 
 log = logging.getLogger("flexsf.worker")
 ACTIVITY_THREADS = 64
+# Pollers per task queue (the SDK's default is 5). With 50 screen pops at once, 16 of each cut the wait between a
+# search finishing and the attribute write starting by about half and the pop's p50 by ~14 % (`flexsf bench`,
+# paired runs); throughput unchanged.
+WORKFLOW_TASK_POLLS = ACTIVITY_TASK_POLLS = 16
 
 
 @dataclass
@@ -112,6 +116,8 @@ def build_worker(client: Client, task_queue: str, activities: Activities, execut
         activities=[*activities.all(), *extra_activities],
         activity_executor=executor,
         max_concurrent_activities=executor._max_workers,
+        max_concurrent_workflow_task_polls=WORKFLOW_TASK_POLLS,
+        max_concurrent_activity_task_polls=ACTIVITY_TASK_POLLS,
         graceful_shutdown_timeout=timedelta(seconds=20),
         **options,
     )

@@ -173,8 +173,13 @@ class Bench:
                     raise
                 await asyncio.sleep(0.05)  # its first callback is still on the way
 
+    async def _history_length(self, wid: str) -> int:
+        return (await self.client.get_workflow_handle(wid).describe()).raw_description \
+            .workflow_execution_info.history_length
+
     async def lifecycle(self, attributes: dict[str, Any]):
         sid = await self.accepted(attributes)
+        self._last_lifecycle = sid
         await self.observer.popped(sid)
         return await self.finish(sid)
 
@@ -287,7 +292,9 @@ class Bench:
         cpu_bare = _per_task(cpu, self.cpu_seconds(), n)
         self.progress(f"throughput: {n} bare workflows in {bare_s:.1f} s")
         lifecycle, bare = n / lifecycle_s, n / bare_s
-        return {"lifecycle_tasks_per_s": round(lifecycle, 1), "bare_workflows_per_s": round(bare, 1),
+        events = await self._history_length(workflow_id(self._last_lifecycle)), \
+            await self._history_length(f"bench-bare-{self.run_id}-{n + c}")
+        return {"history_events_per_lifecycle": events[0], "history_events_per_bare_workflow": events[1],"lifecycle_tasks_per_s": round(lifecycle, 1), "bare_workflows_per_s": round(bare, 1),
                 "throughput_ratio": round(lifecycle / bare, 3), "concurrency": c, "tasks": n,
                 "cpu_ms_per_lifecycle": cpu_lifecycle, "cpu_ms_per_bare_workflow": cpu_bare}
 
@@ -300,8 +307,15 @@ class Bench:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             return (int(fields[11]) + int(fields[12])) / tick
 
+        def of_thread(pid: int, tid: int) -> float:
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / tick
+
+        here = of(os.getpid())
+        loop_thread = of_thread(os.getpid(), threading.get_native_id())  # the gateway's event loop (and driver)
         return {"temporal_server": of(self.stack.temporal.process.pid), "worker": of(self.stack.worker.pid),
-                "gateway_sandboxes_driver": of(os.getpid())}
+                "gateway_sandboxes_driver": here, "gateway_event_loop": loop_thread,
+                "sandbox_threads": here - loop_thread}
 
     # ---- 3. screen-pop overhead --------------------------------------------------------------------------------------
 
