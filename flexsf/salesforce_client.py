@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 import jwt
 import requests
 from requests.adapters import HTTPAdapter
+
+from flexsf.tls import SharedContextAdapter, client_context
 from simple_salesforce import Salesforce
 
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -82,13 +84,15 @@ def make_session(ca_bundle: str | None = None, pool_size: int = 64) -> requests.
     also disables proxy settings from the environment.
     """
     session = requests.Session()
+    # Retries stay off: a retried write is a duplicate write; callers decide.
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
     if ca_bundle:
         session.trust_env = False
         session.verify = ca_bundle
-    # Retries stay off: a retried write is a duplicate write; callers decide.
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
+        session.mount("https://", SharedContextAdapter(client_context(ca_bundle), pool_connections=4,
+                                                       pool_maxsize=pool_size))
     return session
 
 

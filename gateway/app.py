@@ -13,6 +13,7 @@ from twilio.request_validator import RequestValidator
 
 from activities.flex_config import FlexConfigCache
 from flexsf.settings import ConfigurationError, Settings
+from flexsf.tls import client_context
 from flexsf.twilio_client import twilio_client_from
 from gateway.auth import TokenValidator
 from gateway.routes import agent, health, taskrouter
@@ -30,7 +31,7 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
             import worker
 
             app.state.temporal_client = await worker.connect(settings)
-        async with httpx.AsyncClient(timeout=settings.twilio_timeout_s) as http:
+        async with httpx.AsyncClient(timeout=settings.twilio_timeout_s, verify=client_context()) as http:
             if settings.twilio_account_sid:
                 # The agent API: Flex tokens validated through Twilio, feature flags from the Flex configuration.
                 app.state.token_validator = TokenValidator.from_settings(settings, http)
