@@ -22,7 +22,7 @@ from temporalio.client import Client
 
 from flexsf import logs, metrics
 from flexsf.netutil import wait_for_port
-from flexsf.settings import ConfigurationError, Settings, load_settings
+from flexsf.settings import ConfigurationError, Settings, load_settings, settings_from_env
 from flexsf.temporal_client import data_converter
 from flexsf.temporal_server import TemporalDevServer
 
@@ -81,7 +81,7 @@ def sandbox_env(sf: dict[str, Any] | None, tw: dict[str, Any] | None, task_queue
 
 def settings_with(env: dict[str, str]) -> Settings:
     """Settings from the environment/.env, with `env` (setting name → value) winning."""
-    return load_settings(**{name.lower(): value for name, value in env.items()})
+    return settings_from_env(env)
 
 
 class DevStack:

@@ -7,12 +7,15 @@ Temporal's envconfig, not here.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
 
 PRODUCTION_TOKEN_URL = "https://login.salesforce.com/services/oauth2/token"
 _PLACEHOLDERS = {"changeme", "change-me", "xxx", "secret", "your-secret-here", "todo"}
@@ -186,14 +189,35 @@ class ConfigurationError(RuntimeError):
     """Bad or missing configuration; the message names each setting and what is wrong, never its value."""
 
 
-def load_settings(**overrides) -> Settings:
+def load_settings(_settings_cls: type[Settings] | None = None, **overrides) -> Settings:
     from pydantic import ValidationError
 
     try:
-        return Settings(**overrides)
+        return (_settings_cls or Settings)(**overrides)
     except ValidationError as exc:
         # pydantic's own message quotes the input value, which may be a secret: name the setting only.
         problems = [
             f"{'__'.join(str(part) for part in err['loc']).upper() or 'settings'}: {err['msg']}" for err in exc.errors()
         ]
         raise ConfigurationError("invalid configuration:\n  " + "\n  ".join(problems)) from None
+
+
+def settings_from_env(env: Mapping[str, str], **overrides) -> Settings:
+    """Settings as if `env` were added to the process environment, without touching `os.environ`.
+
+    Changing the environment of a process whose other threads read it (OpenSSL, the resolver, Temporal's core)
+    can crash it inside glibc; the dev stack and the tests build settings for in-process components this way.
+    """
+    environ = {**os.environ, **env}
+
+    class _MappingSource(EnvSettingsSource):
+        def _load_env_vars(self):
+            return parse_env_vars(environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+    class _FromMapping(Settings):
+        @classmethod
+        def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                       file_secret_settings):
+            return init_settings, _MappingSource(settings_cls), dotenv_settings
+
+    return load_settings(_FromMapping, **overrides)

@@ -23,7 +23,7 @@ from twilio.request_validator import RequestValidator
 import worker as worker_module
 from flexsf.dev import sandbox_env
 from flexsf.events import HANDLED_EVENTS, signal_event, workflow_id
-from flexsf.settings import Settings
+from flexsf.settings import Settings, settings_from_env
 from flexsf.task_events import task_event
 from workflows.models import TaskView
 from workflows.task_workflow import FlexTaskWorkflow
@@ -35,11 +35,7 @@ def stack_env(sf: dict, tw: dict, task_queue: str, **extra: str) -> dict[str, st
 
 
 def settings_from(env: dict[str, str]) -> Settings:
-    import os
-    from unittest import mock
-
-    with mock.patch.dict(os.environ, env):
-        return Settings(_env_file=None)
+    return settings_from_env(env, _env_file=None)
 
 
 class EventRelay:

@@ -7,36 +7,35 @@ import sys
 
 import pytest
 
-from flexsf.settings import ConfigurationError, load_settings
+from flexsf.settings import ConfigurationError, settings_from_env
 
 SECRET = "s3cr3t-value-that-must-not-leak"
 
 
-def test_defaults_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FLEXSF_SEARCH_OBJECTS", "Contact, Case")
-    monkeypatch.setenv("FLEXSF_FEATURES__SCREEN_POP", "false")
-    settings = load_settings(_env_file=None)
+# Environments are passed as mappings: setting os.environ while the session's server threads run can crash glibc.
+
+
+def test_defaults_and_overrides() -> None:
+    settings = settings_from_env({"FLEXSF_SEARCH_OBJECTS": "Contact, Case", "FLEXSF_FEATURES__SCREEN_POP": "false"},
+                                 _env_file=None)
     assert settings.flexsf_search_objects == ["Contact", "Case"]
     assert settings.flexsf_features.screen_pop is False and settings.flexsf_features.enabled is None
     assert settings.flexsf_task_queue == "flex-salesforce"
     assert settings.salesforce_token_url.startswith("https://login.salesforce.com/")
 
 
-def test_bad_values_name_the_setting_but_never_the_secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TWILIO_API_KEY", "SK123")
-    monkeypatch.setenv("SALESFORCE_CLIENT_SECRET", SECRET)
-    monkeypatch.setenv("FLEXSF_SEARCH_LIMIT", "lots")
+def test_bad_values_name_the_setting_but_never_the_secret() -> None:
+    env = {"TWILIO_API_KEY": "SK123", "SALESFORCE_CLIENT_SECRET": SECRET, "FLEXSF_SEARCH_LIMIT": "lots"}
     with pytest.raises(ConfigurationError) as err:
-        load_settings(_env_file=None)
+        settings_from_env(env, _env_file=None)
     message = str(err.value)
     assert "FLEXSF_SEARCH_LIMIT" in message and SECRET not in message
-    assert SECRET not in repr(load_settings(_env_file=None, flexsf_search_limit=5, twilio_api_secret="x"))
+    assert SECRET not in repr(settings_from_env(env, _env_file=None, flexsf_search_limit=5, twilio_api_secret="x"))
 
 
-def test_placeholder_secrets_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "changeme")
+def test_placeholder_secrets_are_refused() -> None:
     with pytest.raises(ConfigurationError, match="TWILIO_AUTH_TOKEN is a placeholder"):
-        load_settings(_env_file=None)
+        settings_from_env({"TWILIO_AUTH_TOKEN": "changeme"}, _env_file=None)
 
 
 def test_worker_refuses_to_start_without_credentials_and_says_which(tmp_path) -> None:
