@@ -23,6 +23,7 @@ from flexsf.events import workflow_id
 from flexsf.salesforce_ids import object_type_for_id
 from gateway.auth import Agent
 from gateway.deps import AgentDep, FlexConfigDep, SettingsDep, TemporalClientDep
+from gateway.temporal_errors import UNAVAILABLE, unavailable
 from gateway.schemas import (
     TASK_SID_PATTERN,
     AgentConfig,
@@ -43,7 +44,6 @@ log = logging.getLogger("flexsf.gateway.agent")
 router = APIRouter(prefix="/agent", tags=["agent"])
 
 TEMPORAL_RPC_TIMEOUT = timedelta(seconds=10)
-_UNAVAILABLE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED}
 
 TaskSid = Annotated[str, Path(pattern=TASK_SID_PATTERN, description="The Flex (TaskRouter) task sid, WT…")]
 
@@ -67,20 +67,16 @@ async def _temporal(task_sid: str, *, closed_is_conflict: bool = False) -> Async
             if closed_is_conflict:
                 raise HTTPException(409, f"task {task_sid} is finished: its workflow no longer accepts changes") from None
             raise HTTPException(404, f"no workflow for task {task_sid}") from None
-        if exc.status in _UNAVAILABLE:
-            raise HTTPException(503, f"Temporal is unreachable ({exc.status.name})") from None
-        log.warning("Temporal refused a call for task %s: %s", task_sid, exc.status.name if exc.status else "?")
-        raise HTTPException(503, f"Temporal refused the call ({exc.status.name if exc.status else 'unknown'})") from None
+        if exc.status not in UNAVAILABLE:
+            log.warning("Temporal refused a call for task %s: %s", task_sid, exc.status.name if exc.status else "?")
+        raise unavailable(exc) from None
     except WorkflowQueryFailedError as exc:
         log.warning("the workflow of task %s failed a query: %s", task_sid, exc)
         raise HTTPException(503, f"the workflow of task {task_sid} could not answer") from None
-    except (ConnectionError, OSError, TimeoutError) as exc:
-        raise HTTPException(503, f"Temporal is unreachable ({type(exc).__name__})") from None
-    except RuntimeError as exc:
-        # A lazily connected client that cannot reach the server raises "Failed client connect: …".
-        if "client connect" not in str(exc):
+    except (OSError, TimeoutError, RuntimeError) as exc:
+        if (answer := unavailable(exc)) is None:
             raise
-        raise HTTPException(503, "Temporal is unreachable (connection failed)") from None
+        raise answer from None
 
 
 async def _view(client, task_sid: str) -> TaskView:

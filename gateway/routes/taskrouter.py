@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 from twilio.request_validator import RequestValidator
 
 from flexsf import logs
@@ -19,6 +19,7 @@ from flexsf.events import HANDLED_EVENTS, signal_event
 from flexsf.settings import Settings
 from flexsf.task_events import MalformedEvent, task_event
 from gateway.deps import SettingsDep, TemporalClientDep
+from gateway.temporal_errors import unavailable
 from gateway.routes.metrics import IGNORED, MALFORMED, REJECTED_SIGNATURE, SIGNALLED, UNAVAILABLE
 
 log = logging.getLogger("flexsf.gateway.taskrouter")
@@ -26,7 +27,6 @@ log = logging.getLogger("flexsf.gateway.taskrouter")
 router = APIRouter(prefix="/taskrouter", tags=["taskrouter"])
 
 MAX_BODY_BYTES = 64 * 1024
-_UNAVAILABLE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED}
 _OUTCOME_OF_STATUS = {400: MALFORMED, 403: REJECTED_SIGNATURE, 413: MALFORMED, 503: UNAVAILABLE}
 
 
@@ -106,16 +106,9 @@ async def _deliver(request: Request, settings: Settings, client, seen: dict) -> 
         # REJECT_DUPLICATE: the task's workflow has closed; this straggler concerns a task already handled.
         log.info("event %s for closed task %s ignored", event.event_type, event.task_sid)
         return IGNORED
-    except RPCError as exc:
-        if exc.status in _UNAVAILABLE:
-            raise HTTPException(503, f"Temporal is unreachable ({exc.status.name})") from None
-        raise HTTPException(503, f"Temporal refused the event ({exc.status.name})") from None
-    except (ConnectionError, OSError, TimeoutError) as exc:
-        raise HTTPException(503, f"Temporal is unreachable ({type(exc).__name__})") from None
-    except RuntimeError as exc:
-        # A lazily connected client that cannot reach the server raises "Failed client connect: …".
-        if "client connect" not in str(exc):
+    except (RPCError, OSError, TimeoutError, RuntimeError) as exc:
+        if (answer := unavailable(exc, "the event")) is None:
             raise
-        raise HTTPException(503, "Temporal is unreachable (connection failed)") from None
+        raise answer from None
     log.info("event %s signalled to workflow %s", event.event_type, logs.workflow_id_for(event.task_sid))
     return SIGNALLED
