@@ -162,7 +162,7 @@ def _events(twilio, workspace_sid: str, **filters) -> list:
     return list(twilio.taskrouter.v1.workspaces(workspace_sid).events.list(**filters))
 
 
-async def _workflow_exists(client: Client, task_sid: str) -> bool:
+async def workflow_exists(client: Client, task_sid: str) -> bool:
     try:
         await client.get_workflow_handle(workflow_id(task_sid)).describe()
     except RPCError as exc:
@@ -190,7 +190,7 @@ async def reconcile(client: Client, twilio, workspace_sid: str, task_queue: str,
                 finished.setdefault(sid, event_type)
     actions: list[ReconcileAction] = []
     for task_sid in sorted(finished):
-        if await _workflow_exists(client, task_sid):
+        if await workflow_exists(client, task_sid):
             actions.append(ReconcileAction(task_sid, "exists", finished=finished[task_sid]))
             continue
         rows = await asyncio.to_thread(_events, twilio, workspace_sid, task_sid=task_sid, start_date=since - history)

@@ -16,11 +16,11 @@ import pytest
 import pytest_asyncio
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.service import RPCError, RPCStatusCode
 from twilio.request_validator import RequestValidator
 
 from flexsf.events import signal_event, workflow_id
 from flexsf.netutil import free_port
+from flexsf.ops import workflow_exists
 from flexsf.settings import Settings
 from flexsf.task_events import task_event
 from gateway.app import create_app
@@ -83,14 +83,6 @@ def event_params(task_sid: str, event_type: str = "task.created", **extra: str) 
     return params
 
 
-async def workflow_exists(client: Client, task_sid: str) -> bool:
-    try:
-        await client.get_workflow_handle(workflow_id(task_sid)).describe()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return False
-        raise
-    return True
 
 
 async def test_signed_sandbox_lifecycle_starts_the_workflow(gateway: Gateway, temporal_client, fresh_twilio_sandbox):
