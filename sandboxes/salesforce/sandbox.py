@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from flexsf.salesforce_client import SalesforceCredentials
+from sandboxes.http_common import timed
 from sandboxes.salesforce import control, demo
 from sandboxes.salesforce.clock import Clock
 from sandboxes.salesforce.errors import not_found
@@ -207,13 +208,7 @@ class SalesforceSandbox:
 
     # ---- internals -----------------------------------------------------------------------------
     def _dispatch(self, req: Request) -> Response:
-        hook = self._on_request
-        if hook is None:
-            return self._route(req)
-        started, t0 = time.time(), time.perf_counter()
-        response = self._route(req)
-        hook(req, response, started, time.perf_counter() - t0)
-        return response
+        return timed(self._route, req, self._on_request)
 
     def _route(self, req: Request) -> Response:
         path = req.path

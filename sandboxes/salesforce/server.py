@@ -7,7 +7,6 @@ Content-Length on every response).
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import ssl
@@ -17,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from sandboxes.http_common import write_json
 from sandboxes.salesforce.rest import Request, Response
 
 log = logging.getLogger("flexsf.sandbox.salesforce")
@@ -133,16 +133,8 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
 
     def _write(self, response: Response) -> None:
-        payload = b"" if response.body is None else json.dumps(response.body).encode()
-        self.send_response(response.status)
-        if payload:
-            self.send_header("Content-Type", "application/json;charset=UTF-8")
-        self.send_header("Content-Length", str(len(payload)))
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        if payload and self.command != "HEAD":
-            self.wfile.write(payload)
+        write_json(self, response.status, response.body, response.headers,
+                   content_type="application/json;charset=UTF-8")
 
     do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = do_HEAD = _serve
 

@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from sandboxes.http_common import timed, write_json
 from sandboxes.twilio.errors import TwilioError
 from sandboxes.twilio.faults import Faults
 
@@ -123,13 +124,7 @@ class Router:
         self._routes.extend(routes)
 
     def handle(self, req: Request) -> Response:
-        hook = self.on_request
-        if hook is None:
-            return self._route(req)
-        started, t0 = time.time(), time.perf_counter()
-        response = self._route(req)
-        hook(req, response, started, time.perf_counter() - t0)
-        return response
+        return timed(self._route, req, self.on_request)
 
     def _route(self, req: Request) -> Response:
         path_matched = False
@@ -190,16 +185,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         req = Request(self.command, split.path, parse_qs(split.query, keep_blank_values=True), self.headers, body)
         response = self.server.router.handle(req)
-        payload = b"" if response.body is None else json.dumps(response.body).encode()
-        self.send_response(response.status)
-        if response.body is not None:
-            self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        if payload and self.command != "HEAD":
-            self.wfile.write(payload)
+        write_json(self, response.status, response.body, response.headers, content_type="application/json")
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
