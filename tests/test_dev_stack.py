@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -68,27 +70,38 @@ def wait_until(predicate, timeout: float, what: str, proc: subprocess.Popen | No
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any product setting, so `flexsf dev` starts on the sandboxes."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SALESFORCE_", "TWILIO_", "FLEXSF_", "TEMPORAL_"))}
+    return env | extra
+
+
+@contextmanager
+def flexsf_dev(cwd: Path, offset: int, env: dict[str, str], log_name: str = "dev.out") -> Iterator[subprocess.Popen]:
+    """`flexsf dev` as a user runs it, in `cwd`; stopped with Ctrl-C (killed if that hangs) however the test ends."""
+    with open(cwd / log_name, "wb") as log:
+        proc = subprocess.Popen([str(FLEXSF), "dev", "--port-offset", str(offset)], cwd=cwd, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+        proc.output_path = cwd / log_name
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
 @pytest.fixture
 def dev_stack(tmp_path: Path):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SALESFORCE_", "TWILIO_", "FLEXSF_", "TEMPORAL_"))}
+    env = clean_env()
     offset = free_offset()
-    log = open(tmp_path / "dev.out", "wb")
-    proc = subprocess.Popen([str(FLEXSF), "dev", "--port-offset", str(offset)], cwd=tmp_path, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-    proc.args_env = env
-    proc.output_path = tmp_path / "dev.out"
-    try:
+    with flexsf_dev(tmp_path, offset, env) as proc:
+        proc.args_env = env
         yield proc, tmp_path, offset
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
 
 
 def test_flexsf_dev_runs_an_inbound_call_end_to_end_and_stops_cleanly(dev_stack):
@@ -142,16 +155,12 @@ def test_temporal_history_survives_a_restart(dev_stack):
     proc.send_signal(signal.SIGINT)
     assert proc.wait(30) == 0
 
-    with open(cwd / "dev2.out", "wb") as log:
-        again = subprocess.Popen([str(FLEXSF), "dev", "--port-offset", str(offset)], cwd=cwd, env=proc.args_env,
-                                 stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_until(info_file.exists, 120, ".flexsf/dev.json after a restart", again)
-            described = run(["workflow", "describe", "--address", address, "--workflow-id", workflow])
-            assert workflow in described
-        finally:
-            again.send_signal(signal.SIGINT)
-            assert again.wait(30) == 0
+    with flexsf_dev(cwd, offset, proc.args_env, "dev2.out") as again:
+        wait_until(info_file.exists, 120, ".flexsf/dev.json after a restart", again)
+        described = run(["workflow", "describe", "--address", address, "--workflow-id", workflow])
+        assert workflow in described
+        again.send_signal(signal.SIGINT)
+        assert again.wait(30) == 0
 
 
 def run(args: list[str]) -> str:

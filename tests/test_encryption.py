@@ -8,7 +8,6 @@ import asyncio
 import base64
 import json
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -35,6 +34,7 @@ from gateway.server import start_gateway, stop_gateway
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
 from tests.fixtures_stack import EventRelay, Stack, settings_from, stack_env, start_stack_worker
+from tests.test_dev_stack import clean_env
 from workflows.models import Notes, Stage
 
 OLD_KEY, NEW_KEY = generate_key(), generate_key()
@@ -302,11 +302,6 @@ async def test_without_keys_the_gateway_has_no_codec_endpoint(twilio_sandbox, te
 # --- flexsf codec-server ----------------------------------------------------------------------------------------
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SALESFORCE_", "TWILIO_", "FLEXSF_", "TEMPORAL_"))}
-    return env | extra
-
-
 def test_codec_server_command_serves_the_codec_alone(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen([str(FLEXSF), "codec-server", "--port", str(port)], cwd=tmp_path,
@@ -348,15 +343,10 @@ def test_flexsf_dev_encrypts_and_points_the_temporal_ui_at_the_gateways_codec(tm
     from temporalio.service import RPCError, RPCStatusCode
 
     from flexsf.dev import GATEWAY_PORT, TEMPORAL_UI_PORT
-    from tests.test_dev_stack import free_offset, wait_until
+    from tests.test_dev_stack import flexsf_dev, free_offset, wait_until
 
     offset = free_offset()
-    log = open(tmp_path / "dev.out", "wb")
-    proc = subprocess.Popen([str(FLEXSF), "dev", "--port-offset", str(offset)], cwd=tmp_path,
-                            env=clean_env(FLEXSF_ENCRYPTION_KEYS=f"dev:{NEW_KEY}"), stdout=log,
-                            stderr=subprocess.STDOUT)
-    proc.output_path = tmp_path / "dev.out"
-    try:
+    with flexsf_dev(tmp_path, offset, clean_env(FLEXSF_ENCRYPTION_KEYS=f"dev:{NEW_KEY}")) as proc:
         info_file = tmp_path / ".flexsf" / "dev.json"
         wait_until(info_file.exists, 120, ".flexsf/dev.json", proc)
         urls = json.loads(info_file.read_text())["urls"]
@@ -400,13 +390,4 @@ def test_flexsf_dev_encrypts_and_points_the_temporal_ui_at_the_gateways_codec(tm
             assert payloads and all(p.metadata[KEY_ID_METADATA] == b"dev" for p in payloads)
             decoded = http.post(f"{codec_url}/decode", json=as_json(payloads), headers={"Origin": ui_origin})
             assert CONTACT.phone.encode() in b"".join(p.data for p in from_json(decoded.json()))
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
     assert NEW_KEY not in (tmp_path / "dev.out").read_text()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 
 from flexsf.simulate import SCENARIOS, Expected, PlannedTask, TaskResult, failed, plan, summarize
 from sandboxes.salesforce import demo as sf_demo
-from tests.test_dev_stack import FLEXSF, PORTS, free_offset, listening, wait_until
+from tests.test_dev_stack import FLEXSF, PORTS, clean_env, flexsf_dev, free_offset, listening, wait_until
 
 WORKERS = ["WK1", "WK2"]
 
@@ -76,39 +75,30 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.timeout(420)
 def test_simulate_plays_twenty_tasks_through_flexsf_dev_and_none_is_lost_or_duplicated(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SALESFORCE_", "TWILIO_", "FLEXSF_", "TEMPORAL_"))}
+    env = clean_env()
     offset = free_offset()
-    with open(tmp_path / "dev.out", "wb") as log:
-        dev = subprocess.Popen([str(FLEXSF), "dev", "--port-offset", str(offset)], cwd=tmp_path, env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
-        dev.output_path = tmp_path / "dev.out"
-        try:
-            info_file = tmp_path / ".flexsf" / "dev.json"
-            wait_until(info_file.exists, 120, ".flexsf/dev.json", dev)
-            children = _children(dev.pid)
-            assert children, "flexsf dev runs the Temporal dev server as a child process"
+    with flexsf_dev(tmp_path, offset, env) as dev:
+        info_file = tmp_path / ".flexsf" / "dev.json"
+        wait_until(info_file.exists, 120, ".flexsf/dev.json", dev)
+        children = _children(dev.pid)
+        assert children, "flexsf dev runs the Temporal dev server as a child process"
 
-            done = subprocess.run([str(FLEXSF), "simulate", "--tasks", "20", "--json"], cwd=tmp_path, env=env,
-                                  capture_output=True, text=True, timeout=300)
-            summary = json.loads(done.stdout.strip().splitlines()[-1])
-            assert done.returncode == 0, (summary, done.stderr[-3000:])
-            assert summary["tasks"] == 20
-            assert summary["logged"] == 20
-            assert summary["related_as_expected"] == 20
-            assert summary["lost"] == 0 and summary["duplicates"] == 0 and summary["related_wrongly"] == 0
-            assert summary["awaiting_selection"] == 0 and summary["errors"] == 0
-            assert set(summary["scenarios"]) == set(SCENARIOS)
-            assert sum(summary["scenarios"].values()) == 20
-            assert summary["selections_and_notes_via"] in ("gateway", "temporal")
-            assert "driving tasks" in done.stderr  # the progress bar goes to stderr with --json
+        done = subprocess.run([str(FLEXSF), "simulate", "--tasks", "20", "--json"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+        summary = json.loads(done.stdout.strip().splitlines()[-1])
+        assert done.returncode == 0, (summary, done.stderr[-3000:])
+        assert summary["tasks"] == 20
+        assert summary["logged"] == 20
+        assert summary["related_as_expected"] == 20
+        assert summary["lost"] == 0 and summary["duplicates"] == 0 and summary["related_wrongly"] == 0
+        assert summary["awaiting_selection"] == 0 and summary["errors"] == 0
+        assert set(summary["scenarios"]) == set(SCENARIOS)
+        assert sum(summary["scenarios"].values()) == 20
+        assert summary["selections_and_notes_via"] in ("gateway", "temporal")
+        assert "driving tasks" in done.stderr  # the progress bar goes to stderr with --json
 
-            dev.send_signal(signal.SIGINT)
-            assert dev.wait(30) == 0
-        finally:
-            if dev.poll() is None:
-                dev.kill()
-                dev.wait()
+        dev.send_signal(signal.SIGINT)
+        assert dev.wait(30) == 0
     assert not info_file.exists()
     for base in PORTS:
         assert not listening(base + offset), f"port {base + offset} still accepts connections"
