@@ -6,14 +6,8 @@ from datetime import timedelta
 
 from temporalio.common import RetryPolicy
 
-# Types raised by activities/errors.py that retrying cannot fix.
-NON_RETRYABLE = [
-    "SalesforceValidationError",
-    "SalesforceNotFound",
-    "SalesforceAuthError",
-    "SalesforceRefused",
-    "TwilioRequestError",
-]
+# The failure types activities/errors.py raises that retrying cannot fix (named there, once).
+from activities.errors import NON_RETRYABLE_TYPES as NON_RETRYABLE
 
 VENDOR_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
