@@ -104,8 +104,7 @@ class SalesforceActivities:
             related = self._resolve_person_account(req.related)
             fields = task_fields(req.model_copy(update={"related": related}), self._fields, self._owner_for(req))
             if req.activity_id:
-                self._sf.call(lambda sf: sf.Task.update(req.activity_id, update_fields(fields)))
-                return ActivityLogResult(activity_id=req.activity_id, created=False)
+                return self._amend(req.activity_id, fields)
             if self._fields.external_id_field:
                 return self._upsert(req.task_sid, fields)
             return self._find_or_create(req.task_sid, fields)
@@ -114,31 +113,30 @@ class SalesforceActivities:
         key = f"{self._fields.external_id_field}/{task_sid}"
         if activity.info().attempt > 1:
             # An earlier attempt may have committed before its answer was lost: amend, never re-create.
-            existing = self._find_by_external_id(task_sid)
+            field_name = self._fields.external_id_field
+            existing = self._first_id(f"SELECT Id FROM Task WHERE {field_name} = {soql_literal(task_sid)} LIMIT 1")
             if existing:
-                self._sf.call(lambda sf: sf.Task.update(existing, update_fields(fields)))
-                return ActivityLogResult(activity_id=existing, created=False)
+                return self._amend(existing, fields)
         response = self._sf.call(lambda sf: sf.Task.upsert(key, fields, raw_response=True))
         body = response.json() if response.content else {}
         return ActivityLogResult(activity_id=body["id"], created=response.status_code == 201)
 
-    def _find_by_external_id(self, task_sid: str) -> str | None:
-        field_name = self._fields.external_id_field
-        soql = f"SELECT Id FROM Task WHERE {field_name} = {soql_literal(task_sid)} LIMIT 1"
-        records = self._sf.call(lambda sf: sf.query(soql))["records"]
-        return records[0]["Id"] if records else None
-
     def _find_or_create(self, task_sid: str, fields: dict) -> ActivityLogResult:
         """Without an external-id field, CallObject carries the call leg (or the task sid) as the key."""
         key = fields.setdefault("CallObject", task_sid)
-        soql = f"SELECT Id FROM Task WHERE CallObject = {soql_literal(key)} LIMIT 1"
-        records = self._sf.call(lambda sf: sf.query(soql))["records"]
-        if records:
-            existing = records[0]["Id"]
-            self._sf.call(lambda sf: sf.Task.update(existing, update_fields(fields)))
-            return ActivityLogResult(activity_id=existing, created=False)
+        existing = self._first_id(f"SELECT Id FROM Task WHERE CallObject = {soql_literal(key)} LIMIT 1")
+        if existing:
+            return self._amend(existing, fields)
         created = self._sf.call(lambda sf: sf.Task.create(fields))
         return ActivityLogResult(activity_id=created["id"], created=True)
+
+    def _amend(self, activity_id: str, fields: dict) -> ActivityLogResult:
+        self._sf.call(lambda sf: sf.Task.update(activity_id, update_fields(fields)))
+        return ActivityLogResult(activity_id=activity_id, created=False)
+
+    def _first_id(self, soql: str) -> str | None:
+        records = self._sf.call(lambda sf: sf.query(soql))["records"]
+        return records[0]["Id"] if records else None
 
     def _resolve_person_account(self, record: RecordRef | None) -> RecordRef | None:
         if record is None or record.person_contact_id or not self._search.person_accounts:
@@ -161,9 +159,7 @@ class SalesforceActivities:
         with self._owners_lock:
             if email in self._owners:
                 return self._owners[email]
-        soql = f"SELECT Id FROM User WHERE Email = {soql_literal(email)} AND IsActive = true LIMIT 1"
-        rows = self._sf.call(lambda sf: sf.query(soql))["records"]
-        owner = rows[0]["Id"] if rows else None
+        owner = self._first_id(f"SELECT Id FROM User WHERE Email = {soql_literal(email)} AND IsActive = true LIMIT 1")
         with self._owners_lock:
             self._owners[email] = owner
         return owner
