@@ -16,19 +16,19 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio.client import Client
-from temporalio.envconfig import ClientConfig
-from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from activities.activity_fields import ActivityFieldConfig
-from activities.flex_config import FlexConfigCache
+from activities.interfaces import activity_methods
+from activities.policy import PolicyActivities
 from activities.salesforce import SalesforceActivities, SearchConfig
 from activities.salesforce_connection import SalesforceConnection
 from activities.twilio import TwilioActivities
 from flexsf import logs, metrics
+from flexsf.flex_config import FlexConfigCache
 from flexsf.salesforce_client import SalesforceCredentials
 from flexsf.settings import ConfigurationError, Settings, load_settings
-from flexsf.temporal_client import data_converter
+from flexsf.temporal_client import connect
 from flexsf.twilio_client import twilio_client_from
 from workflows.task_workflow import FlexTaskWorkflow
 
@@ -44,16 +44,12 @@ WORKFLOW_TASK_POLLS = ACTIVITY_TASK_POLLS = 16
 class Activities:
     salesforce: SalesforceActivities
     twilio: TwilioActivities
+    policy: PolicyActivities
     connection: SalesforceConnection
 
     def all(self) -> list:
-        return [
-            self.salesforce.search_salesforce,
-            self.salesforce.log_activity,
-            self.twilio.load_task_policy,
-            self.twilio.save_record_on_task,
-            self.twilio.reconcile_task,
-        ]
+        """Every activity method of the three classes, collected from them (a new method is registered by itself)."""
+        return activity_methods(self.salesforce, self.twilio, self.policy)
 
 
 def salesforce_credentials(settings: Settings) -> SalesforceCredentials:
@@ -97,14 +93,21 @@ def build_activities(settings: Settings) -> Activities:
     flex_config = FlexConfigCache(twilio, settings.flexsf_features, settings.flexsf_flex_config_ttl_s)
     return Activities(
         salesforce=salesforce,
-        twilio=TwilioActivities(twilio, settings.twilio_workspace_sid, flex_config, settings.timers()),
+        twilio=TwilioActivities(twilio, settings.twilio_workspace_sid),
+        policy=PolicyActivities(flex_config, settings.task_policy_defaults()),
         connection=connection,
     )
 
 
-def build_worker(client: Client, task_queue: str, activities: Activities, executor: ThreadPoolExecutor,
-                 extra_workflows: Sequence[type] = (), extra_activities: Sequence[Callable] = (),
-                 **options) -> Worker:
+def build_worker(
+    client: Client,
+    task_queue: str,
+    activities: Activities,
+    executor: ThreadPoolExecutor,
+    extra_workflows: Sequence[type] = (),
+    extra_activities: Sequence[Callable] = (),
+    **options,
+) -> Worker:
     """`extra_*`: registered beside the product's (`flexsf bench` adds its baseline workflow this way); `options`:
     further `Worker` arguments (benchmark experiments)."""
     # Gauges and calls outside an activity are recorded through the client's runtime (its Prometheus endpoint).
@@ -123,19 +126,11 @@ def build_worker(client: Client, task_queue: str, activities: Activities, execut
     )
 
 
-async def connect(settings: Settings | None = None, runtime: Runtime | None = None) -> Client:
-    """`runtime`: e.g. `metrics.prometheus_runtime(address)` to export metrics; None: Temporal's default runtime."""
-    config = ClientConfig.load_client_connect_config()
-    config.setdefault("target_host", "localhost:7233")
-    return await Client.connect(**config, data_converter=data_converter(settings or load_settings()),
-                                runtime=runtime)
-
-
 async def require_search_attributes(client: Client) -> None:
     """Refuse to start where task workflows could not index themselves (their upserts would fail and stall them)."""
     from temporalio.service import RPCError
 
-    from flexsf.ops import missing_search_attributes
+    from flexsf.search_attributes import missing_search_attributes
 
     try:
         missing = await missing_search_attributes(client)
@@ -146,7 +141,8 @@ async def require_search_attributes(client: Client) -> None:
     if missing:
         raise ConfigurationError(
             f"namespace {client.namespace!r} lacks the search attributes {', '.join(missing)}; register them with "
-            "`flexsf search-attributes --create` (self-hosted) or on Temporal Cloud (see README, Operating)")
+            "`flexsf search-attributes --create` (self-hosted) or on Temporal Cloud (see README, Operating)"
+        )
 
 
 async def run(settings: Settings | None = None) -> None:

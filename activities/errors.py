@@ -17,13 +17,17 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 
 from flexsf import metrics
 from flexsf.salesforce_client import SalesforceAuthError
-
-SALESFORCE_VALIDATION = "SalesforceValidationError"
-SALESFORCE_NOT_FOUND = "SalesforceNotFound"
-SALESFORCE_AUTH = "SalesforceAuthError"
-SALESFORCE_REFUSED = "SalesforceRefused"
-TWILIO_REQUEST = "TwilioRequestError"
-NON_RETRYABLE_TYPES = [SALESFORCE_VALIDATION, SALESFORCE_NOT_FOUND, SALESFORCE_AUTH, SALESFORCE_REFUSED, TWILIO_REQUEST]
+from flexsf.vocabulary import (
+    SALESFORCE_AUTH,
+    SALESFORCE_NOT_FOUND,
+    SALESFORCE_REFUSED,
+    SALESFORCE_UNAVAILABLE,
+    SALESFORCE_UNREACHABLE,
+    SALESFORCE_VALIDATION,
+    TWILIO_REQUEST,
+    TWILIO_UNAVAILABLE,
+    TWILIO_UNREACHABLE,
+)
 
 
 def salesforce_error_summary(exc: SalesforceError) -> str:
@@ -45,12 +49,14 @@ def salesforce_errors(step: str) -> Iterator[None]:
     try:
         yield
     except SalesforceAuthError as exc:
-        raise ApplicationError(f"{step}: Salesforce login failed: {exc}", type=SALESFORCE_AUTH, non_retryable=True) from None
+        raise ApplicationError(
+            f"{step}: Salesforce login failed: {exc}", type=SALESFORCE_AUTH, non_retryable=True
+        ) from None
     except SalesforceError as exc:
         summary = f"{step}: Salesforce answered {exc.status}: {salesforce_error_summary(exc)}"
         code = salesforce_error_code(exc)
         if exc.status >= 500 or exc.status == 401 or code == "REQUEST_LIMIT_EXCEEDED":
-            raise ApplicationError(summary, type="SalesforceUnavailable") from None
+            raise ApplicationError(summary, type=SALESFORCE_UNAVAILABLE) from None
         if exc.status == 404:
             raise ApplicationError(summary, type=SALESFORCE_NOT_FOUND, non_retryable=True) from None
         if exc.status == 403:
@@ -59,7 +65,9 @@ def salesforce_errors(step: str) -> Iterator[None]:
     except requests.RequestException as exc:
         sent = exc.request
         metrics.salesforce_call(getattr(sent, "url", None) or "", getattr(sent, "method", None) or "", "unreachable")
-        raise ApplicationError(f"{step}: Salesforce unreachable: {type(exc).__name__}", type="SalesforceUnreachable") from None
+        raise ApplicationError(
+            f"{step}: Salesforce unreachable: {type(exc).__name__}", type=SALESFORCE_UNREACHABLE
+        ) from None
 
 
 @contextmanager
@@ -69,7 +77,7 @@ def twilio_errors(step: str) -> Iterator[None]:
     except TwilioRestException as exc:
         summary = f"{step}: Twilio answered {exc.status} (code {exc.code}): {exc.msg}"
         if exc.status == 429 or exc.status >= 500:
-            raise ApplicationError(summary, type="TwilioUnavailable") from None
+            raise ApplicationError(summary, type=TWILIO_UNAVAILABLE) from None
         raise ApplicationError(summary, type=TWILIO_REQUEST, non_retryable=True) from None
     except (requests.RequestException, TwilioException) as exc:
-        raise ApplicationError(f"{step}: Twilio unreachable: {type(exc).__name__}", type="TwilioUnreachable") from None
+        raise ApplicationError(f"{step}: Twilio unreachable: {type(exc).__name__}", type=TWILIO_UNREACHABLE) from None

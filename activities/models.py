@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from workflows.models import Notes, RecordRef, TaskEvent
+from flexsf.models import Notes, RecordRef, TaskEvent
 
 
 class SearchRequest(BaseModel):

@@ -10,12 +10,13 @@ from temporalio import activity
 
 from activities.activity_fields import ActivityFieldConfig, task_fields, update_fields
 from activities.errors import salesforce_errors
+from activities.interfaces import SalesforceSteps, implements
 from activities.models import ActivityLogRequest, ActivityLogResult, SearchRequest, SearchResult
 from activities.salesforce_connection import SalesforceConnection
-from activities.search_terms import build_sosl, plan_search
 from flexsf import metrics
+from flexsf.models import RecordRef
 from flexsf.salesforce_ids import object_type_for_id
-from workflows.models import RecordRef
+from flexsf.search_terms import build_sosl, plan_search
 
 # What a search returns per object, and which field names the record for the agent.
 _RETURNING = {
@@ -59,7 +60,7 @@ def without_person_contacts(records: list[RecordRef]) -> list[RecordRef]:
     return [r for r in records if r.id not in person_contacts]
 
 
-class SalesforceActivities:
+class SalesforceActivities(SalesforceSteps):
     def __init__(
         self,
         connection: SalesforceConnection,
@@ -74,7 +75,7 @@ class SalesforceActivities:
         self._owners: dict[str, str | None] = {}
         self._owners_lock = threading.Lock()
 
-    @activity.defn(name="search_salesforce")
+    @implements(SalesforceSteps.search_salesforce)
     def search_salesforce(self, req: SearchRequest) -> SearchResult:
         metrics.note_attempt("salesforce")
         plan = plan_search(req.term, self._search.region)
@@ -86,7 +87,7 @@ class SalesforceActivities:
         records = [record_from_search(r) for r in (raw or {}).get("searchRecords", [])]
         return SearchResult(records=without_person_contacts(records))
 
-    @activity.defn(name="log_activity")
+    @implements(SalesforceSteps.log_activity)
     def log_activity(self, req: ActivityLogRequest) -> ActivityLogResult:
         """Create or amend the one Salesforce Task of this Flex task, safe to repeat."""
         metrics.note_attempt("salesforce")

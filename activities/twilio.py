@@ -3,29 +3,26 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
-from temporalio import activity
 from temporalio.exceptions import ApplicationError
 from twilio.base import values
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
 from activities.errors import twilio_errors
-from activities.flex_config import FlexConfigCache
+from activities.interfaces import TwilioSteps, implements
 from activities.models import (
     ReconcileRequest,
     ReconcileResult,
     SaveRecordRequest,
     SaveRecordResult,
 )
-from flexsf import metrics
+from flexsf import metrics, vocabulary
 from flexsf.task_events import event_from_events_api
-from workflows.models import TaskPolicy, TaskWorkflowInput
 
 # Concurrent writers (Flex UI, Studio, other plugins) may keep moving the ETag; past this, let Temporal back off.
 MAX_MERGE_ATTEMPTS = 8
-FINISHED_EVENTS = {"task.completed", "task.canceled", "task.deleted", "task.system-deleted"}
+FINISHED_EVENTS = {*vocabulary.FINISHED_EVENTS, *vocabulary.GONE_EVENTS}
 FINISHED_STATUSES = {"completed", "canceled"}
 
 
@@ -40,23 +37,15 @@ def merged_attributes(current: dict, record_id: str, record_type: str | None) ->
     return merged
 
 
-class TwilioActivities:
-    def __init__(self, client: Client, workspace_sid: str, flex_config: FlexConfigCache, timers: dict[str, timedelta]):
+class TwilioActivities(TwilioSteps):
+    def __init__(self, client: Client, workspace_sid: str):
         self._client = client
         self._workspace_sid = workspace_sid
-        self._flex_config = flex_config
-        self._timers = timers
 
     def _tasks(self):
         return self._client.taskrouter.v1.workspaces(self._workspace_sid).tasks
 
-    @activity.defn(name="load_task_policy")
-    def load_task_policy(self, req: TaskWorkflowInput) -> TaskPolicy:
-        metrics.note_attempt("twilio")
-        with twilio_errors("load_task_policy"):
-            return TaskPolicy(flags=self._flex_config.flags(), **self._timers)
-
-    @activity.defn(name="save_record_on_task")
+    @implements(TwilioSteps.save_record_on_task)
     def save_record_on_task(self, req: SaveRecordRequest) -> SaveRecordResult:
         """Merge sfdcObjectId/sfdcObjectType into the task attributes, guarded by the ETag."""
         metrics.note_attempt("twilio")
@@ -89,7 +78,7 @@ class TwilioActivities:
                     raise
         raise ApplicationError(
             f"save_record_on_task: the task's attributes changed under us {MAX_MERGE_ATTEMPTS} times in a row",
-            type="TaskAttributesContended",
+            type=vocabulary.TASK_ATTRIBUTES_CONTENDED,
         )
 
     @staticmethod
@@ -102,7 +91,7 @@ class TwilioActivities:
                 return True
             raise
 
-    @activity.defn(name="reconcile_task")
+    @implements(TwilioSteps.reconcile_task)
     def reconcile_task(self, req: ReconcileRequest) -> ReconcileResult:
         """Ask TaskRouter's Events list what happened to a task whose callbacks went quiet."""
         metrics.note_attempt("twilio")

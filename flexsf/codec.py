@@ -114,10 +114,12 @@ class AesGcmCodec(PayloadCodec):
         out = []
         for payload in payloads:
             nonce = os.urandom(NONCE_BYTES)
-            out.append(Payload(
-                metadata={"encoding": ENCODING, KEY_ID_METADATA: self._current_id.encode()},
-                data=nonce + cipher.encrypt(nonce, payload.SerializeToString(), None),
-            ))
+            out.append(
+                Payload(
+                    metadata={"encoding": ENCODING, KEY_ID_METADATA: self._current_id.encode()},
+                    data=nonce + cipher.encrypt(nonce, payload.SerializeToString(), None),
+                )
+            )
         return out
 
     def decode_sync(self, payloads: Iterable[Payload]) -> list[Payload]:
@@ -131,8 +133,10 @@ class AesGcmCodec(PayloadCodec):
             if cipher is None:
                 raise PayloadDecryptionError(
                     f"payload encrypted with unknown key id {key_id!r}; FLEXSF_ENCRYPTION_KEYS has "
-                    f"{', '.join(repr(k) for k in self._ciphers)}" if key_id
-                    else "encrypted payload has no encryption-key-id metadata")
+                    f"{', '.join(repr(k) for k in self._ciphers)}"
+                    if key_id
+                    else "encrypted payload has no encryption-key-id metadata"
+                )
             data = payload.data
             try:
                 plain = cipher.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], None)

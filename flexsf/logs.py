@@ -17,26 +17,31 @@ import re
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import IO, Any
 
 from temporalio import activity
 
-WORKFLOW_ID_PREFIX = "flex-task-"
+from flexsf.vocabulary import WORKFLOW_ID_PREFIX, workflow_id
+
 MASK = "[REDACTED]"
 
 _task_sid: contextvars.ContextVar[str | None] = contextvars.ContextVar("flexsf_task_sid", default=None)
 
-_SECRET_KEYS = (r"(?:access[_-]?token|refresh[_-]?token|auth[_-]?token|id[_-]?token|token|client[_-]?secret|"
-                r"api[_-]?secret|secret|password|passwd|api[_-]?key|apikey|assertion|session[_-]?id|sessionid|"
-                r"signature|encryption[_-]?keys?)")
+_SECRET_KEYS = (
+    r"(?:access[_-]?token|refresh[_-]?token|auth[_-]?token|id[_-]?token|token|client[_-]?secret|"
+    r"api[_-]?secret|secret|password|passwd|api[_-]?key|apikey|assertion|session[_-]?id|sessionid|"
+    r"signature|encryption[_-]?keys?)"
+)
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # Authorization: Bearer abc / 'Authorization': 'Basic abc' / authorization=...
     (re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(?:(?:bearer|basic|token)\s+)?[^\s'\",;}]+"), r"\1" + MASK),
     (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=!-]+"), r"\1" + MASK),
     # "client_secret": "x" / client_secret=x / password: x / X-Twilio-Signature: x
-    (re.compile(r"(?i)([\"']?[\w-]*" + _SECRET_KEYS + r"[\"']?\s*[:=]\s*)(?:\"[^\"]*\"|'[^']*'|[^\s,;&}\]]+)"),
-     r"\1" + MASK),
+    (
+        re.compile(r"(?i)([\"']?[\w-]*" + _SECRET_KEYS + r"[\"']?\s*[:=]\s*)(?:\"[^\"]*\"|'[^']*'|[^\s,;&}\]]+)"),
+        r"\1" + MASK,
+    ),
     # JWTs (Flex tokens, Salesforce JWT assertions).
     (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), MASK),
     # Salesforce session ids / access tokens: 00D<org id>!<token>.
@@ -53,8 +58,13 @@ def register_secrets(values: Iterable[str | None]) -> None:
 
 
 def settings_secrets(settings: Any) -> list[str]:
-    names = ("salesforce_client_secret", "salesforce_password", "twilio_auth_token", "twilio_api_secret",
-             "flexsf_encryption_keys")
+    names = (
+        "salesforce_client_secret",
+        "salesforce_password",
+        "twilio_auth_token",
+        "twilio_api_secret",
+        "flexsf_encryption_keys",
+    )
     values = []
     for name in names:
         secret = getattr(settings, name, None)
@@ -73,7 +83,7 @@ def redact(text: str) -> str:
 
 
 def workflow_id_for(task_sid: str) -> str:
-    return WORKFLOW_ID_PREFIX + task_sid
+    return workflow_id(task_sid)
 
 
 @contextmanager
@@ -118,7 +128,7 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a bad format string: log what we have, still masked
+        except Exception:  # a bad format string: log what we have, still masked
             message = f"{record.msg} {record.args}"
         record.msg, record.args = redact(message), None
         if record.exc_info and not record.exc_text:
@@ -133,7 +143,7 @@ class RedactingFilter(logging.Filter):
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -170,8 +180,13 @@ def make_handler(stream: IO[str] | None = None, json_lines: bool | None = None) 
     return handler
 
 
-def setup_logging(settings: Any = None, *, level: str | int | None = None, stream: IO[str] | None = None,
-                  json_lines: bool | None = None) -> logging.Handler:
+def setup_logging(
+    settings: Any = None,
+    *,
+    level: str | int | None = None,
+    stream: IO[str] | None = None,
+    json_lines: bool | None = None,
+) -> logging.Handler:
     """Route every logger (ours, uvicorn's, Temporal's, the SDKs') through one flexsf handler on the root logger."""
     if settings is not None:
         register_secrets(settings_secrets(settings))

@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 import jwt
 import requests
 from requests.adapters import HTTPAdapter
+from simple_salesforce import Salesforce
 
 from flexsf.tls import SharedContextAdapter, client_context
-from simple_salesforce import Salesforce
 
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 # Salesforce accepts assertions valid for at most a few minutes.
@@ -91,8 +91,9 @@ def make_session(ca_bundle: str | None = None, pool_size: int = 64) -> requests.
     if ca_bundle:
         session.trust_env = False
         session.verify = ca_bundle
-        session.mount("https://", SharedContextAdapter(client_context(ca_bundle), pool_connections=4,
-                                                       pool_maxsize=pool_size))
+        session.mount(
+            "https://", SharedContextAdapter(client_context(ca_bundle), pool_connections=4, pool_maxsize=pool_size)
+        )
     return session
 
 

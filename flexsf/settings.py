@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
@@ -22,7 +22,7 @@ _PLACEHOLDERS = {"changeme", "change-me", "xxx", "secret", "your-secret-here", "
 
 
 class FeatureOverrides(BaseModel):
-    """`FLEXSF_FEATURES__<FLAG>=true|false` wins over Flex's `salesforce_integration` config; unset means "as Flex says"."""
+    """`FLEXSF_FEATURES__<FLAG>=true|false` wins over Flex's `salesforce_integration` config; unset: as Flex says."""
 
     enabled: bool | None = None
     activity_logging: bool | None = None
@@ -139,8 +139,12 @@ class Settings(BaseSettings):
     def _no_placeholders(cls, v: SecretStr | None, info) -> SecretStr | None:
         return _refuse_placeholder(v, info.field_name.upper())
 
-    @field_validator("flexsf_activity_external_id_field", "flexsf_activity_topics_field",
-                     "flexsf_activity_sentiment_field", mode="before")
+    @field_validator(
+        "flexsf_activity_external_id_field",
+        "flexsf_activity_topics_field",
+        "flexsf_activity_sentiment_field",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, v):
         # `FIELD=` in an env file means "no such field", not a field named "".
@@ -163,7 +167,7 @@ class Settings(BaseSettings):
         return v
 
     @model_validator(mode="after")
-    def _twilio_auth_complete(self) -> "Settings":
+    def _twilio_auth_complete(self) -> Settings:
         if self.twilio_api_key and not self.twilio_api_secret:
             raise ValueError("TWILIO_API_KEY is set without TWILIO_API_SECRET")
         return self
@@ -176,7 +180,9 @@ class Settings(BaseSettings):
     def twilio_configured(self) -> bool:
         return bool(self.twilio_account_sid and (self.twilio_auth_token or self.twilio_api_key))
 
-    def timers(self) -> dict[str, timedelta]:
+    def task_policy_defaults(self) -> dict[str, Any]:
+        """The worker's part of every task's `TaskPolicy` (flags come from Flex): timers and step options. A setting
+        a workflow step needs goes here and into `flexsf.models.TaskPolicy` under the same key."""
         return {
             "selection_timeout": timedelta(seconds=self.flexsf_selection_timeout_s),
             "notes_grace": timedelta(seconds=self.flexsf_notes_grace_s),
@@ -216,8 +222,9 @@ def settings_from_env(env: Mapping[str, str], **overrides) -> Settings:
 
     class _FromMapping(Settings):
         @classmethod
-        def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                       file_secret_settings):
+        def settings_customise_sources(
+            cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+        ):
             return init_settings, _MappingSource(settings_cls), dotenv_settings
 
     return load_settings(_FromMapping, **overrides)

@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from workflows.models import TaskEvent
+from flexsf.models import TaskEvent
 
 
 class MalformedEvent(ValueError):
@@ -42,8 +42,9 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def task_event(params: Mapping[str, Any], *, sid: str | None = None, event_type: str | None = None,
-               timestamp_ms: int | None = None) -> TaskEvent:
+def task_event(
+    params: Mapping[str, Any], *, sid: str | None = None, event_type: str | None = None, timestamp_ms: int | None = None
+) -> TaskEvent:
     p = _normalized(params)
     task_sid = p.get("tasksid")
     if not task_sid:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 
+from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
+from temporalio.envconfig import ClientConfig
+from temporalio.runtime import Runtime
 
 from flexsf.codec import AesGcmCodec
-from flexsf.settings import Settings
+from flexsf.settings import Settings, load_settings
 
 
 def payload_codec(settings: Settings) -> AesGcmCodec | None:
@@ -25,5 +28,15 @@ def data_converter(settings: Settings) -> DataConverter:
     codec = payload_codec(settings)
     if codec is None:
         return pydantic_data_converter
-    return dataclasses.replace(pydantic_data_converter, payload_codec=codec,
-                               failure_converter_class=DefaultFailureConverterWithEncodedAttributes)
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=codec,
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
+
+
+async def connect(settings: Settings | None = None, runtime: Runtime | None = None) -> Client:
+    """`runtime`: e.g. `metrics.prometheus_runtime(address)` to export metrics; None: Temporal's default runtime."""
+    config = ClientConfig.load_client_connect_config()
+    config.setdefault("target_host", "localhost:7233")
+    return await Client.connect(**config, data_converter=data_converter(settings or load_settings()), runtime=runtime)

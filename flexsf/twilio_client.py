@@ -17,9 +17,8 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-from flexsf.settings import ConfigurationError, Settings
-
 from flexsf import metrics
+from flexsf.settings import ConfigurationError, Settings
 
 DEFAULT_TIMEOUT_S = 10.0
 # The SDK is called from a thread pool of activities; one pooled connection per worker thread.
@@ -57,8 +56,13 @@ class CountingTwilioHttpClient(TwilioHttpClient):
 class RebasedTwilioHttpClient(CountingTwilioHttpClient):
     """A `TwilioHttpClient` that sends every Twilio API call to `base_url` instead of `*.twilio.com`."""
 
-    def __init__(self, base_url: str, timeout: float | None = DEFAULT_TIMEOUT_S,
-                 pool_size: int = DEFAULT_POOL_SIZE, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(pool_connections=True, timeout=timeout, **kwargs)
         self.base_url = base_url.rstrip("/")
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)

@@ -11,14 +11,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from temporalio.client import Client
 from twilio.request_validator import RequestValidator
 
-from activities.flex_config import FlexConfigCache
+from flexsf.flex_config import FlexConfigCache
 from flexsf.settings import ConfigurationError, Settings
+from flexsf.temporal_client import connect
 from flexsf.tls import client_context
 from flexsf.twilio_client import twilio_client_from
 from gateway.auth import TokenValidator
-from gateway.routes import agent, health, taskrouter
+from gateway.routes import agent, codec, health, taskrouter
 from gateway.routes import metrics as metrics_route
-from gateway.routes import codec
 
 
 def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
@@ -28,20 +28,21 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if app.state.temporal_client is None:
-            import worker
-
-            app.state.temporal_client = await worker.connect(settings)
+            app.state.temporal_client = await connect(settings)
         async with httpx.AsyncClient(timeout=settings.twilio_timeout_s, verify=client_context()) as http:
             if settings.twilio_account_sid:
                 # The agent API: Flex tokens validated through Twilio, feature flags from the Flex configuration.
                 app.state.token_validator = TokenValidator.from_settings(settings, http)
-                app.state.flex_config = FlexConfigCache(twilio_client_from(settings), settings.flexsf_features,
-                                                        settings.flexsf_flex_config_ttl_s)
+                app.state.flex_config = FlexConfigCache(
+                    twilio_client_from(settings), settings.flexsf_features, settings.flexsf_flex_config_ttl_s
+                )
             yield
 
-    app = FastAPI(title="flexsf gateway",
-                  summary="Twilio Flex TaskRouter callbacks into Temporal, and the agent API of the Flex plugin",
-                  lifespan=lifespan)
+    app = FastAPI(
+        title="flexsf gateway",
+        summary="Twilio Flex TaskRouter callbacks into Temporal, and the agent API of the Flex plugin",
+        lifespan=lifespan,
+    )
     app.state.settings = settings
     app.state.temporal_client = client
     app.state.token_validator = None

@@ -8,13 +8,16 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from temporalio.client import Client
 
-from activities.flex_config import FlexConfigCache
+from flexsf.flex_config import FlexConfigCache
 from flexsf.settings import Settings
 from gateway.auth import Agent, InvalidToken, TokenServiceUnavailable, TokenValidator
 
 # auto_error=False: we answer 401 with our own reason (and the scheme still shows in the OpenAPI document).
-_bearer = HTTPBearer(auto_error=False, scheme_name="FlexToken",
-                     description="The agent's Flex token (`manager.user.token` in a Flex plugin)")
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="FlexToken",
+    description="The agent's Flex token (`manager.user.token` in a Flex plugin)",
+)
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 MAX_TOKEN_CHARS = 8192
 

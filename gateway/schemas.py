@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from workflows.models import FeatureFlags, Notes, RecordRef, Stage, TaskView
+from flexsf.models import FeatureFlags, Notes, RecordRef, Stage, TaskView
 
 TASK_SID_PATTERN = r"^WT[0-9a-fA-F]{32}$"
 SALESFORCE_ID_PATTERN = r"^[a-zA-Z0-9]{15}([a-zA-Z0-9]{3})?$"
@@ -26,8 +26,13 @@ class RecordOut(BaseModel):
     def of(cls, record: RecordRef | None) -> RecordOut | None:
         if record is None:
             return None
-        return cls(id=record.id, type=record.type, name=record.name, label=record.label,
-                   person_contact_id=record.person_contact_id)
+        return cls(
+            id=record.id,
+            type=record.type,
+            name=record.name,
+            label=record.label,
+            person_contact_id=record.person_contact_id,
+        )
 
 
 class PopOut(BaseModel):
@@ -66,8 +71,11 @@ class TaskOut(BaseModel):
             direction=view.direction,
             channel=view.channel,
             worker_sid=view.worker_sid,
-            pop=PopOut(search_term=view.pop.search_term, record=RecordOut.of(view.pop.record),
-                       candidates=[RecordOut.of(c) for c in view.pop.candidates]),
+            pop=PopOut(
+                search_term=view.pop.search_term,
+                record=RecordOut.of(view.pop.record),
+                candidates=[RecordOut.of(c) for c in view.pop.candidates],
+            ),
             record=RecordOut.of(view.record),
             notes=NotesOut(**view.notes.model_dump()) if view.notes else None,
             activity_id=view.activity_id,
@@ -100,17 +108,17 @@ class ClickToDialIn(BaseModel):
     """The payload Salesforce's Open CTI `onClickToDial` listener receives."""
 
     number: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    recordId: SalesforceId | None = None  # noqa: N815 - Open CTI's names
-    objectType: ShortText | None = None  # noqa: N815
-    recordName: ShortText | None = None  # noqa: N815
-    accountId: SalesforceId | None = None  # noqa: N815
-    contactId: SalesforceId | None = None  # noqa: N815
-    personAccount: bool = False  # noqa: N815
+    recordId: SalesforceId | None = None  # Open CTI's names
+    objectType: ShortText | None = None
+    recordName: ShortText | None = None
+    accountId: SalesforceId | None = None
+    contactId: SalesforceId | None = None
+    personAccount: bool = False
 
 
 class OutboundTaskAttributes(BaseModel):
-    sfdcObjectId: str | None = None  # noqa: N815 - the task attribute names the workflow reads
-    sfdcObjectType: str | None = None  # noqa: N815
+    sfdcObjectId: str | None = None  # the task attribute names the workflow reads
+    sfdcObjectType: str | None = None
     name: str | None = None
 
 
@@ -118,7 +126,7 @@ class StartOutboundCall(BaseModel):
     """The payload of Flex's `StartOutboundCall` action."""
 
     destination: str = Field(description="E.164")
-    taskAttributes: OutboundTaskAttributes  # noqa: N815
+    taskAttributes: OutboundTaskAttributes
 
 
 class AgentConfig(BaseModel):

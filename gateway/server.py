@@ -18,13 +18,19 @@ class EmbeddedServer(uvicorn.Server):
         yield
 
 
-async def start_gateway(app: FastAPI, host: str, port: int, log_level: str = "warning",
-                        log_config: dict | str | None = uvicorn.config.LOGGING_CONFIG) -> tuple[EmbeddedServer, asyncio.Task]:
+async def start_gateway(
+    app: FastAPI,
+    host: str,
+    port: int,
+    log_level: str = "warning",
+    log_config: dict | str | None = uvicorn.config.LOGGING_CONFIG,
+) -> tuple[EmbeddedServer, asyncio.Task]:
     """Start serving on the running loop; returns once the socket listens (or raises if startup failed).
 
     `log_config=None` leaves logging alone (uvicorn's records reach the root logger's handlers, e.g. flexsf.logs)."""
-    server = EmbeddedServer(uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
-                                           log_config=log_config))
+    server = EmbeddedServer(
+        uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on", log_config=log_config)
+    )
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

@@ -26,8 +26,9 @@ def timed(route: Callable[[Req], Resp], req: Req, hook: Callable[[Req, Resp, flo
     return response
 
 
-def write_json(handler: BaseHTTPRequestHandler, status: int, body: Any, headers: Mapping[str, str], *,
-               content_type: str) -> None:
+def write_json(
+    handler: BaseHTTPRequestHandler, status: int, body: Any, headers: Mapping[str, str], *, content_type: str
+) -> None:
     """Send `body` as JSON (None: an empty body, no Content-Type) with Content-Length; HEAD gets no payload."""
     payload = b"" if body is None else json.dumps(body).encode()
     handler.send_response(status)

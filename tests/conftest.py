@@ -11,9 +11,9 @@ import pytest_asyncio
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from devtools.netutil import free_port
+from devtools.temporal_server import TemporalDevServer
 from flexsf.metrics import prometheus_runtime
-from flexsf.netutil import free_port
-from flexsf.temporal_server import TemporalDevServer
 
 pytest_plugins = ["tests.fixtures_salesforce", "tests.fixtures_twilio", "tests.fixtures_stack"]
 
@@ -38,7 +38,9 @@ def worker_metrics_url() -> str:
 async def temporal_client(temporal_server: TemporalDevServer, worker_metrics_url: str) -> AsyncIterator[Client]:
     address = worker_metrics_url.removeprefix("http://").removesuffix("/metrics")
     yield await Client.connect(
-        temporal_server.address, namespace=temporal_server.namespace, data_converter=pydantic_data_converter,
+        temporal_server.address,
+        namespace=temporal_server.namespace,
+        data_converter=pydantic_data_converter,
         runtime=prometheus_runtime(address),
     )
 

@@ -21,11 +21,12 @@ from temporalio.client import Client, WorkflowHandle
 from twilio.request_validator import RequestValidator
 
 import worker as worker_module
-from flexsf.dev import sandbox_env
-from flexsf.events import HANDLED_EVENTS, signal_event, workflow_id
+from devtools.dev import sandbox_env
+from flexsf.models import TaskView
 from flexsf.settings import Settings, settings_from_env
 from flexsf.task_events import task_event
-from workflows.models import TaskView
+from flexsf.vocabulary import HANDLED_EVENTS, workflow_id
+from workflows.delivery import signal_event
 from workflows.task_workflow import FlexTaskWorkflow
 
 
@@ -52,7 +53,7 @@ class EventRelay:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
                 params = dict(parse_qsl(body, keep_blank_values=True))
                 url = f"http://127.0.0.1:{relay.port}{self.path}"
@@ -62,10 +63,11 @@ class EventRelay:
                 if params.get("EventType") in HANDLED_EVENTS:
                     event = task_event(params)
                     future = asyncio.run_coroutine_threadsafe(
-                        signal_event(relay.client, relay.task_queue, event), relay.loop)
+                        signal_event(relay.client, relay.task_queue, event), relay.loop
+                    )
                     try:
                         future.result(timeout=30)
-                    except Exception:  # noqa: BLE001 - a closed workflow or Temporal trouble: let the sender see it
+                    except Exception:  # a closed workflow or Temporal trouble: let the sender see it
                         return self._answer(503)
                 self._answer(204)
 
@@ -114,7 +116,7 @@ class Stack:
                 last = await self.view(task_sid)
                 if predicate(last):
                     return last
-            except Exception as exc:  # noqa: BLE001 - not started yet
+            except Exception as exc:  # not started yet
                 last = exc
             await asyncio.sleep(0.05)
         raise AssertionError(f"condition not met for {task_sid}; last view: {last!r}")
@@ -144,8 +146,9 @@ def stack_overrides(request: pytest.FixtureRequest) -> dict[str, str]:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def stack(temporal_client, clean_salesforce_sandbox, fresh_twilio_sandbox, event_relay,
-                stack_overrides) -> AsyncIterator[Stack]:
+async def stack(
+    temporal_client, clean_salesforce_sandbox, fresh_twilio_sandbox, event_relay, stack_overrides
+) -> AsyncIterator[Stack]:
     salesforce_sandbox, twilio_sandbox = clean_salesforce_sandbox, fresh_twilio_sandbox
     task_queue = f"stack-{uuid.uuid4()}"
     env = stack_env(salesforce_sandbox.info, twilio_sandbox.info, task_queue, **stack_overrides)

@@ -6,7 +6,8 @@ writes the finished workflow's history to `tests/histories/<scenario>.json`.
 
 Re-record only when the workflow change is guarded by `workflow.patched(...)` or no workflow started by the old code
 can still be running (README, "Changing the workflow safely"): the stored histories stand for the workflows in flight
-in production, and overwriting them with the new code's histories hides exactly the break they are there to catch. With a patch, first move the current files to
+in production, and overwriting them with the new code's histories hides exactly the break they are there to catch.
+With a patch, first move the current files to
 `tests/histories/before-<patch-id>/`: `tests/test_replay.py` replays those too, as the workflows still on the old
 branch; remove them with the `workflow.deprecate_patch` step.
 
@@ -31,14 +32,14 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from flexsf.events import signal_notes
-from flexsf.temporal_server import TemporalDevServer
+from devtools.temporal_server import TemporalDevServer
+from flexsf.models import Notes, RecordSelection, Stage, TaskView
 from sandboxes.salesforce import SalesforceSandbox
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import TwilioSandbox
 from sandboxes.twilio import demo as tw_demo
 from tests.fixtures_stack import EventRelay, Stack, stack_env, start_stack_worker
-from workflows.models import Notes, RecordSelection, Stage, TaskView
+from workflows.delivery import signal_notes
 from workflows.task_workflow import FlexTaskWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
@@ -71,8 +72,9 @@ async def _selection(stack: Stack) -> str:
     sid = stack.tw.lifecycle({"from": sf_demo.SHARED_PHONE}, worker_sid=AGENT.sid)["sid"]
     await stack.wait_for(sid, lambda v: v.stage == Stage.AWAITING_SELECTION)
     chosen = sf_demo.SHARED_PHONE_RECORDS[2]
-    await stack.handle(sid).execute_update(FlexTaskWorkflow.select_record,
-                                           RecordSelection(worker_sid=AGENT.sid, record_id=chosen.id))
+    await stack.handle(sid).execute_update(
+        FlexTaskWorkflow.select_record, RecordSelection(worker_sid=AGENT.sid, record_id=chosen.id)
+    )
     stack.tw.wrapup(sid)
     stack.tw.complete(sid)
     return sid
@@ -102,8 +104,11 @@ async def _salesforce_retries(stack: Stack) -> str:
 async def _notes_after_completion(stack: Stack) -> str:
     sid = await _single_match(stack)
     await stack.wait_for(sid, lambda v: v.stage == Stage.LOGGED)
-    await signal_notes(stack.client, sid, Notes(disposition="Resolved", summary="Fixed on the call",
-                                                topics=["billing"], sentiment="positive"))
+    await signal_notes(
+        stack.client,
+        sid,
+        Notes(disposition="Resolved", summary="Fixed on the call", topics=["billing"], sentiment="positive"),
+    )
     return sid
 
 
@@ -111,17 +116,28 @@ SEARCH, SAVE, LOG = "search_salesforce", "save_record_on_task", "log_activity"
 POLICY, RECONCILE = "load_task_policy", "reconcile_task"
 NO_GRACE = {"FLEXSF_NOTES_GRACE_S": "0"}
 
-SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
-    Scenario("single_match", _single_match, (POLICY, SEARCH, SAVE, LOG), NO_GRACE),
-    Scenario("selection", _selection, (POLICY, SEARCH, SAVE, LOG), NO_GRACE),
-    Scenario("cancel", _cancel, (POLICY, LOG), NO_GRACE),
-    Scenario("lost_completion", _lost_completion, (POLICY, SEARCH, SAVE, RECONCILE, LOG),
-             NO_GRACE | {"FLEXSF_LOST_EVENT_WINDOW_S": "1"}),
-    Scenario("salesforce_retries", _salesforce_retries, (POLICY, SEARCH, SAVE, LOG), NO_GRACE),
-    # The grace must outlast the moment between seeing LOGGED and the notes signal; the amend closes nothing early.
-    Scenario("notes_after_completion", _notes_after_completion, (POLICY, SEARCH, SAVE, LOG, LOG),
-             {"FLEXSF_NOTES_GRACE_S": "5"}),
-]}
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in [
+        Scenario("single_match", _single_match, (POLICY, SEARCH, SAVE, LOG), NO_GRACE),
+        Scenario("selection", _selection, (POLICY, SEARCH, SAVE, LOG), NO_GRACE),
+        Scenario("cancel", _cancel, (POLICY, LOG), NO_GRACE),
+        Scenario(
+            "lost_completion",
+            _lost_completion,
+            (POLICY, SEARCH, SAVE, RECONCILE, LOG),
+            NO_GRACE | {"FLEXSF_LOST_EVENT_WINDOW_S": "1"},
+        ),
+        Scenario("salesforce_retries", _salesforce_retries, (POLICY, SEARCH, SAVE, LOG), NO_GRACE),
+        # The grace must outlast the moment between seeing LOGGED and the notes signal; the amend closes nothing early.
+        Scenario(
+            "notes_after_completion",
+            _notes_after_completion,
+            (POLICY, SEARCH, SAVE, LOG, LOG),
+            {"FLEXSF_NOTES_GRACE_S": "5"},
+        ),
+    ]
+}
 
 
 def scrub(history: dict) -> dict:
@@ -140,13 +156,17 @@ def to_text(history: dict) -> str:
 
 
 def activity_types(history: dict) -> tuple[str, ...]:
-    return tuple(e["activityTaskScheduledEventAttributes"]["activityType"]["name"] for e in history["events"]
-                 if "activityTaskScheduledEventAttributes" in e)
+    return tuple(
+        e["activityTaskScheduledEventAttributes"]["activityType"]["name"]
+        for e in history["events"]
+        if "activityTaskScheduledEventAttributes" in e
+    )
 
 
 class Recorder:
-    def __init__(self, client: Client, sf: SalesforceSandbox, tw: TwilioSandbox, relay: EventRelay,
-                 executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self, client: Client, sf: SalesforceSandbox, tw: TwilioSandbox, relay: EventRelay, executor: ThreadPoolExecutor
+    ) -> None:
         self.client, self.sf, self.tw, self.relay, self.executor = client, sf, tw, relay, executor
 
     async def record(self, scenario: Scenario) -> Path:
@@ -168,8 +188,9 @@ class Recorder:
         if view.stage not in (Stage.LOGGED, Stage.LOGGED_UNASSOCIATED):
             raise RuntimeError(f"{scenario.name}: the task ended at {view.stage.value}, not logged")
         if activity_types(history) != scenario.activities:
-            raise RuntimeError(f"{scenario.name}: activities {activity_types(history)}, "
-                               f"expected {scenario.activities}; not written")
+            raise RuntimeError(
+                f"{scenario.name}: activities {activity_types(history)}, expected {scenario.activities}; not written"
+            )
         HISTORIES.mkdir(exist_ok=True)
         path = HISTORIES / f"{scenario.name}.json"
         path.write_text(to_text(history))
@@ -179,10 +200,13 @@ class Recorder:
 async def record(names: list[str]) -> None:
     server = TemporalDevServer().start()  # in memory: nothing outlives the recording
     try:
-        client = await Client.connect(server.address, namespace=server.namespace,
-                                      data_converter=pydantic_data_converter, identity=IDENTITY)
-        with SalesforceSandbox(port=0, state=":memory:", seed_demo=True) as sf, \
-                ThreadPoolExecutor(max_workers=16) as executor:
+        client = await Client.connect(
+            server.address, namespace=server.namespace, data_converter=pydantic_data_converter, identity=IDENTITY
+        )
+        with (
+            SalesforceSandbox(port=0, state=":memory:", seed_demo=True) as sf,
+            ThreadPoolExecutor(max_workers=16) as executor,
+        ):
             tw = TwilioSandbox(seed=20261125).start()
             relay = EventRelay(client, asyncio.get_running_loop(), tw.auth_token)
             try:
@@ -190,8 +214,10 @@ async def record(names: list[str]) -> None:
                 for name in names:
                     started = time.monotonic()
                     path = await recorder.record(SCENARIOS[name])
-                    print(f"{name}: {path.relative_to(HISTORIES.parent.parent)} "
-                          f"({path.stat().st_size // 1024} KiB, {time.monotonic() - started:.1f}s)")
+                    print(
+                        f"{name}: {path.relative_to(HISTORIES.parent.parent)} "
+                        f"({path.stat().st_size // 1024} KiB, {time.monotonic() - started:.1f}s)"
+                    )
             finally:
                 relay.close()
                 tw.stop()

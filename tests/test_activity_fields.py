@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from activities.activity_fields import ActivityFieldConfig, task_fields, update_fields
 from activities.models import ActivityLogRequest
-from workflows.models import Notes, RecordRef
+from flexsf.models import Notes, RecordRef
 
 WHEN = datetime(2026, 11, 25, 14, 5, tzinfo=UTC)
 
@@ -17,8 +17,11 @@ def request(**kw) -> ActivityLogRequest:
 
 
 def test_inbound_voice_defaults() -> None:
-    fields = task_fields(request(related=RecordRef(id="003000000000001AAA", type="Contact"), duration_s=42,
-                                 call_sid="CA1"), ActivityFieldConfig(), owner_id="005000000000001AAA")
+    fields = task_fields(
+        request(related=RecordRef(id="003000000000001AAA", type="Contact"), duration_s=42, call_sid="CA1"),
+        ActivityFieldConfig(),
+        owner_id="005000000000001AAA",
+    )
     assert fields == {
         "Subject": "Completed Inbound voice at 2026-11-25 14:05 UTC",
         "Status": "Completed",
@@ -57,7 +60,10 @@ def test_canceled_outbound_chat_with_copilot_notes_and_custom_fields() -> None:
 
 
 def test_task_attributes_win_over_copilot_notes_and_updates_drop_create_only_fields() -> None:
-    fields = task_fields(request(disposition="Sale", description="from flex", notes=Notes(disposition="x", summary="y")),
-                         ActivityFieldConfig(), None)
+    fields = task_fields(
+        request(disposition="Sale", description="from flex", notes=Notes(disposition="x", summary="y")),
+        ActivityFieldConfig(),
+        None,
+    )
     assert (fields["CallDisposition"], fields["Description"]) == ("Sale", "from flex")
     assert "TaskSubtype" not in update_fields(fields) and "Subject" in update_fields(fields)

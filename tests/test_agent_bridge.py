@@ -23,10 +23,10 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Frame, Page, async_playwright
 
+from flexsf.models import Stage
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
 from tests.test_gateway_agent_api import serve
-from workflows.models import Stage
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -36,8 +36,15 @@ BRIDGE = ROOT / "agent-bridge"
 BUNDLE = BRIDGE / "dist" / "bridge.js"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 AGENT = tw_demo.DEMO_WORKERS[0]
 API_VERSION = "52.0"
 
@@ -124,12 +131,16 @@ class Desk:
 
     async def accept(self, sid: str, attributes: dict | None = None) -> dict:
         """The agent accepts: Flex's AcceptTask action, resolved once every after-listener (the pop) is done."""
-        return await self.flex("([sid, attributes]) => FlexStandIn.flex.Actions.invokeAction('AcceptTask', "
-                               "{task: {taskSid: sid, attributes}})", [sid, attributes or {"direction": "inbound"}])
+        return await self.flex(
+            "([sid, attributes]) => FlexStandIn.flex.Actions.invokeAction('AcceptTask', "
+            "{task: {taskSid: sid, attributes}})",
+            [sid, attributes or {"direction": "inbound"}],
+        )
 
     async def complete(self, sid: str) -> dict:
-        return await self.flex("(sid) => FlexStandIn.flex.Actions.invokeAction('CompleteTask', "
-                               "{task: {taskSid: sid}})", sid)
+        return await self.flex(
+            "(sid) => FlexStandIn.flex.Actions.invokeAction('CompleteTask', {task: {taskSid: sid}})", sid
+        )
 
     async def sforce_calls(self, api: str) -> list:
         return await self.flex("(api) => SforceStandIn.callsTo(api)", api)
@@ -178,14 +189,20 @@ async def desk(browser: Browser, gateway: str, origins: Origins, stack) -> Async
 
 # ---- loading -------------------------------------------------------------------------------------------------------
 
+
 async def test_embedded_it_loads_the_salesforce_scripts_once_hides_the_crm_and_enables_click_to_dial(desk: Desk):
     assert await desk.flex("() => [FlexStandIn.bridge.embedded, FlexStandIn.bridge.origin]") == [
-        True, desk.origins.salesforce.origin]
+        True,
+        desk.origins.salesforce.origin,
+    ]
     scripts = await desk.flex("() => [...document.scripts].map(s => s.src).filter(s => s.includes('/support/'))")
-    assert scripts == [f"{desk.origins.salesforce.origin}/support/api/{API_VERSION}/lightning/opencti_min.js",
-                       f"{desk.origins.salesforce.origin}/support/console/{API_VERSION}/integration.js"]
+    assert scripts == [
+        f"{desk.origins.salesforce.origin}/support/api/{API_VERSION}/lightning/opencti_min.js",
+        f"{desk.origins.salesforce.origin}/support/console/{API_VERSION}/integration.js",
+    ]
     assert await desk.flex_calls("manager.updateConfig") == [
-        {"componentProps": {"AgentDesktopView": {"showPanel2": False}}}]
+        {"componentProps": {"AgentDesktopView": {"showPanel2": False}}}
+    ]
     assert len(await desk.sforce_calls("opencti.enableClickToDial")) == 1
     assert len(await desk.sforce_calls("opencti.onClickToDial")) == 1
     assert await desk.flex("() => FlexStandIn.bridge.config.screen_pop") is True
@@ -207,6 +224,7 @@ async def test_not_embedded_it_does_nothing(browser: Browser, gateway: str, orig
 
 # ---- screen pop and the record dropdown ----------------------------------------------------------------------------
 
+
 async def test_accepting_a_single_match_task_pops_its_record_once(desk: Desk, stack):
     contact = sf_demo.UNIQUE_PHONE_CONTACT
     sid = stack.tw.lifecycle({"from": contact.phone}, worker_sid=AGENT.sid)["sid"]
@@ -224,7 +242,8 @@ async def test_several_matches_show_the_dropdown_block_completion_and_the_choice
     view = await stack.view(sid)
     assert view.stage == Stage.AWAITING_SELECTION and len(view.pop.search_term or "") >= 3
     assert await desk.sforce_calls("opencti.screenPop") == [
-        {"type": "search", "params": {"searchString": view.pop.search_term}}]
+        {"type": "search", "params": {"searchString": view.pop.search_term}}
+    ]
 
     dropdown = desk.dropdown(sid)
     labels = [c.label for c in view.pop.candidates]
@@ -276,28 +295,46 @@ async def test_a_refresh_mid_task_restores_the_dropdown_and_does_not_pop_again(d
 
 # ---- copilot notes -------------------------------------------------------------------------------------------------
 
+
 async def test_copilot_notes_reach_the_workflow(desk: Desk, stack):
     sid = stack.tw.lifecycle({"from": sf_demo.UNIQUE_PHONE_CONTACT.phone}, worker_sid=AGENT.sid)["sid"]
     await desk.accept(sid)
-    await desk.flex("() => FlexStandIn.manager.events.emit('notesSubmitted', {channelSid: 'CH00000000000000000000000"
-                    "000000000', dispositionCode: {disposition_code: 'Callback', topic_path: 'Billing'}, "
-                    "summary: 'Wants a callback', sentiment: 'neutral'})")
+    await desk.flex(
+        "() => FlexStandIn.manager.events.emit('notesSubmitted', {channelSid: 'CH00000000000000000000000"
+        "000000000', dispositionCode: {disposition_code: 'Callback', topic_path: 'Billing'}, "
+        "summary: 'Wants a callback', sentiment: 'neutral'})"
+    )
     view = await stack.wait_for(sid, lambda v: v.notes is not None)
     assert (view.notes.disposition, view.notes.summary, view.notes.topics, view.notes.sentiment) == (
-        "Callback", "Wants a callback", ["Billing"], "neutral")
+        "Callback",
+        "Wants a callback",
+        ["Billing"],
+        "neutral",
+    )
 
 
 # ---- click-to-dial and calls ---------------------------------------------------------------------------------------
 
+
 async def test_click_to_dial_starts_an_outbound_call_for_the_record(desk: Desk):
     lead = sf_demo.DEMO_LEAD
-    await desk.flex("(p) => SforceStandIn.clickToDial(p)", {
-        "number": lead.phone, "recordId": lead.id, "recordName": lead.name, "objectType": "Lead",
-        "personAccount": False})
-    [started] = [c["payload"] for c in await desk.flex_calls("Actions.invokeAction")
-                 if c["name"] == "StartOutboundCall"]
-    assert started == {"destination": "+16465550175", "taskAttributes": {
-        "sfdcObjectId": lead.id, "sfdcObjectType": "Lead", "name": lead.name}}
+    await desk.flex(
+        "(p) => SforceStandIn.clickToDial(p)",
+        {
+            "number": lead.phone,
+            "recordId": lead.id,
+            "recordName": lead.name,
+            "objectType": "Lead",
+            "personAccount": False,
+        },
+    )
+    [started] = [
+        c["payload"] for c in await desk.flex_calls("Actions.invokeAction") if c["name"] == "StartOutboundCall"
+    ]
+    assert started == {
+        "destination": "+16465550175",
+        "taskAttributes": {"sfdcObjectId": lead.id, "sfdcObjectType": "Lead", "name": lead.name},
+    }
     assert await desk.sforce_calls("opencti.setSoftphonePanelVisibility") == [{"visible": True}]
 
 

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from flexsf.bench import _pct, _slope
+from devtools.bench import _pct, _slope
 from tests.test_soak import processes_mentioning
 
 REPO = Path(__file__).resolve().parent.parent
 
 TINY_RUN = """
 import asyncio, json, os, sys
-from flexsf.bench import Sizes, run_bench
+from devtools.bench import Sizes, run_bench
 sizes = Sizes(per_scenario=1, lifecycles=10, concurrency=5, pop_tasks=5, pop_rounds=1, open_checkpoints=(10, 20))
 result = asyncio.run(run_bench(sizes))
 print(json.dumps(result), flush=True)
@@ -40,8 +40,9 @@ def test_percentiles_and_slopes() -> None:
 def test_every_phase_runs_with_tiny_counts_and_reports_sane_figures(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SALESFORCE_", "TWILIO_", "FLEXSF_", "TEMPORAL_"))}
     env["TMPDIR"] = str(tmp_path)
-    done = subprocess.run([sys.executable, "-c", TINY_RUN], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=280)
+    done = subprocess.run(
+        [sys.executable, "-c", TINY_RUN], cwd=REPO, env=env, capture_output=True, text=True, timeout=280
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     r = json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -69,9 +70,14 @@ def test_every_phase_runs_with_tiny_counts_and_reports_sane_figures(tmp_path: Pa
 
 
 def test_the_cli_prints_json_as_the_last_line_and_refuses_nonsense() -> None:
-    done = subprocess.run([str(Path(sys.executable).parent / "flexsf"), "bench", "--help"], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "flexsf"), "bench", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0 and "--quick" in done.stdout and "--json" in done.stdout
-    done = subprocess.run([str(Path(sys.executable).parent / "flexsf"), "soak", "--tasks", "0"], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "flexsf"), "soak", "--tasks", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode != 0

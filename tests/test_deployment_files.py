@@ -66,13 +66,14 @@ def test_compose_has_postgres_temporal_with_schema_setup_ui_worker_and_gateway(c
     assert services["temporal-ui"]["image"].startswith("temporalio/ui:")
 
 
-@pytest.mark.parametrize("service, command", [("worker", ["flexsf", "worker"]),
-                                               ("gateway", ["flexsf", "gateway", "--host", "0.0.0.0"])])
+@pytest.mark.parametrize(
+    "service, command", [("worker", ["flexsf", "worker"]), ("gateway", ["flexsf", "gateway", "--host", "0.0.0.0"])]
+)
 def test_worker_and_gateway_are_the_one_image_configured_through_dot_env(compose, service, command) -> None:
     spec = compose["services"][service]
     assert spec["build"] == "."
     assert spec["env_file"] in (".env", [".env"])
-    assert spec["command"][:len(command)] == command
+    assert spec["command"][: len(command)] == command
     assert "temporal" in str(spec["depends_on"])
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from flexsf.dev import (
+from devtools.dev import (
     GATEWAY_PORT,
     SALESFORCE_PORT,
     TEMPORAL_PORT,
@@ -80,8 +80,9 @@ def clean_env(**extra: str) -> dict[str, str]:
 def flexsf_dev(cwd: Path, offset: int, env: dict[str, str], log_name: str = "dev.out") -> Iterator[subprocess.Popen]:
     """`flexsf dev` as a user runs it, in `cwd`; stopped with Ctrl-C (killed if that hangs) however the test ends."""
     with open(cwd / log_name, "wb") as log:
-        proc = subprocess.Popen([str(FLEXSF), "dev", "--port-offset", str(offset)], cwd=cwd, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [str(FLEXSF), "dev", "--port-offset", str(offset)], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
         proc.output_path = cwd / log_name
         try:
             yield proc
@@ -150,8 +151,20 @@ def test_temporal_history_survives_a_restart(dev_stack):
     wait_until(info_file.exists, 120, ".flexsf/dev.json", proc)
     address = json.loads(info_file.read_text())["urls"]["temporal"]
     workflow = f"dev-restart-{random.getrandbits(32)}"
-    run(["workflow", "start", "--address", address, "--task-queue", "nobody-polls", "--type", "Nothing",
-         "--workflow-id", workflow])
+    run(
+        [
+            "workflow",
+            "start",
+            "--address",
+            address,
+            "--task-queue",
+            "nobody-polls",
+            "--type",
+            "Nothing",
+            "--workflow-id",
+            workflow,
+        ]
+    )
     proc.send_signal(signal.SIGINT)
     assert proc.wait(30) == 0
 
@@ -164,7 +177,7 @@ def test_temporal_history_survives_a_restart(dev_stack):
 
 
 def run(args: list[str]) -> str:
-    from flexsf.temporal_server import temporal_binary
+    from devtools.temporal_server import temporal_binary
 
     done = subprocess.run([temporal_binary(), *args], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -24,18 +24,19 @@ from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from devtools.netutil import free_port, wait_for_port
 from flexsf.codec import KEY_ID_METADATA, AesGcmCodec, PayloadDecryptionError, generate_key, parse_keys
-from flexsf.events import signal_notes, workflow_id
-from flexsf.netutil import free_port, wait_for_port
+from flexsf.models import Notes, Stage
 from flexsf.settings import ConfigurationError, Settings, load_settings
 from flexsf.temporal_client import data_converter
+from flexsf.vocabulary import workflow_id
 from gateway.app import create_app
 from gateway.server import start_gateway, stop_gateway
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
 from tests.fixtures_stack import EventRelay, Stack, settings_from, stack_env, start_stack_worker
 from tests.test_dev_stack import clean_env
-from workflows.models import Notes, Stage
+from workflows.delivery import signal_notes
 
 OLD_KEY, NEW_KEY = generate_key(), generate_key()
 CONTACT = sf_demo.UNIQUE_PHONE_CONTACT
@@ -105,15 +106,19 @@ async def test_unencrypted_payloads_pass_through_decode() -> None:
 # --- configuration ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value, message", [
-    (OLD_KEY, "entry 1 is not keyid:base64key"),
-    (f"a:{OLD_KEY},{NEW_KEY}", "entry 2 is not keyid:base64key"),
-    (f"a:{OLD_KEY[:-2]}", "key 'a' is not valid base64"),
-    (f"a:{base64.b64encode(os.urandom(16)).decode()}", "key 'a' is 16 bytes; AES-256 needs 32"),
-    (f"a:{OLD_KEY},a:{NEW_KEY}", "key id 'a' appears twice"),
-    (f"a b:{OLD_KEY}", "entry 1: a key id is"),
-    (",", "no key given"),
-], ids=["no-id", "second-no-id", "bad-base64", "short", "duplicate-id", "bad-id", "empty"])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (OLD_KEY, "entry 1 is not keyid:base64key"),
+        (f"a:{OLD_KEY},{NEW_KEY}", "entry 2 is not keyid:base64key"),
+        (f"a:{OLD_KEY[:-2]}", "key 'a' is not valid base64"),
+        (f"a:{base64.b64encode(os.urandom(16)).decode()}", "key 'a' is 16 bytes; AES-256 needs 32"),
+        (f"a:{OLD_KEY},a:{NEW_KEY}", "key id 'a' appears twice"),
+        (f"a b:{OLD_KEY}", "entry 1: a key id is"),
+        (",", "no key given"),
+    ],
+    ids=["no-id", "second-no-id", "bad-base64", "short", "duplicate-id", "bad-id", "empty"],
+)
 def test_bad_keys_are_refused_at_start_with_a_message_that_never_echoes_a_key(value: str, message: str) -> None:
     with pytest.raises(ConfigurationError) as info:
         load_settings(_env_file=None, flexsf_encryption_keys=value)
@@ -163,11 +168,17 @@ async def encrypted_stack(temporal_server, clean_salesforce_sandbox, fresh_twili
     """The `stack` fixture's product, but its client, relay and worker all encrypt with FLEXSF_ENCRYPTION_KEYS."""
     sf, tw = clean_salesforce_sandbox, fresh_twilio_sandbox
     task_queue = f"encrypted-{uuid.uuid4()}"
-    env = stack_env(sf.info, tw.info, task_queue, FLEXSF_NOTES_GRACE_S="60",
-                    FLEXSF_ENCRYPTION_KEYS=f"current:{NEW_KEY},previous:{OLD_KEY}",
-                    FLEXSF_CORS_ORIGINS="https://flex.twilio.com")
-    client = await Client.connect(temporal_server.address, namespace=temporal_server.namespace,
-                                  data_converter=data_converter(settings_from(env)))
+    env = stack_env(
+        sf.info,
+        tw.info,
+        task_queue,
+        FLEXSF_NOTES_GRACE_S="60",
+        FLEXSF_ENCRYPTION_KEYS=f"current:{NEW_KEY},previous:{OLD_KEY}",
+        FLEXSF_CORS_ORIGINS="https://flex.twilio.com",
+    )
+    client = await Client.connect(
+        temporal_server.address, namespace=temporal_server.namespace, data_converter=data_converter(settings_from(env))
+    )
     relay = EventRelay(client, asyncio.get_running_loop(), tw.info["auth_token"])
     relay.task_queue = task_queue
     tw.set_callback_url(relay.url)
@@ -185,8 +196,9 @@ async def encrypted_stack(temporal_server, clean_salesforce_sandbox, fresh_twili
 async def gateway(encrypted_stack: Stack) -> AsyncIterator[str]:
     """The gateway with encryption on (and CORS for the Flex UI), over real HTTP."""
     port = free_port()
-    server, task = await start_gateway(create_app(settings_from(encrypted_stack.env), encrypted_stack.client),
-                                       "127.0.0.1", port)
+    server, task = await start_gateway(
+        create_app(settings_from(encrypted_stack.env), encrypted_stack.client), "127.0.0.1", port
+    )
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -202,10 +214,12 @@ def from_json(body: dict) -> list[Payload]:
 
 
 async def test_an_encrypted_task_works_and_its_raw_history_holds_no_caller_data(
-        encrypted_stack: Stack, gateway: str, temporal_server) -> None:
+    encrypted_stack: Stack, gateway: str, temporal_server
+) -> None:
     stack = encrypted_stack
-    sid = stack.tw.lifecycle({"from": CONTACT.phone, "customerName": CONTACT.name},
-                             worker_sid=tw_demo.DEMO_WORKERS[0].sid)["sid"]
+    sid = stack.tw.lifecycle(
+        {"from": CONTACT.phone, "customerName": CONTACT.name}, worker_sid=tw_demo.DEMO_WORKERS[0].sid
+    )["sid"]
     view = await stack.wait_for(sid, lambda v: v.stage == Stage.IN_PROGRESS)
     assert view.pop.record.id == CONTACT.id
     await signal_notes(stack.client, sid, Notes(disposition="Callback", summary=SUMMARY))
@@ -226,12 +240,16 @@ async def test_an_encrypted_task_works_and_its_raw_history_holds_no_caller_data(
     payloads = [p for event in history.events for p in payloads_in(event)]
     assert len(payloads) >= 5  # start signal, activity inputs/results, notes signal, queries are not in history
     assert {(p.metadata["encoding"], p.metadata[KEY_ID_METADATA]) for p in payloads} == {
-        (b"binary/encrypted", b"current")}
+        (b"binary/encrypted", b"current")
+    }
 
     # The Temporal UI's view: the gateway's codec endpoint decodes the same payloads back to the plaintext.
     async with httpx.AsyncClient(trust_env=False, timeout=30) as http:
-        answer = await http.post(f"{gateway}/codec/decode", json=as_json(payloads),
-                                 headers={"Origin": UI_ORIGIN, "X-Namespace": temporal_server.namespace})
+        answer = await http.post(
+            f"{gateway}/codec/decode",
+            json=as_json(payloads),
+            headers={"Origin": UI_ORIGIN, "X-Namespace": temporal_server.namespace},
+        )
     assert answer.status_code == 200, answer.text
     assert answer.headers["access-control-allow-origin"] == UI_ORIGIN
     decoded = from_json(answer.json())
@@ -261,8 +279,9 @@ async def test_codec_endpoint_encodes_decodes_and_answers_400_for_what_it_cannot
         assert answer.status_code == 400 and "unknown key id 'retired'" in answer.json()["detail"]
         for body in (b"not json", b'{"payloads": 3}', b'{"payloads": [{"metadata": "x"}]}', b'{"other": []}'):
             for path in ("encode", "decode"):
-                answer = await http.post(f"{gateway}/codec/{path}", content=body,
-                                         headers={"Content-Type": "application/json"})
+                answer = await http.post(
+                    f"{gateway}/codec/{path}", content=body, headers={"Content-Type": "application/json"}
+                )
                 assert answer.status_code == 400, (path, body, answer.status_code, answer.text)
         tampered = encrypted[0]
         tampered.data = tampered.data[:-1] + bytes([tampered.data[-1] ^ 1])
@@ -286,8 +305,9 @@ async def test_codec_cors_allows_the_temporal_ui_and_not_other_origins(gateway: 
 
 
 async def test_without_keys_the_gateway_has_no_codec_endpoint(twilio_sandbox, temporal_client) -> None:
-    settings = Settings(_env_file=None, twilio_account_sid=twilio_sandbox.account_sid,
-                        twilio_auth_token=twilio_sandbox.auth_token)
+    settings = Settings(
+        _env_file=None, twilio_account_sid=twilio_sandbox.account_sid, twilio_auth_token=twilio_sandbox.auth_token
+    )
     port = free_port()
     server, task = await start_gateway(create_app(settings, temporal_client), "127.0.0.1", port)
     try:
@@ -304,9 +324,13 @@ async def test_without_keys_the_gateway_has_no_codec_endpoint(twilio_sandbox, te
 
 def test_codec_server_command_serves_the_codec_alone(tmp_path: Path) -> None:
     port = free_port()
-    proc = subprocess.Popen([str(FLEXSF), "codec-server", "--port", str(port)], cwd=tmp_path,
-                            env=clean_env(FLEXSF_ENCRYPTION_KEYS=f"k2:{NEW_KEY},k1:{OLD_KEY}"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [str(FLEXSF), "codec-server", "--port", str(port)],
+        cwd=tmp_path,
+        env=clean_env(FLEXSF_ENCRYPTION_KEYS=f"k2:{NEW_KEY},k1:{OLD_KEY}"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_for_port("127.0.0.1", port, 60)
         url = f"http://127.0.0.1:{port}/codec"
@@ -322,14 +346,24 @@ def test_codec_server_command_serves_the_codec_alone(tmp_path: Path) -> None:
     assert NEW_KEY not in output and OLD_KEY not in output
 
 
-@pytest.mark.parametrize("keys, message", [
-    (None, "FLEXSF_ENCRYPTION_KEYS is not set"),
-    (f"k1:{OLD_KEY[:20]}", "key 'k1' is 15 bytes; AES-256 needs 32"),
-], ids=["unset", "short"])
+@pytest.mark.parametrize(
+    "keys, message",
+    [
+        (None, "FLEXSF_ENCRYPTION_KEYS is not set"),
+        (f"k1:{OLD_KEY[:20]}", "key 'k1' is 15 bytes; AES-256 needs 32"),
+    ],
+    ids=["unset", "short"],
+)
 def test_codec_server_command_refuses_to_start_without_usable_keys(tmp_path: Path, keys, message) -> None:
     env = clean_env(**({"FLEXSF_ENCRYPTION_KEYS": keys} if keys else {}))
-    done = subprocess.run([str(FLEXSF), "codec-server", "--port", str(free_port())], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [str(FLEXSF), "codec-server", "--port", str(free_port())],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode != 0
     assert message in done.stderr
     assert OLD_KEY[:20] not in done.stderr + done.stdout
@@ -342,7 +376,7 @@ def test_flexsf_dev_encrypts_and_points_the_temporal_ui_at_the_gateways_codec(tm
     from temporalio.api.enums.v1 import WorkflowExecutionStatus
     from temporalio.service import RPCError, RPCStatusCode
 
-    from flexsf.dev import GATEWAY_PORT, TEMPORAL_UI_PORT
+    from devtools.dev import GATEWAY_PORT, TEMPORAL_UI_PORT
     from tests.test_dev_stack import flexsf_dev, free_offset, wait_until
 
     offset = free_offset()
@@ -356,9 +390,14 @@ def test_flexsf_dev_encrypts_and_points_the_temporal_ui_at_the_gateways_codec(tm
         with httpx.Client(trust_env=False, timeout=30) as http:
             ui_settings = http.get(f"{ui_origin}/api/v1/settings").json()
             assert ui_settings["Codec"]["Endpoint"] == codec_url
-            preflight = http.options(f"{codec_url}/decode", headers={
-                "Origin": ui_origin, "Access-Control-Request-Method": "POST",
-                "Access-Control-Request-Headers": "content-type,x-namespace"})
+            preflight = http.options(
+                f"{codec_url}/decode",
+                headers={
+                    "Origin": ui_origin,
+                    "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Headers": "content-type,x-namespace",
+                },
+            )
             assert preflight.headers.get("access-control-allow-origin") == ui_origin
 
             # One call through the gateway and the worker, both encrypting.

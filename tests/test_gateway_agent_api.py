@@ -15,14 +15,14 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from flexsf.netutil import free_port
+from devtools.netutil import free_port
+from flexsf.models import Stage
 from gateway.app import create_app
 from gateway.auth import InvalidToken, TokenValidator
 from gateway.server import start_gateway, stop_gateway
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
 from tests.fixtures_stack import settings_from
-from workflows.models import Stage
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -82,6 +82,7 @@ def unknown_sid() -> str:
 
 # ---- reading a task ------------------------------------------------------------------------------------------------
 
+
 async def test_get_task_after_a_single_match_pop(api: Api, stack):
     sid = await popped(stack, sf_demo.UNIQUE_PHONE_CONTACT.phone)
     response = await api.get(f"/agent/tasks/{sid}")
@@ -122,14 +123,17 @@ async def test_a_task_nobody_accepted_is_403_for_an_agent(api: Api, stack):
 
 async def test_unknown_task_is_404_everywhere(api: Api):
     sid = unknown_sid()
-    for response in (await api.get(f"/agent/tasks/{sid}"),
-                     await api.put(f"/agent/tasks/{sid}/record", {"record_id": sf_demo.DEMO_LEAD.id}),
-                     await api.post(f"/agent/tasks/{sid}/notes", {"summary": "hello"})):
+    for response in (
+        await api.get(f"/agent/tasks/{sid}"),
+        await api.put(f"/agent/tasks/{sid}/record", {"record_id": sf_demo.DEMO_LEAD.id}),
+        await api.post(f"/agent/tasks/{sid}/notes", {"summary": "hello"}),
+    ):
         assert response.status_code == 404, response.text
         assert sid in response.json()["detail"]
 
 
 # ---- choosing a record ----------------------------------------------------------------------------------------------
+
 
 async def test_select_one_of_several_matches_writes_it_to_the_task(api: Api, stack):
     sid = await popped(stack, sf_demo.SHARED_PHONE, Stage.AWAITING_SELECTION)
@@ -174,8 +178,9 @@ async def test_another_agent_and_a_supervisor_may_not_select(api: Api, stack):
     assert "sfdcObjectId" not in json.loads(stack.tw.task(sid)["attributes"])
 
 
-@pytest.mark.parametrize("stack_overrides", [{"FLEXSF_SELECTION_TIMEOUT_S": "0.2", "FLEXSF_NOTES_GRACE_S": "0"}],
-                         indirect=True)
+@pytest.mark.parametrize(
+    "stack_overrides", [{"FLEXSF_SELECTION_TIMEOUT_S": "0.2", "FLEXSF_NOTES_GRACE_S": "0"}], indirect=True
+)
 async def test_a_finished_workflow_is_409_for_changes_and_still_readable(api: Api, stack):
     sid = await popped(stack, sf_demo.SHARED_PHONE, Stage.AWAITING_SELECTION)
     stack.tw.wrapup(sid)
@@ -193,10 +198,15 @@ async def test_a_finished_workflow_is_409_for_changes_and_still_readable(api: Ap
 
 # ---- notes ---------------------------------------------------------------------------------------------------------
 
+
 async def test_notes_reach_the_workflow(api: Api, stack):
     sid = await popped(stack, sf_demo.UNIQUE_PHONE_CONTACT.phone)
-    notes = {"disposition": "Callback", "summary": "Wants a callback", "topics": ["billing", "router"],
-             "sentiment": "neutral"}
+    notes = {
+        "disposition": "Callback",
+        "summary": "Wants a callback",
+        "topics": ["billing", "router"],
+        "sentiment": "neutral",
+    }
     response = await api.post(f"/agent/tasks/{sid}/notes", notes)
     assert response.status_code == 204, response.text
     await stack.wait_for(sid, lambda v: v.notes is not None)
@@ -211,16 +221,19 @@ async def test_notes_for_another_agents_task_are_403_and_not_delivered(api: Api,
     assert (await stack.view(sid)).notes is None
 
 
-@pytest.mark.parametrize(("path", "body"), [
-    ("record", {}),
-    ("record", {"record_id": "not-an-id"}),
-    ("record", {"record_id": sf_demo.DEMO_LEAD.id, "extra": 1}),
-    ("record", [sf_demo.DEMO_LEAD.id]),
-    ("notes", {"summary": "x" * 32001}),
-    ("notes", {"topics": "billing"}),
-    ("notes", {"topics": ["t"] * 51}),
-    ("notes", {"disposition": "d" * 256}),
-])
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("record", {}),
+        ("record", {"record_id": "not-an-id"}),
+        ("record", {"record_id": sf_demo.DEMO_LEAD.id, "extra": 1}),
+        ("record", [sf_demo.DEMO_LEAD.id]),
+        ("notes", {"summary": "x" * 32001}),
+        ("notes", {"topics": "billing"}),
+        ("notes", {"topics": ["t"] * 51}),
+        ("notes", {"disposition": "d" * 256}),
+    ],
+)
 async def test_bad_bodies_are_422_and_reach_nothing(api: Api, stack, path, body):
     sid = await popped(stack, sf_demo.SHARED_PHONE, Stage.AWAITING_SELECTION)
     send = api.put if path == "record" else api.post
@@ -236,6 +249,7 @@ async def test_a_malformed_task_sid_is_422(api: Api):
 
 
 # ---- authentication -------------------------------------------------------------------------------------------------
+
 
 async def test_missing_forged_expired_and_non_bearer_tokens_are_401(api: Api, stack):
     sid = await popped(stack, sf_demo.UNIQUE_PHONE_CONTACT.phone)
@@ -261,9 +275,13 @@ async def test_missing_forged_expired_and_non_bearer_tokens_are_401(api: Api, st
 
 async def test_every_agent_endpoint_requires_a_token(api: Api):
     sid = unknown_sid()
-    calls = [("GET", f"/agent/tasks/{sid}", None), ("PUT", f"/agent/tasks/{sid}/record", {"record_id": "x"}),
-             ("POST", f"/agent/tasks/{sid}/notes", {}), ("POST", "/agent/click-to-dial", {"number": "1"}),
-             ("GET", "/agent/config", None)]
+    calls = [
+        ("GET", f"/agent/tasks/{sid}", None),
+        ("PUT", f"/agent/tasks/{sid}/record", {"record_id": "x"}),
+        ("POST", f"/agent/tasks/{sid}/notes", {}),
+        ("POST", "/agent/click-to-dial", {"number": "1"}),
+        ("GET", "/agent/config", None),
+    ]
     for method, path, body in calls:
         response = await api.http.request(method, api.url + path, json=body)
         assert response.status_code == 401, (method, path)
@@ -279,8 +297,9 @@ async def test_a_valid_token_is_validated_once_until_it_expires(api: Api, stack)
     assert stack.tw.counters()["token_validate"] - before == 1
     # A refused token is asked about every time (nothing to cache).
     for _ in range(2):
-        assert (await api.http.get(f"{api.url}/agent/config",
-                                   headers={"Authorization": "Bearer nope"})).status_code == 401
+        assert (
+            await api.http.get(f"{api.url}/agent/config", headers={"Authorization": "Bearer nope"})
+        ).status_code == 401
     assert stack.tw.counters()["token_validate"] - before == 3
 
 
@@ -335,18 +354,31 @@ async def test_twilio_refusing_the_gateways_credentials_is_503_not_401(stack):
 
 # ---- click-to-dial and config ---------------------------------------------------------------------------------------
 
+
 async def test_click_to_dial_gives_the_start_outbound_call_payload_and_the_call_relates(api: Api, stack):
     lead = sf_demo.DEMO_LEAD
-    response = await api.post("/agent/click-to-dial", {
-        "number": lead.phone, "recordId": lead.id, "objectType": "Lead", "recordName": lead.name,
-        "personAccount": False, "params": "ignored"})
+    response = await api.post(
+        "/agent/click-to-dial",
+        {
+            "number": lead.phone,
+            "recordId": lead.id,
+            "objectType": "Lead",
+            "recordName": lead.name,
+            "personAccount": False,
+            "params": "ignored",
+        },
+    )
     assert response.status_code == 200, response.text
     payload = response.json()
-    assert payload == {"destination": "+16465550175", "taskAttributes": {
-        "sfdcObjectId": lead.id, "sfdcObjectType": "Lead", "name": lead.name}}
+    assert payload == {
+        "destination": "+16465550175",
+        "taskAttributes": {"sfdcObjectId": lead.id, "sfdcObjectType": "Lead", "name": lead.name},
+    }
 
     # What Flex does with it: StartOutboundCall → an outbound task the workflow relates to the dialed record.
-    sid = stack.tw.start_outbound_call(AGENT.sid, payload["destination"], task_attributes=payload["taskAttributes"])["sid"]
+    sid = stack.tw.start_outbound_call(AGENT.sid, payload["destination"], task_attributes=payload["taskAttributes"])[
+        "sid"
+    ]
     await stack.wait_for(sid, lambda v: v.stage == Stage.IN_PROGRESS)
     body = (await api.get(f"/agent/tasks/{sid}")).json()
     assert body["direction"] == "Outbound" and body["record"]["id"] == lead.id
@@ -354,26 +386,47 @@ async def test_click_to_dial_gives_the_start_outbound_call_payload_and_the_call_
 
 async def test_click_to_dial_on_a_person_account_dials_its_contact(api: Api):
     person = sf_demo.PERSON_ACCOUNT
-    response = await api.post("/agent/click-to-dial", {
-        "number": person.phone, "recordId": person.id, "objectType": "Account", "recordName": person.name,
-        "accountId": person.id, "contactId": sf_demo.PERSON_ACCOUNT_CONTACT_ID, "personAccount": True})
+    response = await api.post(
+        "/agent/click-to-dial",
+        {
+            "number": person.phone,
+            "recordId": person.id,
+            "objectType": "Account",
+            "recordName": person.name,
+            "accountId": person.id,
+            "contactId": sf_demo.PERSON_ACCOUNT_CONTACT_ID,
+            "personAccount": True,
+        },
+    )
     assert response.status_code == 200, response.text
-    assert response.json() == {"destination": "+16285550162", "taskAttributes": {
-        "sfdcObjectId": sf_demo.PERSON_ACCOUNT_CONTACT_ID, "sfdcObjectType": "Contact", "name": person.name}}
+    assert response.json() == {
+        "destination": "+16285550162",
+        "taskAttributes": {
+            "sfdcObjectId": sf_demo.PERSON_ACCOUNT_CONTACT_ID,
+            "sfdcObjectType": "Contact",
+            "name": person.name,
+        },
+    }
 
 
 async def test_click_to_dial_without_an_object_type_takes_it_from_the_id(api: Api):
     account = sf_demo.UNIQUE_PHONE_ACCOUNT
     response = await api.post("/agent/click-to-dial", {"number": account.phone, "recordId": account.id})
     assert response.status_code == 200
-    assert response.json()["taskAttributes"] == {"sfdcObjectId": account.id, "sfdcObjectType": "Account",
-                                                 "name": None}
+    assert response.json()["taskAttributes"] == {"sfdcObjectId": account.id, "sfdcObjectType": "Account", "name": None}
 
 
-@pytest.mark.parametrize("body", [
-    {"number": "12345"}, {"number": "not a number"}, {"number": ""}, {"number": "+1" + "5" * 70},
-    {"number": sf_demo.DEMO_LEAD.phone, "recordId": "nope"}, {"recordId": sf_demo.DEMO_LEAD.id},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"number": "12345"},
+        {"number": "not a number"},
+        {"number": ""},
+        {"number": "+1" + "5" * 70},
+        {"number": sf_demo.DEMO_LEAD.phone, "recordId": "nope"},
+        {"recordId": sf_demo.DEMO_LEAD.id},
+    ],
+)
 async def test_click_to_dial_on_something_that_is_not_a_phone_number_is_422(api: Api, body):
     response = await api.post("/agent/click-to-dial", body)
     assert response.status_code == 422, response.text
@@ -395,6 +448,7 @@ async def test_config_shows_the_flex_flags(api: Api):
 
 # ---- browsers ------------------------------------------------------------------------------------------------------
 
+
 async def test_cors_allows_the_configured_origins_only(api: Api):
     preflight = {"Access-Control-Request-Method": "PUT", "Access-Control-Request-Headers": "authorization,content-type"}
     allowed = await api.http.options(f"{api.url}/agent/config", headers={"Origin": FLEX_ORIGIN, **preflight})
@@ -410,11 +464,17 @@ async def test_cors_allows_the_configured_origins_only(api: Api):
 
 async def test_openapi_documents_the_agent_api(api: Api):
     schema = (await api.http.get(f"{api.url}/openapi.json")).json()
-    assert {"/agent/tasks/{task_sid}", "/agent/tasks/{task_sid}/record", "/agent/tasks/{task_sid}/notes",
-            "/agent/click-to-dial", "/agent/config"} <= set(schema["paths"])
+    assert {
+        "/agent/tasks/{task_sid}",
+        "/agent/tasks/{task_sid}/record",
+        "/agent/tasks/{task_sid}/notes",
+        "/agent/click-to-dial",
+        "/agent/config",
+    } <= set(schema["paths"])
     assert schema["components"]["securitySchemes"]["FlexToken"]["scheme"] == "bearer"
-    assert {"TaskOut", "RecordChoice", "NotesIn", "ClickToDialIn", "StartOutboundCall", "AgentConfig"} \
-        <= set(schema["components"]["schemas"])
+    assert {"TaskOut", "RecordChoice", "NotesIn", "ClickToDialIn", "StartOutboundCall", "AgentConfig"} <= set(
+        schema["components"]["schemas"]
+    )
     assert (await api.http.get(f"{api.url}/docs")).status_code == 200
 
 
@@ -438,8 +498,14 @@ def fuzz_agent_api(url: str, token: str, task_sid: str) -> int:
         if "{task_sid}" in operation.path:
             strategies.append(operation.as_strategy(path_parameters={"task_sid": task_sid}))  # a real, owned task
         for strategy in strategies:
-            @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, derandomize=True,
-                      suppress_health_check=list(HealthCheck))
+
+            @settings(
+                max_examples=FUZZ_EXAMPLES,
+                deadline=None,
+                database=None,
+                derandomize=True,
+                suppress_health_check=list(HealthCheck),
+            )
             @given(case=strategy)
             def check(case) -> None:
                 nonlocal calls

@@ -18,13 +18,14 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from twilio.request_validator import RequestValidator
 
-from flexsf.events import signal_event, workflow_id
-from flexsf.netutil import free_port
-from flexsf.ops import workflow_exists
+from devtools.netutil import free_port
 from flexsf.settings import Settings
 from flexsf.task_events import task_event
+from flexsf.vocabulary import workflow_id
 from gateway.app import create_app
 from gateway.server import start_gateway, stop_gateway
+from ops.tasks import workflow_exists
+from workflows.delivery import signal_event
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -46,8 +47,13 @@ class Gateway:
 
 
 def gateway_settings(sandbox, task_queue: str, **extra) -> Settings:
-    return Settings(_env_file=None, twilio_account_sid=sandbox.account_sid, twilio_auth_token=sandbox.auth_token,
-                    flexsf_task_queue=task_queue, **extra)
+    return Settings(
+        _env_file=None,
+        twilio_account_sid=sandbox.account_sid,
+        twilio_auth_token=sandbox.auth_token,
+        flexsf_task_queue=task_queue,
+        **extra,
+    )
 
 
 async def run_gateway(settings: Settings, client: Client, sandbox) -> AsyncIterator[Gateway]:
@@ -74,15 +80,19 @@ def new_task_sid() -> str:
 
 def event_params(task_sid: str, event_type: str = "task.created", **extra: str) -> dict[str, str]:
     params = {
-        "AccountSid": "AC" + "0" * 32, "WorkspaceSid": "WS" + "0" * 32, "Sid": "EV" + uuid.uuid4().hex,
-        "EventType": event_type, "TaskSid": task_sid, "Timestamp": "1764000000", "TimestampMs": "1764000000000",
-        "TaskAttributes": json.dumps({"from": "+15551230000"}), "TaskAssignmentStatus": "pending",
+        "AccountSid": "AC" + "0" * 32,
+        "WorkspaceSid": "WS" + "0" * 32,
+        "Sid": "EV" + uuid.uuid4().hex,
+        "EventType": event_type,
+        "TaskSid": task_sid,
+        "Timestamp": "1764000000",
+        "TimestampMs": "1764000000000",
+        "TaskAttributes": json.dumps({"from": "+15551230000"}),
+        "TaskAssignmentStatus": "pending",
         "TaskChannelUniqueName": "voice",
     }
     params.update(extra)
     return params
-
-
 
 
 async def test_signed_sandbox_lifecycle_starts_the_workflow(gateway: Gateway, temporal_client, fresh_twilio_sandbox):
@@ -126,13 +136,16 @@ async def test_signature_for_another_url_is_403(gateway: Gateway, temporal_clien
     assert not await workflow_exists(temporal_client, params["TaskSid"])
 
 
-@pytest.mark.parametrize(("change", "reason"), [
-    ({"TaskSid": ""}, "TaskSid is missing"),
-    ({"Sid": ""}, "Sid is missing"),
-    ({"TaskAttributes": "{not json"}, "TaskAttributes is not valid JSON"),
-    ({"TaskAttributes": "[1, 2]"}, "TaskAttributes must be a JSON object"),
-    ({"WorkerAttributes": "nope"}, "WorkerAttributes is not valid JSON"),
-])
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"TaskSid": ""}, "TaskSid is missing"),
+        ({"Sid": ""}, "Sid is missing"),
+        ({"TaskAttributes": "{not json"}, "TaskAttributes is not valid JSON"),
+        ({"TaskAttributes": "[1, 2]"}, "TaskAttributes must be a JSON object"),
+        ({"WorkerAttributes": "nope"}, "WorkerAttributes is not valid JSON"),
+    ],
+)
 async def test_malformed_event_is_400_with_its_reason(gateway: Gateway, temporal_client, change, reason):
     params = event_params(new_task_sid(), **change)
     response = await gateway.post(params, gateway.sign(params))
@@ -169,8 +182,11 @@ async def test_oversized_body_is_413(gateway: Gateway):
 
 
 async def test_non_form_body_is_400(gateway: Gateway):
-    response = await gateway.http.post(gateway.events_url, content=b'{"TaskSid": "WT1"}',
-                                       headers={"X-Twilio-Signature": "abc", "Content-Type": "application/json"})
+    response = await gateway.http.post(
+        gateway.events_url,
+        content=b'{"TaskSid": "WT1"}',
+        headers={"X-Twilio-Signature": "abc", "Content-Type": "application/json"},
+    )
     assert response.status_code == 400
 
 
@@ -204,7 +220,8 @@ async def test_temporal_unreachable_is_503_and_not_ready(fresh_twilio_sandbox):
 
 
 async def test_without_a_client_the_lifespan_connects_through_temporal_env(
-        temporal_server, temporal_client, fresh_twilio_sandbox, monkeypatch):
+    temporal_server, temporal_client, fresh_twilio_sandbox, monkeypatch
+):
     monkeypatch.setenv("TEMPORAL_ADDRESS", temporal_server.address)
     monkeypatch.setenv("TEMPORAL_NAMESPACE", temporal_server.namespace)
     settings = gateway_settings(fresh_twilio_sandbox, f"gateway-{uuid.uuid4()}")
@@ -224,9 +241,10 @@ async def test_without_a_client_the_lifespan_connects_through_temporal_env(
 
 
 async def test_an_event_refused_while_temporal_was_down_is_recorded_once_when_redelivered(
-        tmp_path, fresh_twilio_sandbox):
+    tmp_path, fresh_twilio_sandbox
+):
     """503 while Temporal is down; once it is back, the sender's retry is accepted, and a duplicate changes nothing."""
-    from flexsf.temporal_server import TemporalDevServer
+    from devtools.temporal_server import TemporalDevServer
 
     server = TemporalDevServer(db_file=tmp_path / "temporal.sqlite").start()
     try:

@@ -17,18 +17,18 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from flexsf import logs
-from flexsf.events import workflow_id
+from flexsf.models import Stage
+from flexsf.vocabulary import workflow_id
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
 from tests.test_gateway_webhook import event_params, gateway_settings, new_task_sid, run_gateway
-from workflows.models import Stage
-
 
 AGENT = tw_demo.DEMO_WORKERS[0]
 CONTACT = sf_demo.UNIQUE_PHONE_CONTACT
 
 
 # ---- helpers -------------------------------------------------------------------------------------------------------
+
 
 def samples(text: str) -> list[tuple[str, dict[str, str], float]]:
     return [(s.name, s.labels, s.value) for family in text_string_to_metric_families(text) for s in family.samples]
@@ -76,6 +76,7 @@ async def run_task(stack, fail_salesforce_calls: int = 0):
 
 # ---- worker metrics ------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("stack_overrides", [{"FLEXSF_NOTES_GRACE_S": "0"}], indirect=True)
 async def test_worker_exports_product_and_sdk_metrics(stack, worker_metrics_url) -> None:
     queue = {"task_queue": stack.task_queue}
@@ -116,6 +117,7 @@ async def test_worker_exports_product_and_sdk_metrics(stack, worker_metrics_url)
 
 
 # ---- structured logs -----------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("stack_overrides", [{"FLEXSF_NOTES_GRACE_S": "0"}], indirect=True)
 async def test_task_log_lines_are_json_with_task_sid_and_no_secret(stack, captured_logs) -> None:
@@ -167,8 +169,16 @@ def test_redaction_masks_tokens_secrets_and_authorization_headers() -> None:
         logger.removeHandler(handler)
 
     text = stream.getvalue()
-    for secret in ["abc.def.ghi", "QUMxMjM6dG9rZW4=", "hunter2hunter", "pa55word!", jwt, session, hex_token,
-                   registered]:
+    for secret in [
+        "abc.def.ghi",
+        "QUMxMjM6dG9rZW4=",
+        "hunter2hunter",
+        "pa55word!",
+        jwt,
+        session,
+        hex_token,
+        registered,
+    ]:
         assert secret not in text, secret
     lines = json_lines(stream)
     assert len(lines) == 8
@@ -208,8 +218,10 @@ def test_bound_task_is_on_every_line_and_a_terminal_gets_readable_lines() -> Non
 
 # ---- gateway metrics -----------------------------------------------------------------------------------------------
 
-async def test_gateway_metrics_count_requests_and_taskrouter_outcomes(temporal_client, fresh_twilio_sandbox,
-                                                                      captured_logs) -> None:
+
+async def test_gateway_metrics_count_requests_and_taskrouter_outcomes(
+    temporal_client, fresh_twilio_sandbox, captured_logs
+) -> None:
     settings = gateway_settings(fresh_twilio_sandbox, f"gateway-{uuid.uuid4()}")
     async for gw in run_gateway(settings, temporal_client, fresh_twilio_sandbox):
         signed = event_params(new_task_sid())

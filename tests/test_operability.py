@@ -18,12 +18,13 @@ import pytest
 import pytest_asyncio
 from temporalio.service import RPCError, RPCStatusCode
 
-from flexsf import ops
-from flexsf.events import signal_notes, workflow_id
+from flexsf.models import Notes, Stage
+from flexsf.vocabulary import workflow_id
+from ops import tasks as ops
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
 from tests.fixtures_stack import Stack, stack_env, start_stack_worker
-from workflows.models import Notes, Stage
+from workflows.delivery import signal_notes
 
 AGENT = tw_demo.DEMO_WORKERS[0]
 CONTACT = sf_demo.UNIQUE_PHONE_CONTACT
@@ -52,8 +53,15 @@ async def eventually(fetch, predicate, timeout: float = 30.0, what: str = "condi
 async def cli(stack: Stack, temporal_server, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, **stack.env, "TEMPORAL_ADDRESS": temporal_server.address, "TEMPORAL_NAMESPACE": "default"}
     env.pop("TEMPORAL_PROFILE", None)
-    return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "flexsf.cli", *args], cwd=REPO, env=env,
-                                   capture_output=True, text=True, timeout=120)
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "ops.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 class Workers:
@@ -106,8 +114,9 @@ async def failed_log(stack: Stack) -> str:
     return sid
 
 
-async def test_search_attributes_find_tasks_by_stage_worker_record_and_salesforce_task(ops_stack,
-                                                                                        temporal_server) -> None:
+async def test_search_attributes_find_tasks_by_stage_worker_record_and_salesforce_task(
+    ops_stack, temporal_server
+) -> None:
     stack, _ = ops_stack
     single = stack.tw.lifecycle({"from": CONTACT.phone}, worker_sid=AGENT.sid, complete=True)["sid"]
     several = stack.tw.lifecycle({"from": sf_demo.SHARED_PHONE}, worker_sid=AGENT.sid)["sid"]
@@ -116,8 +125,9 @@ async def test_search_attributes_find_tasks_by_stage_worker_record_and_salesforc
     await stack.wait_for(several, lambda v: v.stage == Stage.AWAITING_SELECTION)
 
     async def sids(query: str) -> set[str]:
-        return {row.task_sid for row in await ops.list_tasks(stack.client, f"{query} AND TaskQueue = "
-                                                                           f"'{stack.task_queue}'")}
+        return {
+            row.task_sid for row in await ops.list_tasks(stack.client, f"{query} AND TaskQueue = '{stack.task_queue}'")
+        }
 
     async def expect(query: str, expected: set[str]) -> None:
         await eventually(lambda: sids(query), lambda found: found == expected, what=query)
@@ -128,19 +138,22 @@ async def test_search_attributes_find_tasks_by_stage_worker_record_and_salesforc
     await expect(ops.tasks_query(task_sid=single), {single})
     await expect(ops.tasks_query(record_id=CONTACT.id), {single, failed})
     await expect(ops.tasks_query(activity_id=logged.activity_id), {single})
-    await expect(ops.tasks_query(channel="voice", direction="Inbound", worker_sid=AGENT.sid),
-                 {single, several, failed})
+    await expect(ops.tasks_query(channel="voice", direction="Inbound", worker_sid=AGENT.sid), {single, several, failed})
     await expect(ops.tasks_query(worker_sid=tw_demo.DEMO_WORKERS[1].sid), set())
     [row] = await ops.list_tasks(stack.client, ops.tasks_query(task_sid=single))
     assert (row.stage, row.worker_sid, row.record_id, row.activity_id) == (
-        "logged", AGENT.sid, CONTACT.id, logged.activity_id)
+        "logged",
+        AGENT.sid,
+        CONTACT.id,
+        logged.activity_id,
+    )
 
-    listed = await cli(stack, temporal_server, "tasks", "list", "--stage", "awaiting_selection", "--worker",
-                       AGENT.sid, "--since", "1h")
+    listed = await cli(
+        stack, temporal_server, "tasks", "list", "--stage", "awaiting_selection", "--worker", AGENT.sid, "--since", "1h"
+    )
     assert listed.returncode == 0, listed.stderr
     assert several in listed.stdout and single not in listed.stdout and failed not in listed.stdout
-    listed = await cli(stack, temporal_server, "tasks", "list", "--stage", "failed", "--since",
-                       "2000-01-01T00:00:00Z")
+    listed = await cli(stack, temporal_server, "tasks", "list", "--stage", "failed", "--since", "2000-01-01T00:00:00Z")
     assert failed in listed.stdout and single not in listed.stdout
     shown = await cli(stack, temporal_server, "tasks", "show", single)
     assert shown.returncode == 0, shown.stderr
@@ -155,8 +168,9 @@ async def test_search_attributes_find_tasks_by_stage_worker_record_and_salesforc
         await ops.relog(stack.client, several)  # the validator refuses a task still in progress
 
 
-async def test_relog_retries_a_failed_log_once_fixed_and_repeating_it_changes_nothing(ops_stack,
-                                                                                      temporal_server) -> None:
+async def test_relog_retries_a_failed_log_once_fixed_and_repeating_it_changes_nothing(
+    ops_stack, temporal_server
+) -> None:
     stack, workers = ops_stack
     sid = await failed_log(stack)
 

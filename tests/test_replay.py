@@ -20,8 +20,8 @@ from temporalio.worker import Replayer
 # The workflow sandbox re-imports this module for the variants defined below; the recorder (sandboxes, TLS) and
 # the product modules come through as they are.
 with workflow.unsafe.imports_passed_through():
+    from flexsf.models import TaskView, TaskWorkflowInput
     from tests.record_histories import HISTORIES, SCENARIOS, activity_types
-    from workflows.models import TaskView, TaskWorkflowInput
     from workflows.task_workflow import FlexTaskWorkflow
 
 # The recorder's output, one file a scenario; histories of the code before a `workflow.patched` change are kept
@@ -61,6 +61,7 @@ async def test_current_workflow_replays_stored_history(path: Path) -> None:
 
 # ---- the replay test must be able to fail: variants registered under the same workflow name ------------------------
 
+
 @workflow.defn(name="FlexTaskWorkflow")
 class TimerFirst(FlexTaskWorkflow):
     """A timer before the policy is loaded: the very first command differs from every history."""
@@ -80,8 +81,9 @@ class ResolveOwnerAtAccept(FlexTaskWorkflow):
         return await super().run(input)
 
     async def _screen_pop(self) -> None:
-        await workflow.execute_activity("resolve_salesforce_owner", self._task_sid,
-                                        start_to_close_timeout=timedelta(seconds=10))
+        await workflow.execute_activity(
+            "resolve_salesforce_owner", self._task_sid, start_to_close_timeout=timedelta(seconds=10)
+        )
         await super()._screen_pop()
 
 
@@ -95,8 +97,9 @@ class ResolveOwnerAtAcceptPatched(FlexTaskWorkflow):
 
     async def _screen_pop(self) -> None:
         if workflow.patched("resolve-owner-at-accept"):
-            await workflow.execute_activity("resolve_salesforce_owner", self._task_sid,
-                                            start_to_close_timeout=timedelta(seconds=10))
+            await workflow.execute_activity(
+                "resolve_salesforce_owner", self._task_sid, start_to_close_timeout=timedelta(seconds=10)
+            )
         await super()._screen_pop()
 
 

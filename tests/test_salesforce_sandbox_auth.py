@@ -29,8 +29,12 @@ from sandboxes.salesforce.demo import INTEGRATION_USER_ID
 def test_each_grant_connects_simple_salesforce(clean_salesforce_sandbox: SalesforceSandbox, grant: str) -> None:
     creds = clean_salesforce_sandbox.credentials(grant)
     sf = connect(creds, make_session(creds.ca_bundle))
-    assert sf.query("SELECT Id FROM User WHERE Id = '%s'" % INTEGRATION_USER_ID)["totalSize"] == 1
-    expected = {"client_credentials": "login:client_credentials", "jwt": "login:jwt_bearer", "password": "login:password"}
+    assert sf.query(f"SELECT Id FROM User WHERE Id = '{INTEGRATION_USER_ID}'")["totalSize"] == 1
+    expected = {
+        "client_credentials": "login:client_credentials",
+        "jwt": "login:jwt_bearer",
+        "password": "login:password",
+    }
     assert clean_salesforce_sandbox.counters()[expected[grant]] == 1
 
 
@@ -42,7 +46,9 @@ def test_grant_choice() -> None:
     assert base.login_url == "https://login.salesforce.com"
     my_domain = dataclasses.replace(base, token_url="https://acme.my.salesforce.com/services/oauth2/token")
     assert my_domain.login_url == "https://login.salesforce.com"
-    sandbox_org = dataclasses.replace(base, token_url="https://acme--uat.sandbox.my.salesforce.com/services/oauth2/token")
+    sandbox_org = dataclasses.replace(
+        base, token_url="https://acme--uat.sandbox.my.salesforce.com/services/oauth2/token"
+    )
     assert sandbox_org.login_url == "https://test.salesforce.com"
     local = dataclasses.replace(base, token_url="https://127.0.0.1:8443/services/oauth2/token")
     assert local.login_url == "https://127.0.0.1:8443"
@@ -59,8 +65,14 @@ def test_token_response_shape(clean_salesforce_sandbox: SalesforceSandbox) -> No
     info = clean_salesforce_sandbox.info
     session = make_session(info["ca_bundle"])
     # client_id/client_secret in the form are accepted as well as HTTP Basic.
-    response = session.post(info["token_url"], data={"grant_type": "client_credentials", "client_id": info["client_id"],
-                                                     "client_secret": info["client_secret"]})
+    response = session.post(
+        info["token_url"],
+        data={
+            "grant_type": "client_credentials",
+            "client_id": info["client_id"],
+            "client_secret": info["client_secret"],
+        },
+    )
     assert response.status_code == 200
     body = response.json()
     assert set(body) == {"access_token", "instance_url", "id", "token_type", "issued_at", "signature"}
@@ -89,20 +101,24 @@ def test_bad_client_secret(clean_salesforce_sandbox: SalesforceSandbox) -> None:
 def test_bad_password_and_unknown_client(clean_salesforce_sandbox: SalesforceSandbox) -> None:
     creds = clean_salesforce_sandbox.credentials("password")
     assert _token_error(clean_salesforce_sandbox, dataclasses.replace(creds, password="nope")).error == "invalid_grant"
-    assert _token_error(clean_salesforce_sandbox, dataclasses.replace(creds, client_id="x")).error == "invalid_client_id"
+    assert (
+        _token_error(clean_salesforce_sandbox, dataclasses.replace(creds, client_id="x")).error == "invalid_client_id"
+    )
 
 
 def test_bad_assertion_body_shape(clean_salesforce_sandbox: SalesforceSandbox, tmp_path: Path) -> None:
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     key_file = tmp_path / "other.pem"
-    key_file.write_bytes(other.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                             serialization.NoEncryption()))
+    key_file.write_bytes(
+        other.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     creds = dataclasses.replace(clean_salesforce_sandbox.credentials("jwt"), private_key_file=str(key_file))
     assert _token_error(clean_salesforce_sandbox, creds).error == "invalid_grant"
 
     info = clean_salesforce_sandbox.info
     response = make_session(info["ca_bundle"]).post(
-        info["token_url"], data={"grant_type": JWT_BEARER_GRANT, "assertion": "not-a-jwt"})
+        info["token_url"], data={"grant_type": JWT_BEARER_GRANT, "assertion": "not-a-jwt"}
+    )
     assert response.status_code == 400
     assert response.json() == {"error": "invalid_grant", "error_description": "invalid assertion"}
 
@@ -117,11 +133,17 @@ def test_bad_assertion_body_shape(clean_salesforce_sandbox: SalesforceSandbox, t
 )
 def test_jwt_claims_are_checked(clean_salesforce_sandbox: SalesforceSandbox, claims: dict, description: str) -> None:
     info = clean_salesforce_sandbox.info
-    payload = {"iss": info["client_id"], "sub": info["username"], "aud": "https://login.salesforce.com",
-               "exp": int(time.time()) + 60, **claims}
+    payload = {
+        "iss": info["client_id"],
+        "sub": info["username"],
+        "aud": "https://login.salesforce.com",
+        "exp": int(time.time()) + 60,
+        **claims,
+    }
     assertion = jwt.encode(payload, Path(info["private_key_file"]).read_bytes(), algorithm="RS256")
     response = make_session(info["ca_bundle"]).post(
-        info["token_url"], data={"grant_type": JWT_BEARER_GRANT, "assertion": assertion})
+        info["token_url"], data={"grant_type": JWT_BEARER_GRANT, "assertion": assertion}
+    )
     assert response.status_code == 400
     assert response.json() == {"error": "invalid_grant", "error_description": description}
 
@@ -141,8 +163,12 @@ def test_revocation(clean_salesforce_sandbox: SalesforceSandbox, sf) -> None:
     sf.query("SELECT Id FROM Account LIMIT 1")
     # Revoking one token through the OAuth revoke endpoint leaves the others alive.
     session = make_session(creds.ca_bundle)
-    assert session.post(f"{clean_salesforce_sandbox.info['url']}/services/oauth2/revoke",
-                        data={"token": sf.session_id}).status_code == 200
+    assert (
+        session.post(
+            f"{clean_salesforce_sandbox.info['url']}/services/oauth2/revoke", data={"token": sf.session_id}
+        ).status_code
+        == 200
+    )
     with pytest.raises(SalesforceExpiredSession):
         sf.query("SELECT Id FROM Account LIMIT 1")
     other.query("SELECT Id FROM Account LIMIT 1")
@@ -181,11 +207,13 @@ def test_private_ca_wins_over_ca_bundle_variables(
 def test_configured_jwt_certificate(tmp_path: Path) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     key_file = tmp_path / "key.pem"
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     public_file = tmp_path / "public.pem"
-    public_file.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                          serialization.PublicFormat.SubjectPublicKeyInfo))
+    public_file.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     with SalesforceSandbox(seed_demo=False, jwt_certificate_file=str(public_file)) as sandbox:
         assert sandbox.info["private_key_file"] is None
         creds = dataclasses.replace(sandbox.credentials("jwt"), private_key_file=str(key_file))

@@ -17,18 +17,35 @@ def test_cli_runs_serves_and_stops_cleanly(tmp_path: Path) -> None:
     state = tmp_path / "org.sqlite"
     process = subprocess.Popen(
         [FLEXSF, "sandbox", "salesforce", "--port", "0", "--state", str(state), "--no-flex-task-sid-field"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         line = process.stdout.readline()  # type: ignore[union-attr]
         assert line, process.stderr.read()  # type: ignore[union-attr]
         info = json.loads(line)
-        for key in ("url", "token_url", "ca_bundle", "client_id", "client_secret", "username", "password",
-                    "private_key_file", "api_version", "control_url"):
+        for key in (
+            "url",
+            "token_url",
+            "ca_bundle",
+            "client_id",
+            "client_secret",
+            "username",
+            "password",
+            "private_key_file",
+            "api_version",
+            "control_url",
+        ):
             assert info[key], key
-        creds = SalesforceCredentials(token_url=info["token_url"], client_id=info["client_id"],
-                                      username=info["username"], private_key_file=info["private_key_file"],
-                                      api_version=info["api_version"], ca_bundle=info["ca_bundle"])
+        creds = SalesforceCredentials(
+            token_url=info["token_url"],
+            client_id=info["client_id"],
+            username=info["username"],
+            private_key_file=info["private_key_file"],
+            api_version=info["api_version"],
+            ca_bundle=info["ca_bundle"],
+        )
         sf = connect(creds)
         assert sf.query("SELECT COUNT() FROM Contact")["totalSize"] > 100
         assert "Flex_Task_Sid__c" not in {f["name"] for f in sf.Task.describe()["fields"]}

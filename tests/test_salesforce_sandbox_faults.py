@@ -15,8 +15,7 @@ from sandboxes.salesforce.demo import UNIQUE_PHONE_CONTACT
 
 
 def _task(subject: str, **extra: object) -> dict:
-    return {"Subject": subject, "Status": "Completed", "TaskSubtype": "Call", "WhoId": UNIQUE_PHONE_CONTACT.id,
-            **extra}
+    return {"Subject": subject, "Status": "Completed", "TaskSubtype": "Call", "WhoId": UNIQUE_PHONE_CONTACT.id, **extra}
 
 
 def test_limit_header_is_parsed(sf: Salesforce, clean_salesforce_sandbox: SalesforceSandbox) -> None:
@@ -38,8 +37,9 @@ def test_limit_exhaustion_is_refused(sf: Salesforce, clean_salesforce_sandbox: S
     assert caught.value.content[0]["errorCode"] == "REQUEST_LIMIT_EXCEEDED"
     # Logging in does not count against the limit, and still works.
     info = clean_salesforce_sandbox.info
-    token = make_session(info["ca_bundle"]).post(info["token_url"], data={"grant_type": "client_credentials"},
-                                                 auth=(info["client_id"], info["client_secret"]))
+    token = make_session(info["ca_bundle"]).post(
+        info["token_url"], data={"grant_type": "client_credentials"}, auth=(info["client_id"], info["client_secret"])
+    )
     assert token.status_code == 200
 
 
@@ -47,8 +47,11 @@ def test_forced_limit_fault(sf: Salesforce, clean_salesforce_sandbox: Salesforce
     clean_salesforce_sandbox.faults.set(limit_exceeded=True)
     with pytest.raises(SalesforceRefusedRequest):
         sf.Task.create(_task("refused"))
-    raw = sf.session.get(f"{sf.base_url}query/", params={"q": "SELECT Id FROM Account"},
-                         headers={"Authorization": f"Bearer {sf.session_id}"})
+    raw = sf.session.get(
+        f"{sf.base_url}query/",
+        params={"q": "SELECT Id FROM Account"},
+        headers={"Authorization": f"Bearer {sf.session_id}"},
+    )
     assert raw.status_code == 403
     assert raw.headers["Sforce-Limit-Info"].startswith("api-usage=")
     assert raw.json() == [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]
@@ -116,7 +119,12 @@ def test_control_endpoint_over_http(sf: Salesforce, clean_salesforce_sandbox: Sa
     sf.query("SELECT Id FROM Account LIMIT 1")
     sf.Task.create(_task("counted"))
     counters = http.get(f"{control}/counters").json()
-    assert counters["fault_503"] == 1 and counters["query"] == 1 and counters["sobject_create:Task"] == 1 and counters["logins"] == 1
+    assert (
+        counters["fault_503"] == 1
+        and counters["query"] == 1
+        and counters["sobject_create:Task"] == 1
+        and counters["logins"] == 1
+    )
     assert http.post(f"{control}/faults", json={"no_such_fault": 1}).status_code == 400
     contacts = http.get(f"{control}/records/Contact").json()
     assert any(c["Id"] == UNIQUE_PHONE_CONTACT.id for c in contacts)

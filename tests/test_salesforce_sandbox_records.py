@@ -29,8 +29,16 @@ from sandboxes.salesforce.schema import LEGACY_ID_FIELD
 
 
 def _call_task(**extra: object) -> dict:
-    return {"Subject": "Inbound call", "Status": "Completed", "TaskSubtype": "Call", "CallType": "Inbound",
-            "CallDurationInSeconds": 42, "WhoId": UNIQUE_PHONE_CONTACT.id, "ActivityDate": "2024-05-01", **extra}
+    return {
+        "Subject": "Inbound call",
+        "Status": "Completed",
+        "TaskSubtype": "Call",
+        "CallType": "Inbound",
+        "CallDurationInSeconds": 42,
+        "WhoId": UNIQUE_PHONE_CONTACT.id,
+        "ActivityDate": "2024-05-01",
+        **extra,
+    }
 
 
 def _error(caught: pytest.ExceptionInfo) -> dict:
@@ -59,7 +67,7 @@ def test_create_get_update_delete_task(sf: Salesforce) -> None:
 
 def test_upsert_created_then_updated(sf: Salesforce, clean_salesforce_sandbox: SalesforceSandbox) -> None:
     sid = f"WT{uuid.uuid4().hex}"
-    path = f"Flex_Task_Sid__c/{format_external_id('Flex_Task_Sid__c', sid)[len('Flex_Task_Sid__c/'):]}"
+    path = f"Flex_Task_Sid__c/{format_external_id('Flex_Task_Sid__c', sid)[len('Flex_Task_Sid__c/') :]}"
     response = sf.Task.upsert(path, _call_task(), raw_response=True)
     assert response.status_code == 201
     assert response.json()["created"] is True
@@ -154,8 +162,11 @@ def test_contact_name_is_computed_and_read_only(sf: Salesforce) -> None:
     assert _error(caught)["errorCode"] == "INVALID_FIELD_FOR_INSERT_UPDATE"
     with pytest.raises(SalesforceMalformedRequest) as caught:
         sf.Contact.create({"FirstName": "No"})
-    assert _error(caught) == {"message": "Required fields are missing: [LastName]",
-                              "errorCode": "REQUIRED_FIELD_MISSING", "fields": ["LastName"]}
+    assert _error(caught) == {
+        "message": "Required fields are missing: [LastName]",
+        "errorCode": "REQUIRED_FIELD_MISSING",
+        "fields": ["LastName"],
+    }
 
 
 def test_ids_in_urls(sf: Salesforce) -> None:
@@ -175,8 +186,10 @@ def test_unknown_sobject_and_old_version_are_404(sf: Salesforce, clean_salesforc
     with pytest.raises(SalesforceResourceNotFound) as caught:
         sf.Widget__c.create({"Name": "x"})
     assert _error(caught)["errorCode"] == "NOT_FOUND"
-    response = sf.session.get(f"{sf.base_url.replace('v62.0', 'v49.0')}sobjects/Contact/",
-                              headers={"Authorization": f"Bearer {sf.session_id}"})
+    response = sf.session.get(
+        f"{sf.base_url.replace('v62.0', 'v49.0')}sobjects/Contact/",
+        headers={"Authorization": f"Bearer {sf.session_id}"},
+    )
     assert response.status_code == 404
     assert response.json()[0]["errorCode"] == "NOT_FOUND"
 

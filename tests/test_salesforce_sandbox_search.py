@@ -36,8 +36,10 @@ def test_query_shape_and_relationship(sf: Salesforce) -> None:
     result = sf.query(f"SELECT Id, Name, Phone, Account.Name FROM Contact WHERE Id = '{UNIQUE_PHONE_CONTACT.id[:15]}'")
     assert result["totalSize"] == 1 and result["done"] is True
     record = result["records"][0]
-    assert record["attributes"] == {"type": "Contact",
-                                    "url": f"/services/data/v62.0/sobjects/Contact/{UNIQUE_PHONE_CONTACT.id}"}
+    assert record["attributes"] == {
+        "type": "Contact",
+        "url": f"/services/data/v62.0/sobjects/Contact/{UNIQUE_PHONE_CONTACT.id}",
+    }
     assert record["Name"] == UNIQUE_PHONE_CONTACT.name
     assert record["Account"]["Name"] == UNIQUE_PHONE_ACCOUNT.name
 
@@ -157,13 +159,27 @@ def test_search_errors(sf: Salesforce) -> None:
 
 
 def test_parameterized_search_get_and_post(sf: Salesforce) -> None:
-    get = sf.restful("parameterizedSearch/", params={
-        "q": r"\(415\) 555\-0100", "in": "PHONE", "sobject": ["Contact", "Lead"],
-        "Contact.fields": "Id,Name", "Lead.fields": "Id,Name,Company"})
+    get = sf.restful(
+        "parameterizedSearch/",
+        params={
+            "q": r"\(415\) 555\-0100",
+            "in": "PHONE",
+            "sobject": ["Contact", "Lead"],
+            "Contact.fields": "Id,Name",
+            "Lead.fields": "Id,Name,Company",
+        },
+    )
     assert _ids(get) == {r.id for r in SHARED_PHONE_RECORDS}
-    post = sf.restful("parameterizedSearch/", method="POST", json={
-        "q": "415.555.0100", "in": "PHONE", "overallLimit": 20,
-        "sobjects": [{"name": "Contact", "fields": ["Id", "Name"], "limit": 1}, {"name": "Lead", "fields": ["Id"]}]})
+    post = sf.restful(
+        "parameterizedSearch/",
+        method="POST",
+        json={
+            "q": "415.555.0100",
+            "in": "PHONE",
+            "overallLimit": 20,
+            "sobjects": [{"name": "Contact", "fields": ["Id", "Name"], "limit": 1}, {"name": "Lead", "fields": ["Id"]}],
+        },
+    )
     assert len(post["searchRecords"]) == 2
     with pytest.raises(SalesforceMalformedRequest) as caught:
         sf.restful("parameterizedSearch/", params={"q": "AT&T"})

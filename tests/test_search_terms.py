@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from activities.search_terms import build_sosl, escape_sosl, first_search_term, plan_search
+from flexsf.search_terms import build_sosl, escape_sosl, first_search_term, plan_search
 
 
 def test_first_present_attribute_in_the_plugins_order() -> None:

@@ -16,8 +16,9 @@ SECRET = "s3cr3t-value-that-must-not-leak"
 
 
 def test_defaults_and_overrides() -> None:
-    settings = settings_from_env({"FLEXSF_SEARCH_OBJECTS": "Contact, Case", "FLEXSF_FEATURES__SCREEN_POP": "false"},
-                                 _env_file=None)
+    settings = settings_from_env(
+        {"FLEXSF_SEARCH_OBJECTS": "Contact, Case", "FLEXSF_FEATURES__SCREEN_POP": "false"}, _env_file=None
+    )
     assert settings.flexsf_search_objects == ["Contact", "Case"]
     assert settings.flexsf_features.screen_pop is False and settings.flexsf_features.enabled is None
     assert settings.flexsf_task_queue == "flex-salesforce"
@@ -39,8 +40,14 @@ def test_placeholder_secrets_are_refused() -> None:
 
 
 def test_worker_refuses_to_start_without_credentials_and_says_which(tmp_path) -> None:
-    done = subprocess.run([sys.executable, "-m", "flexsf.cli", "worker"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "SALESFORCE_CLIENT_SECRET": SECRET})
+    done = subprocess.run(
+        [sys.executable, "-m", "ops.cli", "worker"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "SALESFORCE_CLIENT_SECRET": SECRET},
+    )
     assert done.returncode != 0
     assert "TWILIO_ACCOUNT_SID" in done.stderr and SECRET not in done.stderr + done.stdout
 
@@ -52,13 +59,27 @@ async def test_worker_refuses_a_namespace_without_the_search_attributes(temporal
     from temporalio.client import Client
 
     import worker
-    from flexsf.netutil import free_port, wait_for_port
+    from devtools.netutil import free_port, wait_for_port
+    from devtools.temporal_server import temporal_binary
     from flexsf.settings import ConfigurationError
-    from flexsf.temporal_server import temporal_binary
 
     port = free_port()
-    bare = sp.Popen([temporal_binary(), "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(port),
-                     "--log-level", "error"], stdout=sp.DEVNULL, stderr=sp.DEVNULL)
+    bare = sp.Popen(
+        [
+            temporal_binary(),
+            "server",
+            "start-dev",
+            "--headless",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "error",
+        ],
+        stdout=sp.DEVNULL,
+        stderr=sp.DEVNULL,
+    )
     try:
         wait_for_port("127.0.0.1", port, 60)
         client = await Client.connect(f"127.0.0.1:{port}")

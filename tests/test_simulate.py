@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flexsf.simulate import SCENARIOS, Expected, PlannedTask, TaskResult, failed, plan, summarize
+from devtools.simulate import SCENARIOS, Expected, PlannedTask, TaskResult, failed, plan, summarize
 from sandboxes.salesforce import demo as sf_demo
 from tests.test_dev_stack import FLEXSF, PORTS, clean_env, flexsf_dev, free_offset, listening, wait_until
 
@@ -37,10 +37,13 @@ def _result(planned: PlannedTask, *rows: dict) -> TaskResult:
 def test_the_verdict_counts_lost_duplicated_and_wrongly_related_tasks() -> None:
     contact = sf_demo.UNIQUE_PHONE_CONTACT.id
     who = PlannedTask(0, "single", "WK1", "+16285550147", expected=Expected(who=contact))
-    notes = PlannedTask(1, "notes", "WK1", "+16285550147",
-                        expected=Expected(who=contact, description="summary", disposition="Resolved"))
-    good = [_result(who, {"WhoId": contact, "WhatId": None}),
-            _result(notes, {"WhoId": contact, "Description": "summary", "CallDisposition": "Resolved"})]
+    notes = PlannedTask(
+        1, "notes", "WK1", "+16285550147", expected=Expected(who=contact, description="summary", disposition="Resolved")
+    )
+    good = [
+        _result(who, {"WhoId": contact, "WhatId": None}),
+        _result(notes, {"WhoId": contact, "Description": "summary", "CallDisposition": "Resolved"}),
+    ]
     summary = summarize(good, 1.0, "temporal")
     assert (summary["tasks"], summary["logged"], summary["related_as_expected"]) == (2, 2, 2)
     assert not failed(summary)
@@ -83,8 +86,14 @@ def test_simulate_plays_twenty_tasks_through_flexsf_dev_and_none_is_lost_or_dupl
         children = _children(dev.pid)
         assert children, "flexsf dev runs the Temporal dev server as a child process"
 
-        done = subprocess.run([str(FLEXSF), "simulate", "--tasks", "20", "--json"], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [str(FLEXSF), "simulate", "--tasks", "20", "--json"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         summary = json.loads(done.stdout.strip().splitlines()[-1])
         assert done.returncode == 0, (summary, done.stderr[-3000:])
         assert summary["tasks"] == 20

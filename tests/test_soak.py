@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flexsf.soak import failed
+from devtools.soak import failed
 from tests.test_dev_stack import FLEXSF
 
 
@@ -40,8 +40,14 @@ def test_the_verdict_fails_on_any_lost_duplicated_or_misrelated_task() -> None:
 def test_a_chaos_soak_of_thirty_tasks_loses_duplicates_and_misrelates_none(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SALESFORCE_", "TWILIO_", "FLEXSF_", "TEMPORAL_"))}
     env["TMPDIR"] = str(tmp_path)  # the stack's working directory, so anything it leaves running can be found
-    done = subprocess.run([str(FLEXSF), "soak", "--tasks", "30", "--chaos", "--json", "--kill-every-s", "15"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    done = subprocess.run(
+        [str(FLEXSF), "soak", "--tasks", "30", "--chaos", "--json", "--kill-every-s", "15"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert done.returncode == 0, (summary, done.stderr[-3000:])
     assert summary["tasks"] == 30 and summary["logged"] == 30

@@ -6,28 +6,45 @@ from types import SimpleNamespace
 
 import pytest
 
-from activities.flex_config import apply_overrides, flags_from_ui_attributes
+from flexsf.flex_config import apply_overrides, flags_from_ui_attributes
 from flexsf.settings import FeatureOverrides
 from flexsf.task_events import MalformedEvent, event_from_events_api, task_event
 
 CALLBACK = {
-    "EventType": "reservation.accepted", "Sid": "EV1", "TaskSid": "WT1", "TimestampMs": "1764079973000",
-    "TaskAttributes": '{"name": "Ada", "direction": "inbound"}', "TaskChannelUniqueName": "voice", "TaskAge": "12",
-    "WorkerSid": "WK1", "WorkerName": "ada", "WorkerAttributes": '{"email": "ada@example.com"}', "ReservationSid": "WR1",
+    "EventType": "reservation.accepted",
+    "Sid": "EV1",
+    "TaskSid": "WT1",
+    "TimestampMs": "1764079973000",
+    "TaskAttributes": '{"name": "Ada", "direction": "inbound"}',
+    "TaskChannelUniqueName": "voice",
+    "TaskAge": "12",
+    "WorkerSid": "WK1",
+    "WorkerName": "ada",
+    "WorkerAttributes": '{"email": "ada@example.com"}',
+    "ReservationSid": "WR1",
 }
 
 
 def test_callback_form_parameters() -> None:
     e = task_event(CALLBACK)
-    assert (e.sid, e.event_type, e.task_sid, e.timestamp_ms, e.task_age) == ("EV1", "reservation.accepted", "WT1",
-                                                                              1764079973000, 12)
+    assert (e.sid, e.event_type, e.task_sid, e.timestamp_ms, e.task_age) == (
+        "EV1",
+        "reservation.accepted",
+        "WT1",
+        1764079973000,
+        12,
+    )
     assert e.task_attributes["name"] == "Ada" and e.worker_attributes["email"] == "ada@example.com"
 
 
 @pytest.mark.parametrize(
     ("change", "reason"),
-    [({"TaskSid": ""}, "TaskSid is missing"), ({"TaskAttributes": "{not json"}, "TaskAttributes is not valid JSON"),
-     ({"TaskAttributes": "[1]"}, "TaskAttributes must be a JSON object"), ({"Sid": None}, "Sid is missing")],
+    [
+        ({"TaskSid": ""}, "TaskSid is missing"),
+        ({"TaskAttributes": "{not json"}, "TaskAttributes is not valid JSON"),
+        ({"TaskAttributes": "[1]"}, "TaskAttributes must be a JSON object"),
+        ({"Sid": None}, "Sid is missing"),
+    ],
 )
 def test_malformed_callbacks_say_why(change: dict, reason: str) -> None:
     with pytest.raises(MalformedEvent, match=reason):
@@ -35,8 +52,12 @@ def test_malformed_callbacks_say_why(change: dict, reason: str) -> None:
 
 
 def test_events_list_rows_use_snake_case() -> None:
-    row = SimpleNamespace(sid="EV2", event_type="task.completed", event_date_ms=5,
-                          event_data={"task_sid": "WT1", "task_completed_reason": "done", "task_attributes": "{}"})
+    row = SimpleNamespace(
+        sid="EV2",
+        event_type="task.completed",
+        event_date_ms=5,
+        event_data={"task_sid": "WT1", "task_completed_reason": "done", "task_attributes": "{}"},
+    )
     e = event_from_events_api(row, "WT1")
     assert (e.sid, e.event_type, e.reason, e.timestamp_ms) == ("EV2", "task.completed", "done", 5)
 

@@ -12,10 +12,10 @@ import json
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
 
-from flexsf.events import signal_notes
+from flexsf.models import Notes, RecordSelection, Stage, TaskView
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
-from workflows.models import Notes, RecordSelection, Stage, TaskView
+from workflows.delivery import signal_notes
 from workflows.task_workflow import FlexTaskWorkflow
 
 AGENT = tw_demo.DEMO_WORKERS[0]
@@ -26,8 +26,9 @@ def sf_tasks_for(stack, task_sid: str) -> list[dict]:
 
 
 async def test_single_match_writes_attributes_and_logs_one_task_with_who_id(stack) -> None:
-    task = stack.tw.lifecycle({"from": sf_demo.UNIQUE_PHONE_CONTACT.phone, "direction": "inbound", "keep": "me"},
-                              worker_sid=AGENT.sid)
+    task = stack.tw.lifecycle(
+        {"from": sf_demo.UNIQUE_PHONE_CONTACT.phone, "direction": "inbound", "keep": "me"}, worker_sid=AGENT.sid
+    )
     sid = task["sid"]
     view = await stack.wait_for(sid, lambda v: v.stage == Stage.IN_PROGRESS)
     assert view.pop.record.id == sf_demo.UNIQUE_PHONE_CONTACT.id
@@ -88,8 +89,9 @@ async def test_person_account_is_one_candidate_and_relates_through_its_contact(s
 
 
 async def test_sfdc_object_id_from_the_ivr_is_popped_without_a_search(stack) -> None:
-    sid = stack.tw.lifecycle({"from": sf_demo.SHARED_PHONE, "sfdcObjectId": sf_demo.DEMO_CASE.id},
-                             worker_sid=AGENT.sid)["sid"]
+    sid = stack.tw.lifecycle(
+        {"from": sf_demo.SHARED_PHONE, "sfdcObjectId": sf_demo.DEMO_CASE.id}, worker_sid=AGENT.sid
+    )["sid"]
     view = await stack.wait_for(sid, lambda v: v.stage == Stage.IN_PROGRESS)
     assert view.pop.record.id == sf_demo.DEMO_CASE.id and view.pop.record.type == "Case"
     await finish(stack, sid)
@@ -102,7 +104,8 @@ async def test_sfdc_object_id_from_the_ivr_is_popped_without_a_search(stack) -> 
 
 async def test_outbound_click_to_dial_is_not_popped_and_relates_to_the_dialed_record(stack) -> None:
     task = stack.tw.start_outbound_call(
-        AGENT.sid, sf_demo.DEMO_LEAD.phone,
+        AGENT.sid,
+        sf_demo.DEMO_LEAD.phone,
         task_attributes={"sfdcObjectId": sf_demo.DEMO_LEAD.id, "sfdcObjectType": "Lead"},
     )
     sid = task["sid"]
@@ -125,17 +128,21 @@ async def test_several_matches_wait_for_the_agents_valid_choice(stack) -> None:
     handle = stack.handle(sid)
     other = tw_demo.DEMO_WORKERS[1]
     with pytest.raises(WorkflowUpdateFailedError) as wrong_worker:
-        await handle.execute_update(FlexTaskWorkflow.select_record,
-                                    RecordSelection(worker_sid=other.sid, record_id=sf_demo.SHARED_PHONE_RECORDS[0].id))
+        await handle.execute_update(
+            FlexTaskWorkflow.select_record,
+            RecordSelection(worker_sid=other.sid, record_id=sf_demo.SHARED_PHONE_RECORDS[0].id),
+        )
     assert "only the worker who accepted" in str(wrong_worker.value.cause)
     with pytest.raises(WorkflowUpdateFailedError) as not_candidate:
-        await handle.execute_update(FlexTaskWorkflow.select_record,
-                                    RecordSelection(worker_sid=AGENT.sid, record_id=sf_demo.DEMO_LEAD.id))
+        await handle.execute_update(
+            FlexTaskWorkflow.select_record, RecordSelection(worker_sid=AGENT.sid, record_id=sf_demo.DEMO_LEAD.id)
+        )
     assert "not one of the candidate records" in str(not_candidate.value.cause)
 
     chosen = sf_demo.SHARED_PHONE_RECORDS[2]  # the Lead
-    record = await handle.execute_update(FlexTaskWorkflow.select_record,
-                                         RecordSelection(worker_sid=AGENT.sid, record_id=chosen.id[:15]))
+    record = await handle.execute_update(
+        FlexTaskWorkflow.select_record, RecordSelection(worker_sid=AGENT.sid, record_id=chosen.id[:15])
+    )
     assert record.id == chosen.id
     attributes = json.loads(stack.tw.task(sid)["attributes"])
     assert (attributes["sfdcObjectId"], attributes["sfdcObjectType"]) == (chosen.id, "Lead")
@@ -149,8 +156,9 @@ async def test_several_matches_wait_for_the_agents_valid_choice(stack) -> None:
     assert len(updates) == 1  # rejected selections never entered history
 
 
-@pytest.mark.parametrize("stack_overrides", [{"FLEXSF_SELECTION_TIMEOUT_S": "0.5", "FLEXSF_NOTES_GRACE_S": "60"}],
-                         indirect=True)
+@pytest.mark.parametrize(
+    "stack_overrides", [{"FLEXSF_SELECTION_TIMEOUT_S": "0.5", "FLEXSF_NOTES_GRACE_S": "60"}], indirect=True
+)
 async def test_no_selection_before_timeout_logs_unassociated_and_a_late_choice_amends(stack) -> None:
     sid = stack.tw.lifecycle({"from": sf_demo.SHARED_PHONE}, worker_sid=AGENT.sid)["sid"]
     await stack.wait_for(sid, lambda v: v.stage == Stage.AWAITING_SELECTION)
@@ -161,8 +169,9 @@ async def test_no_selection_before_timeout_logs_unassociated_and_a_late_choice_a
     assert not logged.get("WhoId") and not logged.get("WhatId")
 
     chosen = sf_demo.SHARED_PHONE_RECORDS[0]
-    await stack.handle(sid).execute_update(FlexTaskWorkflow.select_record,
-                                           RecordSelection(worker_sid=AGENT.sid, record_id=chosen.id))
+    await stack.handle(sid).execute_update(
+        FlexTaskWorkflow.select_record, RecordSelection(worker_sid=AGENT.sid, record_id=chosen.id)
+    )
     view = await stack.wait_for(sid, lambda v: v.stage == Stage.LOGGED)
     [amended] = sf_tasks_for(stack, sid)
     assert amended["Id"] == logged["Id"] == view.activity_id and amended["WhoId"] == chosen.id
@@ -180,8 +189,11 @@ async def test_copilot_notes_before_and_after_completion_land_on_the_same_task(s
     [logged] = sf_tasks_for(stack, sid)
     assert (logged["CallDisposition"], logged["Description"]) == ("Callback", "Wants a callback")
 
-    await signal_notes(stack.client, sid, Notes(disposition="Resolved", summary="Fixed on the call",
-                                                topics=["billing"], sentiment="positive"))
+    await signal_notes(
+        stack.client,
+        sid,
+        Notes(disposition="Resolved", summary="Fixed on the call", topics=["billing"], sentiment="positive"),
+    )
     await stack.wait_for(sid, lambda v: v.notes.disposition == "Resolved" and v.stage == Stage.LOGGED)
     [amended] = await wait_until(lambda: [t for t in sf_tasks_for(stack, sid) if t["CallDisposition"] == "Resolved"])
     assert amended["Id"] == view.activity_id and amended["Description"] == "Fixed on the call"
@@ -207,8 +219,16 @@ async def test_cancellation_is_not_logged_when_activity_logging_is_off(stack) ->
 
 
 async def test_enabled_false_in_flex_config_does_nothing(stack) -> None:
-    stack.tw.flex_configuration.update({"account_sid": stack.tw.account_sid, "ui_attributes": {"custom_data": {"features": {
-        "salesforce_integration": {**tw_demo.SALESFORCE_FEATURE_FLAGS, "enabled": False}}}}})
+    stack.tw.flex_configuration.update(
+        {
+            "account_sid": stack.tw.account_sid,
+            "ui_attributes": {
+                "custom_data": {
+                    "features": {"salesforce_integration": {**tw_demo.SALESFORCE_FEATURE_FLAGS, "enabled": False}}
+                }
+            },
+        }
+    )
     sid = stack.tw.lifecycle({"from": sf_demo.UNIQUE_PHONE_CONTACT.phone}, worker_sid=AGENT.sid, complete=True)["sid"]
     view = await stack.result(sid)
     assert view.stage == Stage.DISABLED

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from flexsf.models import Stage, TaskView
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
 from sandboxes.twilio.state import CONCURRENT_WRITER_KEY
 from tests.fixtures_stack import Stack, settings_from, stack_env
-from workflows.models import Stage, TaskView
 
 AGENT = tw_demo.DEMO_WORKERS[0]
 AGENT_USER = sf_demo.AGENT_USERS[0]
@@ -35,6 +35,7 @@ def stack_overrides(request) -> dict[str, str]:
 
 
 # ---- helpers -------------------------------------------------------------------------------------------------------
+
 
 def sf_tasks_for(stack, task_sid: str) -> list[dict]:
     return [t for t in stack.sf.records("Task") if t.get("Flex_Task_Sid__c") == task_sid]
@@ -82,6 +83,7 @@ def assert_logged_once_to(stack, task_sid: str, view: TaskView, who_id: str) -> 
 
 # ---- 1. duplicate and reordered callbacks --------------------------------------------------------------------------
 
+
 async def test_every_callback_delivered_twice_still_logs_one_task(stack) -> None:
     stack.tw.faults.update(callback_duplicate_fraction=1.0)
     sid, view = await popped(stack, {"from": CONTACT.phone})
@@ -114,6 +116,7 @@ async def test_reordered_callbacks_still_log_one_task_with_the_right_relation(st
 
 
 # ---- 2. lost callbacks ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("stack_overrides", [{"FLEXSF_LOST_EVENT_WINDOW_S": "1"}], indirect=True)
 async def test_lost_completion_is_found_in_the_events_list_and_logged_once(stack) -> None:
@@ -158,8 +161,9 @@ async def test_lost_acceptance_is_still_logged_to_the_agent_and_record_when_comp
 
 @pytest.mark.parametrize("stack_overrides", [{"FLEXSF_LOST_EVENT_WINDOW_S": "1"}], indirect=True)
 async def test_acceptance_and_completion_both_lost_are_reconciled_and_logged(stack) -> None:
-    stack.tw.faults.update(callback_drop_event_types=[
-        "reservation.accepted", "task.wrapup", "task.completed", "task.deleted"])
+    stack.tw.faults.update(
+        callback_drop_event_types=["reservation.accepted", "task.wrapup", "task.completed", "task.deleted"]
+    )
     sid = stack.tw.lifecycle({"from": CONTACT.phone}, worker_sid=AGENT.sid, complete=True)["sid"]
     view = await stack.result(sid)
 
@@ -171,6 +175,7 @@ async def test_acceptance_and_completion_both_lost_are_reconciled_and_logged(sta
 
 
 # ---- 3. 412 on the attribute write ---------------------------------------------------------------------------------
+
 
 async def test_stale_etag_on_the_attribute_write_is_merged_again(stack) -> None:
     stack.tw.faults.update(conflict_next=2)
@@ -218,11 +223,16 @@ async def test_task_completed_while_the_attribute_write_is_retried_is_still_logg
 
 # ---- 4, 5. awkward search terms ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("record, who", [
-    (sf_demo.RESERVED_CHARS_ACCOUNT, None),
-    (sf_demo.APOSTROPHE_CONTACT, sf_demo.APOSTROPHE_CONTACT.id),
-    (sf_demo.HYPHEN_CONTACT, sf_demo.HYPHEN_CONTACT.id),
-], ids=["AT&T (US)", "O'Brien", "Smith-Jones"])
+
+@pytest.mark.parametrize(
+    "record, who",
+    [
+        (sf_demo.RESERVED_CHARS_ACCOUNT, None),
+        (sf_demo.APOSTROPHE_CONTACT, sf_demo.APOSTROPHE_CONTACT.id),
+        (sf_demo.HYPHEN_CONTACT, sf_demo.HYPHEN_CONTACT.id),
+    ],
+    ids=["AT&T (US)", "O'Brien", "Smith-Jones"],
+)
 async def test_names_with_sosl_reserved_characters_find_their_single_record(stack, record, who) -> None:
     sid, view = await popped(stack, {"name": record.name, "from": "+15005550006"})
     assert view.stage == Stage.IN_PROGRESS
@@ -241,8 +251,9 @@ async def test_names_with_sosl_reserved_characters_find_their_single_record(stac
         assert logged[0]["WhatId"] == record.id and not logged[0].get("WhoId")
 
 
-@pytest.mark.parametrize("caller", ["+16285550147", "628.555.0147", "+1 628 555 0147", "6285550147",
-                                    "tel:+16285550147"])
+@pytest.mark.parametrize(
+    "caller", ["+16285550147", "628.555.0147", "+1 628 555 0147", "6285550147", "tel:+16285550147"]
+)
 async def test_phone_in_another_format_than_stored_finds_the_record(stack, caller) -> None:
     assert CONTACT.phone == "(628) 555-0147"
     sid, view = await popped(stack, {"from": caller})
@@ -259,6 +270,7 @@ async def test_shared_number_in_another_format_offers_every_holder(stack) -> Non
 
 
 # ---- 6. Salesforce session expiry ----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("how", ["revoke_now", "expire_after_one_call"])
 async def test_expired_session_logs_in_once_more_and_logs(stack, how) -> None:
@@ -278,6 +290,7 @@ async def test_expired_session_logs_in_once_more_and_logs(stack, how) -> None:
 
 
 # ---- 7. Salesforce outages and API limits --------------------------------------------------------------------------
+
 
 async def test_a_few_503s_are_retried_and_logged_once(stack) -> None:
     sid, _ = await popped(stack, {"from": CONTACT.phone})
@@ -317,6 +330,7 @@ async def test_log_waits_out_an_outage_and_writes_once_after_recovery(stack, out
 
 # ---- 8. the write commits, the answer is lost ----------------------------------------------------------------------
 
+
 async def test_lost_upsert_answer_does_not_create_a_second_task_with_external_id(stack) -> None:
     sid, _ = await popped(stack, {"from": CONTACT.phone})
     stack.sf.faults.set(drop_after_commit=1)
@@ -348,14 +362,16 @@ async def test_lost_create_answer_does_not_create_a_second_task_without_external
 
 # ---- 9. the worker process dies mid-workflow -----------------------------------------------------------------------
 
+
 class WorkerProcess:
     """`python worker.py` as an operator runs it, configured for the sandboxes through its environment."""
 
     def __init__(self, env: dict[str, str], log_file: Path) -> None:
         self.log_file = log_file
         self._log = log_file.open("ab")
-        self.proc = subprocess.Popen([sys.executable, str(REPO / "worker.py")], cwd=REPO, env=env,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / "worker.py")], cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
 
     def polling(self) -> bool:
         if self.proc.poll() is not None:
@@ -378,13 +394,22 @@ def worker_processes():
 
 
 async def test_worker_killed_after_the_pop_and_replaced_logs_once(
-        temporal_server, temporal_client, clean_salesforce_sandbox, fresh_twilio_sandbox, event_relay,
-        worker_processes, tmp_path) -> None:
+    temporal_server,
+    temporal_client,
+    clean_salesforce_sandbox,
+    fresh_twilio_sandbox,
+    event_relay,
+    worker_processes,
+    tmp_path,
+) -> None:
     sf, tw = clean_salesforce_sandbox, fresh_twilio_sandbox
     task_queue = f"restart-{uuid.uuid4()}"
-    env = {**os.environ,
-           **stack_env(sf.info, tw.info, task_queue, FLEXSF_NOTES_GRACE_S="0"),
-           "TEMPORAL_ADDRESS": temporal_server.address, "TEMPORAL_NAMESPACE": "default"}
+    env = {
+        **os.environ,
+        **stack_env(sf.info, tw.info, task_queue, FLEXSF_NOTES_GRACE_S="0"),
+        "TEMPORAL_ADDRESS": temporal_server.address,
+        "TEMPORAL_NAMESPACE": "default",
+    }
     env.pop("TEMPORAL_PROFILE", None)
     event_relay.task_queue = task_queue
     tw.set_callback_url(event_relay.url)

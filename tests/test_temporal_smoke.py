@@ -24,8 +24,7 @@ class SmokeWorkflow:
     async def run(self) -> list[str]:
         await workflow.wait_condition(lambda: len(self._names) >= 2)
         return [
-            await workflow.execute_activity(greet, n, start_to_close_timeout=timedelta(seconds=10))
-            for n in self._names
+            await workflow.execute_activity(greet, n, start_to_close_timeout=timedelta(seconds=10)) for n in self._names
         ]
 
     @workflow.signal

@@ -13,8 +13,13 @@ from sandboxes.twilio.demo import DEMO_WORKERS
 from sandboxes.twilio.receiver import CallbackReceiver, ReceivedRequest
 
 FULL_LIFECYCLE = [
-    "task.created", "reservation.created", "reservation.accepted", "task.wrapup", "reservation.wrapup",
-    "task.completed", "reservation.completed",
+    "task.created",
+    "reservation.created",
+    "reservation.accepted",
+    "task.wrapup",
+    "reservation.wrapup",
+    "task.completed",
+    "reservation.completed",
 ]
 
 
@@ -30,8 +35,9 @@ def wired(fresh_twilio_sandbox: TwilioSandbox, callback_receiver: CallbackReceiv
 
 def test_full_lifecycle_arrives_in_order_signed(wired: TwilioSandbox, callback_receiver: CallbackReceiver) -> None:
     ada = DEMO_WORKERS[0]
-    task = wired.lifecycle({"name": "Jane Doe", "from": "+15551230000"}, worker_sid=ada.sid, complete=True,
-                           reason="resolved")
+    task = wired.lifecycle(
+        {"name": "Jane Doe", "from": "+15551230000"}, worker_sid=ada.sid, complete=True, reason="resolved"
+    )
     received = callback_receiver.wait_for(len(FULL_LIFECYCLE))
     wired.wait_callbacks_idle()
 
@@ -92,8 +98,9 @@ def test_cancel_of_a_reserved_task(wired: TwilioSandbox, callback_receiver: Call
 
 def test_outbound_call_task(wired: TwilioSandbox, callback_receiver: CallbackReceiver) -> None:
     grace = DEMO_WORKERS[1]
-    task = wired.start_outbound_call(grace.sid, "+15557654321",
-                                     task_attributes={"sfdcObjectId": "0035g00000ABCDEAA1", "sfdcObjectType": "Contact"})
+    task = wired.start_outbound_call(
+        grace.sid, "+15557654321", task_attributes={"sfdcObjectId": "0035g00000ABCDEAA1", "sfdcObjectType": "Contact"}
+    )
     attributes = json.loads(task["attributes"])
     assert attributes["direction"] == "outbound" and attributes["outbound_to"] == "+15557654321"
     assert attributes["type"] == "outbound" and attributes["from"]
@@ -160,8 +167,11 @@ def test_drop_by_event_type_still_records_the_event(wired: TwilioSandbox, callba
     sid = wired.lifecycle({})["sid"]
     wired.wait_callbacks_idle()
     assert _types(callback_receiver.requests) == ["task.created", "reservation.created"]
-    assert [e["event_type"] for e in wired.events(sid)] == ["task.created", "reservation.created",
-                                                              "reservation.accepted"]
+    assert [e["event_type"] for e in wired.events(sid)] == [
+        "task.created",
+        "reservation.created",
+        "reservation.accepted",
+    ]
     dropped = [d for d in wired.deliveries() if d.outcome == "dropped"]
     assert [d.event_type for d in dropped] == ["reservation.accepted"]
     assert wired.counters()["callbacks_dropped"] == 1
@@ -180,8 +190,14 @@ def test_duplicates_carry_the_same_event_sid(wired: TwilioSandbox, callback_rece
     wired.lifecycle({})
     received = callback_receiver.wait_for(6)
     wired.wait_callbacks_idle()
-    assert _types(received) == ["task.created", "task.created", "reservation.created", "reservation.created",
-                                "reservation.accepted", "reservation.accepted"]
+    assert _types(received) == [
+        "task.created",
+        "task.created",
+        "reservation.created",
+        "reservation.created",
+        "reservation.accepted",
+        "reservation.accepted",
+    ]
     assert received[0].form == received[1].form
     assert received[0].headers["X-Twilio-Signature"] == received[1].headers["X-Twilio-Signature"]
     assert wired.counters()["callbacks_duplicated"] == 3

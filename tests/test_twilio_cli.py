@@ -14,12 +14,15 @@ FLEXSF = Path(sys.executable).parent / "flexsf"
 
 
 def test_cli_runs_serves_and_stops_cleanly() -> None:
-    process = subprocess.Popen([str(FLEXSF), "sandbox", "twilio", "--port", "0"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [str(FLEXSF), "sandbox", "twilio", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         assert process.stdout is not None
         info = json.loads(process.stdout.readline())
-        assert {"url", "account_sid", "auth_token", "workspace_sid", "workflow_sid", "control_url", "workers"} <= set(info)
+        assert {"url", "account_sid", "auth_token", "workspace_sid", "workflow_sid", "control_url", "workers"} <= set(
+            info
+        )
         assert info["workers"][0]["email"] == "ada.lovelace@example.com"
         client = build_twilio_client(info["account_sid"], info["auth_token"], base_url=info["url"])
         assert client.taskrouter.v1.workspaces(info["workspace_sid"]).fetch().sid == info["workspace_sid"]

@@ -12,7 +12,10 @@ from sandboxes.twilio import TwilioSandbox
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("https://taskrouter.twilio.com/v1/Workspaces/WS1/Tasks?PageSize=2", "http://h:1/v1/Workspaces/WS1/Tasks?PageSize=2"),
+        (
+            "https://taskrouter.twilio.com/v1/Workspaces/WS1/Tasks?PageSize=2",
+            "http://h:1/v1/Workspaces/WS1/Tasks?PageSize=2",
+        ),
         ("https://flex-api.twilio.com/v1/Configuration", "http://h:1/v1/Configuration"),
         ("https://iam.twilio.com/v1/Accounts/AC1/Tokens/validate", "http://h:1/v1/Accounts/AC1/Tokens/validate"),
         ("https://taskrouter.us1.twilio.com/v1/Workspaces", "http://h:1/v1/Workspaces"),

@@ -33,8 +33,9 @@ def test_script_a_lifecycle_over_http(fresh_twilio_sandbox: TwilioSandbox, callb
         assert token.count(".") == 2
         one_call = http.post("/lifecycle", json={"attributes": {"name": "Joe"}, "complete": True}).json()
         assert one_call["assignment_status"] == "completed"
-        outbound = http.post("/outbound-calls", json={"worker_sid": DEMO_WORKERS[0].sid,
-                                                      "destination": "+15550001111"}).json()
+        outbound = http.post(
+            "/outbound-calls", json={"worker_sid": DEMO_WORKERS[0].sid, "destination": "+15550001111"}
+        ).json()
         assert outbound["assignment_status"] == "assigned"
         assert http.get("/info").json()["workspace_sid"] == fresh_twilio_sandbox.workspace_sid
         assert http.post("/faults", json={"rate_limit_fraction": 1.0}).json()["rate_limit_fraction"] == 1.0

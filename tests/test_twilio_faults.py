@@ -74,12 +74,21 @@ def test_counters_count_every_call_per_endpoint(twilio_client: Client, fresh_twi
     ws.tasks(sid).update(attributes=json.dumps({"a": 1}))
     ws.events.list(task_sid=sid)
     twilio_client.flex_api.v1.configuration().fetch()
-    httpx.post(f"{sb.url}/v1/Accounts/{sb.account_sid}/Tokens/validate", json={"token": "x"},
-               auth=(sb.account_sid, sb.auth_token))
+    httpx.post(
+        f"{sb.url}/v1/Accounts/{sb.account_sid}/Tokens/validate",
+        json={"token": "x"},
+        auth=(sb.account_sid, sb.auth_token),
+    )
     counters = sb.counters()
-    assert {k: counters[k] for k in ("task_create", "task_fetch", "task_update", "events_list",
-                                     "configuration_fetch", "token_validate")} == {
-        "task_create": 1, "task_fetch": 2, "task_update": 1, "events_list": 1, "configuration_fetch": 1,
+    assert {
+        k: counters[k]
+        for k in ("task_create", "task_fetch", "task_update", "events_list", "configuration_fetch", "token_validate")
+    } == {
+        "task_create": 1,
+        "task_fetch": 2,
+        "task_update": 1,
+        "events_list": 1,
+        "configuration_fetch": 1,
         "token_validate": 1,
     }
     sb.reset_counters()

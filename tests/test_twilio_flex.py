@@ -30,8 +30,9 @@ def test_configuration_update_through_the_sdk(twilio_client: Client, fresh_twili
     config = twilio_client.flex_api.v1.configuration()
     ui = config.fetch().ui_attributes
     ui["custom_data"]["features"]["salesforce_integration"]["activity_logging"] = False
-    updated = config.update(body=JsonBody({"account_sid": sb.account_sid,
-                                           "ui_attributes": {"custom_data": ui["custom_data"]}}))
+    updated = config.update(
+        body=JsonBody({"account_sid": sb.account_sid, "ui_attributes": {"custom_data": ui["custom_data"]}})
+    )
     flags = updated.ui_attributes["custom_data"]["features"]["salesforce_integration"]
     assert flags["activity_logging"] is False and flags["screen_pop"] is True
     assert config.fetch().ui_attributes["colorTheme"] == {"baseName": "FlexLight"}  # other keys survive
@@ -87,8 +88,7 @@ def test_forged_tokens_are_invalid(fresh_twilio_sandbox: TwilioSandbox) -> None:
     header, payload, signature = genuine.split(".")
     raised = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     raised["grants"]["flex"]["roles"] = ["supervisor"]
-    tampered = ".".join([header, base64.urlsafe_b64encode(json.dumps(raised).encode()).decode().rstrip("="),
-                         signature])
+    tampered = ".".join([header, base64.urlsafe_b64encode(json.dumps(raised).encode()).decode().rstrip("="), signature])
     for token in (other_secret, tampered, "garbage", ""):
         response = _validate(sb, token)
         assert response.status_code == 200

@@ -57,8 +57,12 @@ def test_etag_changes_on_every_update_and_stale_if_match_is_412(
     url = f"{sb.url}/v1/Workspaces/{sb.workspace_sid}/Tasks/{task.sid}"
     stale = httpx.delete(url, auth=(sb.account_sid, sb.auth_token), headers={"If-Match": etag})
     assert stale.status_code == 412
-    assert stale.json() == {"code": 20412, "message": stale.json()["message"],
-                            "more_info": "https://www.twilio.com/docs/errors/20412", "status": 412}
+    assert stale.json() == {
+        "code": 20412,
+        "message": stale.json()["message"],
+        "more_info": "https://www.twilio.com/docs/errors/20412",
+        "status": 412,
+    }
 
     # Without If-Match the write is unconditional.
     context.update(attributes=json.dumps({"a": 3}))
@@ -140,9 +144,7 @@ def test_finished_tasks_are_purged_then_404(twilio_client: Client, fresh_twilio_
     assert [e["event_type"] for e in sb.events(done)][-1] == "task.deleted"
 
 
-def test_retention_purges_on_its_own(
-    fresh_twilio_sandbox: TwilioSandbox, callback_receiver: CallbackReceiver
-) -> None:
+def test_retention_purges_on_its_own(fresh_twilio_sandbox: TwilioSandbox, callback_receiver: CallbackReceiver) -> None:
     sb = fresh_twilio_sandbox
     sb.set_callback_url(callback_receiver.url)
     sb.set_retention(0.05)
@@ -189,8 +191,13 @@ def test_events_list_filters_and_pages(twilio_client: Client, fresh_twilio_sandb
     # Newest first, like Twilio; event_date_ms orders them.
     assert [e.sid for e in reversed(events)] == [e["sid"] for e in sb.events(first)]
     assert [e.event_type for e in sorted(events, key=lambda e: e.event_date_ms)] == [
-        "task.created", "reservation.created", "reservation.accepted", "task.wrapup", "reservation.wrapup",
-        "task.completed", "reservation.completed",
+        "task.created",
+        "reservation.created",
+        "reservation.accepted",
+        "task.wrapup",
+        "reservation.wrapup",
+        "task.completed",
+        "reservation.completed",
     ]
     assert len({e.sid for e in events}) == 7
     assert all(e.event_data["task_sid"] == first and e.sid.startswith("EV") for e in events)

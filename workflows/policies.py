@@ -6,8 +6,7 @@ from datetime import timedelta
 
 from temporalio.common import RetryPolicy
 
-# The failure types activities/errors.py raises that retrying cannot fix (named there, once).
-from activities.errors import NON_RETRYABLE_TYPES as NON_RETRYABLE
+from flexsf.vocabulary import NON_RETRYABLE_TYPES as NON_RETRYABLE
 
 VENDOR_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -17,10 +16,19 @@ VENDOR_RETRY = RetryPolicy(
 )
 
 # A screen pop is useless once the agent has moved on: give the search a short budget.
-SEARCH = dict(start_to_close_timeout=timedelta(seconds=20), schedule_to_close_timeout=timedelta(minutes=2),
-              retry_policy=VENDOR_RETRY)
+SEARCH = dict(
+    start_to_close_timeout=timedelta(seconds=20),
+    schedule_to_close_timeout=timedelta(minutes=2),
+    retry_policy=VENDOR_RETRY,
+)
 # Writes that matter after the call ends get hours; a Salesforce outage must not lose the log.
-WRITE = dict(start_to_close_timeout=timedelta(seconds=30), schedule_to_close_timeout=timedelta(hours=6),
-             retry_policy=VENDOR_RETRY)
-READ = dict(start_to_close_timeout=timedelta(seconds=20), schedule_to_close_timeout=timedelta(minutes=30),
-            retry_policy=VENDOR_RETRY)
+WRITE = dict(
+    start_to_close_timeout=timedelta(seconds=30),
+    schedule_to_close_timeout=timedelta(hours=6),
+    retry_policy=VENDOR_RETRY,
+)
+READ = dict(
+    start_to_close_timeout=timedelta(seconds=20),
+    schedule_to_close_timeout=timedelta(minutes=30),
+    retry_policy=VENDOR_RETRY,
+)

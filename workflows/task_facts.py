@@ -8,13 +8,12 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.search_terms import SEARCH_ATTRIBUTE_ORDER
+    from flexsf.models import RecordRef, TaskEvent
     from flexsf.salesforce_ids import object_type_for_id
-    from workflows.models import RecordRef, TaskEvent
-
-ACCEPTED = "reservation.accepted"
-FINISHED = {"task.completed": "Completed", "task.canceled": "Canceled"}
-GONE = {"task.deleted", "task.system-deleted"}
+    from flexsf.search_terms import SEARCH_ATTRIBUTE_ORDER
+    from flexsf.vocabulary import FINISHED_EVENTS as FINISHED
+    from flexsf.vocabulary import GONE_EVENTS as GONE
+    from flexsf.vocabulary import RESERVATION_ACCEPTED as ACCEPTED
 
 
 class TaskFacts:
@@ -72,8 +71,14 @@ class TaskFacts:
 
     def term_source(self) -> str:
         """Which attribute a screen-pop search uses (its name, never its value, goes into history)."""
-        return next((k for k in SEARCH_ATTRIBUTE_ORDER if isinstance(self.attributes.get(k), str)
-                     and self.attributes[k].strip()), "attributes")
+        return next(
+            (
+                k
+                for k in SEARCH_ATTRIBUTE_ORDER
+                if isinstance(self.attributes.get(k), str) and self.attributes[k].strip()
+            ),
+            "attributes",
+        )
 
     def conversations(self) -> dict:
         value = self.attributes.get("conversations")

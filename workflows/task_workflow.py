@@ -13,20 +13,15 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.interfaces import PolicySteps, SalesforceSteps, TwilioSteps
     from activities.models import (
         ActivityLogRequest,
         ReconcileRequest,
         SaveRecordRequest,
         SearchRequest,
     )
-    from activities.salesforce import SalesforceActivities
-    from activities.search_terms import first_search_term
-    from activities.twilio import TwilioActivities
-    from flexsf.salesforce_ids import same_id
-    from workflows import policies
-    from workflows import search_attributes as sa
-    from workflows.task_facts import TaskFacts
-    from workflows.models import (
+    from flexsf import search_attributes as sa
+    from flexsf.models import (
         FeatureFlags,
         Notes,
         PopView,
@@ -40,11 +35,16 @@ with workflow.unsafe.imports_passed_through():
         TaskView,
         TaskWorkflowInput,
     )
+    from flexsf.salesforce_ids import same_id
+    from flexsf.search_terms import first_search_term
+    from flexsf.vocabulary import TASK_CANCELED, TASK_COMPLETED, WORKFLOW_TYPE
+    from workflows import policies
+    from workflows.task_facts import TaskFacts
 
 LOGGED_STAGES = {Stage.LOGGED, Stage.LOGGED_UNASSOCIATED}
 
 
-@workflow.defn(name="FlexTaskWorkflow")
+@workflow.defn(name=WORKFLOW_TYPE)
 class FlexTaskWorkflow:
     @workflow.init
     def __init__(self, input: TaskWorkflowInput) -> None:
@@ -67,12 +67,15 @@ class FlexTaskWorkflow:
         self._log_attempts = 0
         self._indexed: dict[str, str] = {}
         meter = workflow.metric_meter()
-        self._pops = meter.create_counter("flexsf_screen_pops_total", "Screen pops by outcome "
-                                          "(single, several, none, by_id, skipped, error)")
-        self._selections = meter.create_counter("flexsf_selections_total", "Records chosen by agents among "
-                                                "several candidates")
-        self._logs = meter.create_counter("flexsf_activity_logs_total", "Activity log writes by outcome "
-                                          "(logged, logged_unassociated, failed)")
+        self._pops = meter.create_counter(
+            "flexsf_screen_pops_total", "Screen pops by outcome (single, several, none, by_id, skipped, error)"
+        )
+        self._selections = meter.create_counter(
+            "flexsf_selections_total", "Records chosen by agents among several candidates"
+        )
+        self._logs = meter.create_counter(
+            "flexsf_activity_logs_total", "Activity log writes by outcome (logged, logged_unassociated, failed)"
+        )
         self._relogs = meter.create_counter("flexsf_relogs_total", "Operator relogs by resulting stage")
 
     # ---- the process -------------------------------------------------------------------------------------------
@@ -81,7 +84,7 @@ class FlexTaskWorkflow:
     async def run(self, input: TaskWorkflowInput) -> TaskView:
         self._set_stage(Stage.CREATED)
         self._policy = await workflow.execute_activity_method(
-            TwilioActivities.load_task_policy, input, summary="load Flex feature flags", **policies.READ
+            PolicySteps.load_task_policy, input, summary="load Flex feature flags", **policies.READ
         )
         if not self._flags.enabled:
             self._set_stage(Stage.DISABLED)
@@ -90,7 +93,7 @@ class FlexTaskWorkflow:
         if self._facts.accepted is not None:
             await self._screen_pop()
         await self._until(lambda: self._facts.finished is not None)
-        if self._facts.accepted is None and self._facts.finished.event_type == "task.completed":
+        if self._facts.accepted is None and self._facts.finished.event_type == TASK_COMPLETED:
             await self._recover_acceptance()
         if self._flags.activity_logging:
             await self._await_selection()
@@ -119,7 +122,8 @@ class FlexTaskWorkflow:
             return
         try:
             found = await workflow.execute_activity_method(
-                SalesforceActivities.search_salesforce, SearchRequest(task_sid=self._task_sid, term=term),
+                SalesforceSteps.search_salesforce,
+                SearchRequest(task_sid=self._task_sid, term=term),
                 # History is plaintext: name the attribute searched, never the caller's name or number.
                 summary=f"search Salesforce by the task's `{self._facts.term_source()}`",
                 **policies.SEARCH,
@@ -131,8 +135,11 @@ class FlexTaskWorkflow:
             self._set_stage(Stage.IN_PROGRESS)
             return
         records = found.records
-        self._pop = PopView(search_term=term, record=records[0] if len(records) == 1 else None,
-                            candidates=records if len(records) > 1 else [])
+        self._pop = PopView(
+            search_term=term,
+            record=records[0] if len(records) == 1 else None,
+            candidates=records if len(records) > 1 else [],
+        )
         self._count_pop("single" if len(records) == 1 else "several" if records else "none")
         if len(records) == 1:
             await self._associate(records[0])
@@ -153,8 +160,7 @@ class FlexTaskWorkflow:
         if self._stage != Stage.AWAITING_SELECTION:
             return
         try:
-            await workflow.wait_condition(lambda: self._record is not None,
-                                          timeout=self._policy.selection_timeout)
+            await workflow.wait_condition(lambda: self._record is not None, timeout=self._policy.selection_timeout)
         except TimeoutError:
             pass  # logged without a relation; a later selection amends it (see _amend_during_grace)
 
@@ -176,8 +182,10 @@ class FlexTaskWorkflow:
             request = self._log_request()
             try:
                 result = await workflow.execute_activity_method(
-                    SalesforceActivities.log_activity, request,
-                    summary=f"amend Salesforce Task {request.activity_id}" if request.activity_id
+                    SalesforceSteps.log_activity,
+                    request,
+                    summary=f"amend Salesforce Task {request.activity_id}"
+                    if request.activity_id
                     else "create the Salesforce Task",
                     **policies.WRITE,
                 )
@@ -203,8 +211,9 @@ class FlexTaskWorkflow:
             if remaining <= 0:
                 return
             try:
-                await workflow.wait_condition(lambda: self._version != self._logged_version,
-                                              timeout=timedelta(seconds=remaining))
+                await workflow.wait_condition(
+                    lambda: self._version != self._logged_version, timeout=timedelta(seconds=remaining)
+                )
             except TimeoutError:
                 return
             await self._log_activity()
@@ -231,7 +240,8 @@ class FlexTaskWorkflow:
         self._index()
         try:
             await workflow.execute_activity_method(
-                TwilioActivities.save_record_on_task, SaveRecordRequest(task_sid=self._task_sid, record=record),
+                TwilioSteps.save_record_on_task,
+                SaveRecordRequest(task_sid=self._task_sid, record=record),
                 summary=f"write {record.type or 'record'} {record.id} on the task's attributes",
                 **policies.WRITE,
             )
@@ -243,8 +253,10 @@ class FlexTaskWorkflow:
         while not done():
             seen = self._facts.event_count
             try:
-                await workflow.wait_condition(lambda: done() or self._facts.gone or self._facts.event_count != seen,
-                                              timeout=self._policy.lost_event_window)
+                await workflow.wait_condition(
+                    lambda seen=seen: done() or self._facts.gone or self._facts.event_count != seen,
+                    timeout=self._policy.lost_event_window,
+                )
                 if done() or not self._facts.gone:
                     continue
             except TimeoutError:
@@ -253,7 +265,7 @@ class FlexTaskWorkflow:
 
     async def _reconcile(self) -> None:
         result = await workflow.execute_activity_method(
-            TwilioActivities.reconcile_task,
+            TwilioSteps.reconcile_task,
             ReconcileRequest(task_sid=self._task_sid, since=workflow.info().start_time - timedelta(hours=1)),
             summary="read the task's TaskRouter Events list",
             **policies.READ,
@@ -262,9 +274,13 @@ class FlexTaskWorkflow:
             self._facts.apply(event)
         if result.status != "active" and self._facts.finished is None:
             # Purged or unknown to TaskRouter, with no completion on record: it ended without telling us how.
-            self._facts.finished = TaskEvent(sid=f"reconciled-{self._task_sid}", event_type="task.canceled",
-                                       task_sid=self._task_sid, timestamp_ms=self._now_ms(),
-                                       reason="ended without a completion event")
+            self._facts.finished = TaskEvent(
+                sid=f"reconciled-{self._task_sid}",
+                event_type=TASK_CANCELED,
+                task_sid=self._task_sid,
+                timestamp_ms=self._now_ms(),
+                reason="ended without a completion event",
+            )
         self._facts.gone = False
 
     # ---- handlers: record facts, decide nothing ----------------------------------------------------------------
@@ -326,8 +342,9 @@ class FlexTaskWorkflow:
         if self._stage == Stage.FAILED and not self._awaiting_repair:
             raise ValueError("the repair window of this failed log has passed")
         if self._stage not in LOGGED_STAGES | {Stage.FAILED}:
-            raise ValueError(f"nothing to relog at stage {self._stage.value}; "
-                             "only a logged or failed task can be logged again")
+            raise ValueError(
+                f"nothing to relog at stage {self._stage.value}; only a logged or failed task can be logged again"
+            )
 
     @workflow.query
     def view(self) -> TaskView:
@@ -348,11 +365,9 @@ class FlexTaskWorkflow:
 
     # ---- facts -------------------------------------------------------------------------------------------------
 
-
     @property
     def _flags(self) -> FeatureFlags:
         return self._policy.flags if self._policy else FeatureFlags()
-
 
     def _related(self) -> RecordRef | None:
         return self._record or self._facts.record_from_attributes()
@@ -365,7 +380,8 @@ class FlexTaskWorkflow:
             outcome=facts.outcome or "Canceled",
             direction=facts.direction(),
             channel=channel,
-            finished_at=datetime.fromtimestamp(finished.timestamp_ms / 1000, UTC) if finished.timestamp_ms
+            finished_at=datetime.fromtimestamp(finished.timestamp_ms / 1000, UTC)
+            if finished.timestamp_ms
             else workflow.now(),
             reason=finished.reason,
             call_sid=facts.worker_call_leg(),
@@ -401,15 +417,15 @@ class FlexTaskWorkflow:
             sa.SFDC_OBJECT_ID: record.id if record else None,
             sa.SFDC_ACTIVITY_ID: self._activity_id,
         }
-        changed = [key.value_set(value) for key, value in known.items()
-                   if value and self._indexed.get(key.name) != value]
+        changed = [
+            key.value_set(value) for key, value in known.items() if value and self._indexed.get(key.name) != value
+        ]
         if changed:
             workflow.upsert_search_attributes(changed)
             self._indexed.update({update.key.name: update.value for update in changed})
 
     def _count_pop(self, outcome: str) -> None:
         self._pops.add(1, {"outcome": outcome})
-
 
     def _now_ms(self) -> int:
         return int(workflow.now().timestamp() * 1000)

@@ -18,12 +18,12 @@ from fastapi import APIRouter, HTTPException, Path, Response
 from temporalio.client import WorkflowHandle, WorkflowQueryFailedError, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.flex_config import FlexConfigCache
-from flexsf.events import workflow_id
+from flexsf.flex_config import FlexConfigCache
+from flexsf.models import FeatureFlags, RecordSelection, TaskView
 from flexsf.salesforce_ids import object_type_for_id
+from flexsf.vocabulary import workflow_id
 from gateway.auth import Agent
 from gateway.deps import AgentDep, FlexConfigDep, SettingsDep, TemporalClientDep
-from gateway.temporal_errors import UNAVAILABLE, unavailable
 from gateway.schemas import (
     TASK_SID_PATTERN,
     AgentConfig,
@@ -36,7 +36,7 @@ from gateway.schemas import (
     StartOutboundCall,
     TaskOut,
 )
-from workflows.models import FeatureFlags, RecordSelection, TaskView
+from gateway.temporal_errors import UNAVAILABLE, unavailable
 from workflows.task_workflow import FlexTaskWorkflow
 
 log = logging.getLogger("flexsf.gateway.agent")
@@ -47,10 +47,15 @@ TEMPORAL_RPC_TIMEOUT = timedelta(seconds=10)
 
 TaskSid = Annotated[str, Path(pattern=TASK_SID_PATTERN, description="The Flex (TaskRouter) task sid, WT…")]
 
-_AUTH = {401: {"model": Problem, "description": "Missing, invalid or expired Flex token"},
-         503: {"model": Problem, "description": "Twilio or Temporal is unreachable"}}
-_TASK = {**_AUTH, 403: {"model": Problem, "description": "Not this agent's task"},
-         404: {"model": Problem, "description": "No workflow for this task"}}
+_AUTH = {
+    401: {"model": Problem, "description": "Missing, invalid or expired Flex token"},
+    503: {"model": Problem, "description": "Twilio or Temporal is unreachable"},
+}
+_TASK = {
+    **_AUTH,
+    403: {"model": Problem, "description": "Not this agent's task"},
+    404: {"model": Problem, "description": "No workflow for this task"},
+}
 
 
 def _handle(client, task_sid: str) -> WorkflowHandle:
@@ -65,7 +70,9 @@ async def _temporal(task_sid: str, *, closed_is_conflict: bool = False) -> Async
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             if closed_is_conflict:
-                raise HTTPException(409, f"task {task_sid} is finished: its workflow no longer accepts changes") from None
+                raise HTTPException(
+                    409, f"task {task_sid} is finished: its workflow no longer accepts changes"
+                ) from None
             raise HTTPException(404, f"no workflow for task {task_sid}") from None
         if exc.status not in UNAVAILABLE:
             log.warning("Temporal refused a call for task %s: %s", task_sid, exc.status.name if exc.status else "?")
@@ -90,8 +97,9 @@ def _authorize(agent: Agent, view: TaskView, *, act: bool) -> None:
     if agent.is_supervisor and not act:
         return
     if agent.is_supervisor:
-        raise HTTPException(403, "supervisors may read other agents' tasks but only the agent who accepted "
-                                 "the task may act on it")
+        raise HTTPException(
+            403, "supervisors may read other agents' tasks but only the agent who accepted the task may act on it"
+        )
     if view.worker_sid is None:
         raise HTTPException(403, "this task has not been accepted by you (no worker has accepted it yet)")
     raise HTTPException(403, "this task was accepted by another worker")
@@ -100,7 +108,7 @@ def _authorize(agent: Agent, view: TaskView, *, act: bool) -> None:
 async def _flags(cache: FlexConfigCache) -> FeatureFlags:
     try:
         return await asyncio.to_thread(cache.flags)
-    except Exception as exc:  # noqa: BLE001 - the twilio SDK raises many types; all mean "no answer"
+    except Exception as exc:  # the twilio SDK raises many types; all mean "no answer"
         log.warning("could not read the Flex configuration: %s", type(exc).__name__)
         raise HTTPException(503, f"could not read the Flex configuration ({type(exc).__name__})") from None
 
@@ -113,11 +121,18 @@ async def get_task(task_sid: TaskSid, agent: AgentDep, client: TemporalClientDep
     return TaskOut.of(view)
 
 
-@router.put("/tasks/{task_sid}/record", response_model=RecordOut, responses={
-    **_TASK, 409: {"model": Problem, "description": "The task's workflow has finished"},
-    422: {"description": "Not one of the task's candidate records, or a malformed body"}})
-async def select_record(task_sid: TaskSid, choice: RecordChoice, agent: AgentDep,
-                        client: TemporalClientDep) -> RecordOut:
+@router.put(
+    "/tasks/{task_sid}/record",
+    response_model=RecordOut,
+    responses={
+        **_TASK,
+        409: {"model": Problem, "description": "The task's workflow has finished"},
+        422: {"description": "Not one of the task's candidate records, or a malformed body"},
+    },
+)
+async def select_record(
+    task_sid: TaskSid, choice: RecordChoice, agent: AgentDep, client: TemporalClientDep
+) -> RecordOut:
     """Choose which of several matching records the task relates to (written to the task's attributes)."""
     view = await _view(client, task_sid)
     _authorize(agent, view, act=True)
@@ -125,30 +140,43 @@ async def select_record(task_sid: TaskSid, choice: RecordChoice, agent: AgentDep
     try:
         async with _temporal(task_sid, closed_is_conflict=True):
             record = await _handle(client, task_sid).execute_update(
-                FlexTaskWorkflow.select_record, selection, rpc_timeout=TEMPORAL_RPC_TIMEOUT)
+                FlexTaskWorkflow.select_record, selection, rpc_timeout=TEMPORAL_RPC_TIMEOUT
+            )
     except WorkflowUpdateFailedError as exc:
         reason = getattr(exc.cause, "message", None) or str(exc.cause)
         raise HTTPException(422, reason) from None
     return RecordOut.of(record)
 
 
-@router.post("/tasks/{task_sid}/notes", status_code=204, response_class=Response, responses={
-    **_TASK, 409: {"model": Problem, "description": "The task's workflow has finished"}})
+@router.post(
+    "/tasks/{task_sid}/notes",
+    status_code=204,
+    response_class=Response,
+    responses={**_TASK, 409: {"model": Problem, "description": "The task's workflow has finished"}},
+)
 async def submit_notes(task_sid: TaskSid, notes: NotesIn, agent: AgentDep, client: TemporalClientDep) -> Response:
     """The agent copilot's wrap-up notes; they go into the Salesforce log (answered once Temporal has them)."""
     view = await _view(client, task_sid)
     _authorize(agent, view, act=True)
     async with _temporal(task_sid, closed_is_conflict=True):
-        await _handle(client, task_sid).signal(FlexTaskWorkflow.submit_notes, notes.to_notes(),
-                                               rpc_timeout=TEMPORAL_RPC_TIMEOUT)
+        await _handle(client, task_sid).signal(
+            FlexTaskWorkflow.submit_notes, notes.to_notes(), rpc_timeout=TEMPORAL_RPC_TIMEOUT
+        )
     return Response(status_code=204)
 
 
-@router.post("/click-to-dial", response_model=StartOutboundCall, responses={
-    **_AUTH, 409: {"model": Problem, "description": "Click-to-dial is off"},
-    422: {"description": "Not a phone number, or a malformed body"}})
-async def click_to_dial(dial: ClickToDialIn, agent: AgentDep, settings: SettingsDep,
-                        flex_config: FlexConfigDep) -> StartOutboundCall:
+@router.post(
+    "/click-to-dial",
+    response_model=StartOutboundCall,
+    responses={
+        **_AUTH,
+        409: {"model": Problem, "description": "Click-to-dial is off"},
+        422: {"description": "Not a phone number, or a malformed body"},
+    },
+)
+async def click_to_dial(
+    dial: ClickToDialIn, agent: AgentDep, settings: SettingsDep, flex_config: FlexConfigDep
+) -> StartOutboundCall:
     """Turn what Open CTI's `onClickToDial` hands the softphone into Flex's `StartOutboundCall` payload."""
     flags = await _flags(flex_config)
     if not flags.enabled:
@@ -162,8 +190,12 @@ async def click_to_dial(dial: ClickToDialIn, agent: AgentDep, settings: Settings
     else:
         record_id = dial.recordId
         record_type = dial.objectType or (object_type_for_id(dial.recordId) if dial.recordId else None)
-    return StartOutboundCall(destination=destination, taskAttributes=OutboundTaskAttributes(
-        sfdcObjectId=record_id, sfdcObjectType=record_type if record_id else None, name=dial.recordName))
+    return StartOutboundCall(
+        destination=destination,
+        taskAttributes=OutboundTaskAttributes(
+            sfdcObjectId=record_id, sfdcObjectType=record_type if record_id else None, name=dial.recordName
+        ),
+    )
 
 
 def _e164(number: str, region: str) -> str:

@@ -70,9 +70,14 @@ class PathCORS:
     def __init__(self, app: ASGIApp, prefix: str, origins: list[str]) -> None:
         self.app = app
         self.prefix = prefix
-        self.cors = CORSMiddleware(app, allow_origins=origins, allow_methods=["POST"],
-                                   allow_headers=["Content-Type", "X-Namespace", "Authorization"],
-                                   allow_credentials=True, max_age=600)
+        self.cors = CORSMiddleware(
+            app,
+            allow_origins=origins,
+            allow_methods=["POST"],
+            allow_headers=["Content-Type", "X-Namespace", "Authorization"],
+            allow_credentials=True,
+            max_age=600,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""

@@ -23,10 +23,10 @@ async def healthz() -> dict[str, str]:
 async def readyz(client: TemporalClientDep) -> JSONResponse:
     try:
         healthy = await asyncio.wait_for(client.service_client.check_health(), READY_TIMEOUT_S)
-    except Exception as exc:  # noqa: BLE001 - any failure to answer means "not ready"
-        return JSONResponse({"status": "unavailable", "detail": f"Temporal is not answering: {type(exc).__name__}"},
-                            status_code=503)
+    except Exception as exc:  # any failure to answer means "not ready"
+        return JSONResponse(
+            {"status": "unavailable", "detail": f"Temporal is not answering: {type(exc).__name__}"}, status_code=503
+        )
     if not healthy:
-        return JSONResponse({"status": "unavailable", "detail": "Temporal reports it is not serving"},
-                            status_code=503)
+        return JSONResponse({"status": "unavailable", "detail": "Temporal reports it is not serving"}, status_code=503)
     return JSONResponse({"status": "ready"})

@@ -16,13 +16,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flexsf import logs
-from flexsf.events import HANDLED_EVENTS
+from flexsf.vocabulary import HANDLED_EVENTS
 
 router = APIRouter(tags=["metrics"])
 
 # Outcomes of one TaskRouter callback.
 SIGNALLED, IGNORED, REJECTED_SIGNATURE, MALFORMED, UNAVAILABLE = (
-    "signalled", "ignored", "rejected_signature", "malformed", "unavailable")
+    "signalled",
+    "ignored",
+    "rejected_signature",
+    "malformed",
+    "unavailable",
+)
 _EVENT_TYPE = re.compile(r"[a-z][a-z0-9-]*(?:\.[a-z0-9-]+){1,3}")
 _TASK_SID_IN_PATH = re.compile(r"/(WT[0-9a-fA-F]{32})(?:/|$)")
 
@@ -30,12 +35,24 @@ _TASK_SID_IN_PATH = re.compile(r"/(WT[0-9a-fA-F]{32})(?:/|$)")
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("flexsf_gateway_requests", "HTTP requests by route template, method and status",
-                                ["route", "method", "status"], registry=self.registry)
-        self.latency = Histogram("flexsf_gateway_request_duration_seconds", "HTTP request duration by route",
-                                 ["route"], registry=self.registry)
-        self.events = Counter("flexsf_taskrouter_events", "TaskRouter callbacks by event type and outcome",
-                              ["type", "outcome"], registry=self.registry)
+        self.requests = Counter(
+            "flexsf_gateway_requests",
+            "HTTP requests by route template, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "flexsf_gateway_request_duration_seconds",
+            "HTTP request duration by route",
+            ["route"],
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "flexsf_taskrouter_events",
+            "TaskRouter callbacks by event type and outcome",
+            ["type", "outcome"],
+            registry=self.registry,
+        )
 
     def taskrouter_event(self, event_type: str | None, outcome: str, *, verified: bool) -> None:
         """`event_type` is only trusted (used as a label) once the signature checked out; else `unverified`."""

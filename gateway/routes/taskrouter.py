@@ -15,12 +15,13 @@ from temporalio.service import RPCError
 from twilio.request_validator import RequestValidator
 
 from flexsf import logs
-from flexsf.events import HANDLED_EVENTS, signal_event
 from flexsf.settings import Settings
 from flexsf.task_events import MalformedEvent, task_event
+from flexsf.vocabulary import HANDLED_EVENTS
 from gateway.deps import SettingsDep, TemporalClientDep
-from gateway.temporal_errors import unavailable
 from gateway.routes.metrics import IGNORED, MALFORMED, REJECTED_SIGNATURE, SIGNALLED, UNAVAILABLE
+from gateway.temporal_errors import unavailable
+from workflows.delivery import signal_event
 
 log = logging.getLogger("flexsf.gateway.taskrouter")
 
@@ -67,15 +68,15 @@ def _form(body: bytes, content_type: str) -> dict[str, str]:
     return dict(parse_qsl(text, keep_blank_values=True))
 
 
-@router.post("/events", status_code=204, response_class=Response,
-             responses={400: {}, 403: {}, 413: {}, 503: {}})
+@router.post("/events", status_code=204, response_class=Response, responses={400: {}, 403: {}, 413: {}, 503: {}})
 async def taskrouter_event(request: Request, settings: SettingsDep, client: TemporalClientDep) -> Response:
     seen: dict = {"type": None, "verified": False}
     try:
         outcome = await _deliver(request, settings, client, seen)
     except HTTPException as exc:
-        request.app.state.metrics.taskrouter_event(seen["type"], _OUTCOME_OF_STATUS.get(exc.status_code, UNAVAILABLE),
-                                                   verified=seen["verified"])
+        request.app.state.metrics.taskrouter_event(
+            seen["type"], _OUTCOME_OF_STATUS.get(exc.status_code, UNAVAILABLE), verified=seen["verified"]
+        )
         raise
     request.app.state.metrics.taskrouter_event(seen["type"], outcome, verified=True)
     return Response(status_code=204)

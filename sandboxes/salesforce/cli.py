@@ -12,7 +12,7 @@ import logging
 import signal
 import sys
 import threading
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -30,7 +30,7 @@ def salesforce_command(
         bool, typer.Option(help="Declare the Task.Flex_Task_Sid__c external-id field.")
     ] = True,
     custom_field: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option(help="Extra custom field: Object.Name__c[:external|:unique]. Repeatable."),
     ] = None,
     latency_ms: Annotated[float, typer.Option(help="Latency added to every Salesforce request.")] = 0.0,
@@ -41,30 +41,34 @@ def salesforce_command(
     api_version: Annotated[str, typer.Option(help="API version advertised to clients.")] = DEFAULT_API_VERSION,
     client_id: Annotated[str, typer.Option(help="Connected app consumer key.")] = DEFAULT_CLIENT_ID,
     client_secret: Annotated[
-        Optional[str], typer.Option(envvar="FLEXSF_SANDBOX_SF_CLIENT_SECRET", help="Consumer secret; random if unset.")
+        str | None, typer.Option(envvar="FLEXSF_SANDBOX_SF_CLIENT_SECRET", help="Consumer secret; random if unset.")
     ] = None,
     username: Annotated[str, typer.Option(help="Integration user's username.")] = DEFAULT_USERNAME,
     password: Annotated[
-        Optional[str], typer.Option(envvar="FLEXSF_SANDBOX_SF_PASSWORD", help="Its password; random if unset.")
+        str | None, typer.Option(envvar="FLEXSF_SANDBOX_SF_PASSWORD", help="Its password; random if unset.")
     ] = None,
     jwt_private_key: Annotated[
-        Optional[str], typer.Option(help="PEM private key for the JWT flow; a new one is generated if unset.")
+        str | None, typer.Option(help="PEM private key for the JWT flow; a new one is generated if unset.")
     ] = None,
     jwt_certificate: Annotated[
-        Optional[str], typer.Option(help="PEM certificate/public key to verify JWT assertions with instead.")
+        str | None, typer.Option(help="PEM certificate/public key to verify JWT assertions with instead.")
     ] = None,
     admin_secret: Annotated[
-        Optional[str],
-        typer.Option(envvar="FLEXSF_SANDBOX_SF_ADMIN_SECRET", help="Require this secret on /__sandbox__ (header X-Sandbox-Admin)."),
+        str | None,
+        typer.Option(
+            envvar="FLEXSF_SANDBOX_SF_ADMIN_SECRET",
+            help="Require this secret on /__sandbox__ (header X-Sandbox-Admin).",
+        ),
     ] = None,
     workdir: Annotated[
-        Optional[str], typer.Option(help="Where the CA bundle and JWT key are written; a temp dir if unset.")
+        str | None, typer.Option(help="Where the CA bundle and JWT key are written; a temp dir if unset.")
     ] = None,
     quiet: Annotated[bool, typer.Option(help="Do not log requests to stderr.")] = False,
 ) -> None:
     """Run a local stand-in for a small Salesforce org (OAuth, REST, SOQL, SOSL) over HTTPS."""
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING if quiet else logging.INFO,
-                        format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.WARNING if quiet else logging.INFO, format="%(asctime)s %(name)s %(message)s"
+    )
     fields = [f for f in DEFAULT_CUSTOM_FIELDS if flex_task_sid_field or f != FLEX_TASK_SID_FIELD]
     try:
         fields += [CustomField.parse(spec) for spec in custom_field or []]
@@ -74,10 +78,22 @@ def salesforce_command(
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     sandbox = SalesforceSandbox(
-        host=host, port=port, state=state, seed_demo=seed_demo, token_lifetime_s=token_lifetime_s,
-        daily_limit=daily_limit, custom_fields=fields, api_version=api_version, client_id=client_id,
-        client_secret=client_secret, username=username, password=password, jwt_private_key_file=jwt_private_key,
-        jwt_certificate_file=jwt_certificate, admin_secret=admin_secret, workdir=workdir,
+        host=host,
+        port=port,
+        state=state,
+        seed_demo=seed_demo,
+        token_lifetime_s=token_lifetime_s,
+        daily_limit=daily_limit,
+        custom_fields=fields,
+        api_version=api_version,
+        client_id=client_id,
+        client_secret=client_secret,
+        username=username,
+        password=password,
+        jwt_private_key_file=jwt_private_key,
+        jwt_certificate_file=jwt_certificate,
+        admin_secret=admin_secret,
+        workdir=workdir,
         faults=FaultSettings(latency_ms=latency_ms, jitter_ms=jitter_ms, fail_rate=fail_rate),
     ).start()
     try:

@@ -32,7 +32,7 @@ def handle(sandbox: SalesforceSandbox, req: Request) -> Response:
     secret = sandbox.admin_secret
     if secret and not hmac.compare_digest(req.headers.get("x-sandbox-admin", ""), secret):
         return Response(401, {"error": "admin secret required in X-Sandbox-Admin"})
-    parts = [p for p in req.path[len(PREFIX):].split("/") if p]
+    parts = [p for p in req.path[len(PREFIX) :].split("/") if p]
     route = (req.method, parts[0] if parts else "")
     try:
         body = req.json() if req.method == "POST" else {}
@@ -46,8 +46,9 @@ def handle(sandbox: SalesforceSandbox, req: Request) -> Response:
         return Response(400, {"error": str(exc)})
 
 
-def _route(sandbox: SalesforceSandbox, route: tuple[str, str], parts: list[str], body: dict[str, Any],
-           req: Request) -> Response:
+def _route(
+    sandbox: SalesforceSandbox, route: tuple[str, str], parts: list[str], body: dict[str, Any], req: Request
+) -> Response:
     if route == ("GET", "info"):
         return Response(200, sandbox.info)
     if route == ("GET", "faults"):

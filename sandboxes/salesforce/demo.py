@@ -43,8 +43,9 @@ AGENT_USERS = (
 )
 
 # Exactly one record in the org has this number (in any field or format).
-UNIQUE_PHONE_CONTACT = DemoRecord("Contact", _rid("Contact", 1), "Maria Garcia", phone="(628) 555-0147",
-                                  email="maria.garcia@example.com")
+UNIQUE_PHONE_CONTACT = DemoRecord(
+    "Contact", _rid("Contact", 1), "Maria Garcia", phone="(628) 555-0147", email="maria.garcia@example.com"
+)
 # One number, three records, three formats.
 SHARED_PHONE = "+14155550100"
 SHARED_PHONE_RECORDS = (
@@ -65,27 +66,107 @@ DUPLICATE_NAME_CONTACTS = tuple(
     DemoRecord("Contact", _rid("Contact", 8 + i), DUPLICATE_NAME, phone=phone)
     for i, phone in enumerate(("(718) 555-0161", "718.555.0162", "+1 718 555 0163"))
 )
-PERSON_ACCOUNT = DemoRecord("Account", _rid("Account", 3), "Priya Patel", phone="+1 628 555 0162",
-                            email="priya.patel@example.com")
+PERSON_ACCOUNT = DemoRecord(
+    "Account", _rid("Account", 3), "Priya Patel", phone="+1 628 555 0162", email="priya.patel@example.com"
+)
 PERSON_ACCOUNT_CONTACT_ID = _rid("Contact", 20)
-DEMO_LEAD = DemoRecord("Lead", _rid("Lead", 2), "Olivia Chen", phone="(646) 555-0175", email="olivia.chen@initech.example")
+DEMO_LEAD = DemoRecord(
+    "Lead", _rid("Lead", 2), "Olivia Chen", phone="(646) 555-0175", email="olivia.chen@initech.example"
+)
 DEMO_CASE = DemoRecord("Case", _rid("Case", 1), "Router keeps dropping the connection")
 # Contact.Legacy_Id__c is a non-unique external id; this value is on two contacts (upsert → 300).
 DUPLICATE_LEGACY_ID = "LEGACY-0042"
 
-_FIRST_NAMES = ("James", "Mary", "Robert", "Patricia", "Michael", "Jennifer", "William", "Linda", "David", "Elizabeth",
-                "Richard", "Barbara", "Joseph", "Susan", "Thomas", "Jessica", "Charles", "Sarah", "Christopher",
-                "Karen", "Renée", "François", "Björn", "Chloé", "Mateo", "Aisha", "Wei", "Yuki", "Fatima", "Noah")
-_LAST_NAMES = ("Johnson", "Williams", "Brown", "Jones", "Miller", "Davis", "Rodriguez", "Martinez", "Hernandez",
-               "Lopez", "Gonzalez", "Wilson", "Anderson", "Thomas", "Taylor", "Moore", "Jackson", "Martin", "Lee",
-               "Perez", "Thompson", "White", "O'Connor", "D'Angelo", "Müller", "Nguyen-Tran", "García", "Østergaard")
-_COMPANY_WORDS = ("Acme", "Initech", "Umbrella", "Stark", "Wayne", "Hooli", "Vandelay", "Soylent", "Cyberdyne",
-                  "Wonka", "Tyrell", "Massive Dynamic", "Pied Piper", "Oscorp", "Dunder Mifflin")
+_FIRST_NAMES = (
+    "James",
+    "Mary",
+    "Robert",
+    "Patricia",
+    "Michael",
+    "Jennifer",
+    "William",
+    "Linda",
+    "David",
+    "Elizabeth",
+    "Richard",
+    "Barbara",
+    "Joseph",
+    "Susan",
+    "Thomas",
+    "Jessica",
+    "Charles",
+    "Sarah",
+    "Christopher",
+    "Karen",
+    "Renée",
+    "François",
+    "Björn",
+    "Chloé",
+    "Mateo",
+    "Aisha",
+    "Wei",
+    "Yuki",
+    "Fatima",
+    "Noah",
+)
+_LAST_NAMES = (
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Miller",
+    "Davis",
+    "Rodriguez",
+    "Martinez",
+    "Hernandez",
+    "Lopez",
+    "Gonzalez",
+    "Wilson",
+    "Anderson",
+    "Thomas",
+    "Taylor",
+    "Moore",
+    "Jackson",
+    "Martin",
+    "Lee",
+    "Perez",
+    "Thompson",
+    "White",
+    "O'Connor",
+    "D'Angelo",
+    "Müller",
+    "Nguyen-Tran",
+    "García",
+    "Østergaard",
+)
+_COMPANY_WORDS = (
+    "Acme",
+    "Initech",
+    "Umbrella",
+    "Stark",
+    "Wayne",
+    "Hooli",
+    "Vandelay",
+    "Soylent",
+    "Cyberdyne",
+    "Wonka",
+    "Tyrell",
+    "Massive Dynamic",
+    "Pied Piper",
+    "Oscorp",
+    "Dunder Mifflin",
+)
 _COMPANY_SUFFIXES = ("Inc.", "LLC", "Corp", "Group", "& Sons", "Holdings")
 _AREA_CODES = ("206", "303", "305", "404", "503", "512", "617", "702", "919", "971")
 _FORMATS = ("({a}) {p}-{l}", "{a}.{p}.{l}", "+1 {a} {p} {l}", "{a}-{p}-{l}", "+1{a}{p}{l}", "{a}{p}{l}")
-_CASE_SUBJECTS = ("Cannot log in to the portal", "Invoice shows the wrong amount", "Delivery is late",
-                  "Router keeps rebooting", "Request to change billing address", "Refund not received")
+_CASE_SUBJECTS = (
+    "Cannot log in to the portal",
+    "Invoice shows the wrong amount",
+    "Delivery is late",
+    "Router keeps rebooting",
+    "Request to change billing address",
+    "Refund not received",
+)
 
 
 def ensure_integration_user(org: Org, username: str) -> str:
@@ -98,9 +179,21 @@ def ensure_integration_user(org: Org, username: str) -> str:
 def _put_user(org: Org, user_id: str, first: str, last: str, username: str, email: str) -> None:
     now = org.clock.iso()
     record: dict[str, Any] = {f: None for f in org.schema["User"].fields}
-    record.update(Id=user_id, FirstName=first, LastName=last, Name=f"{first} {last}", Username=username, Email=email,
-                  IsActive=True, IsDeleted=False, CreatedDate=now, LastModifiedDate=now, SystemModstamp=now,
-                  CreatedById=INTEGRATION_USER_ID, LastModifiedById=INTEGRATION_USER_ID)
+    record.update(
+        Id=user_id,
+        FirstName=first,
+        LastName=last,
+        Name=f"{first} {last}",
+        Username=username,
+        Email=email,
+        IsActive=True,
+        IsDeleted=False,
+        CreatedDate=now,
+        LastModifiedDate=now,
+        SystemModstamp=now,
+        CreatedById=INTEGRATION_USER_ID,
+        LastModifiedById=INTEGRATION_USER_ID,
+    )
     org.store.put("User", record)
 
 
@@ -124,36 +217,86 @@ def _seed_well_known(org: Org) -> None:
 
     def contact(rec: DemoRecord, **extra: Any) -> None:
         first, last = _split(rec.name)
-        org.create(s["Contact"], {"FirstName": first, "LastName": last, "Phone": rec.phone, "Email": rec.email,
-                                  **extra}, me, record_id=rec.id)
+        org.create(
+            s["Contact"],
+            {"FirstName": first, "LastName": last, "Phone": rec.phone, "Email": rec.email, **extra},
+            me,
+            record_id=rec.id,
+        )
 
-    org.create(s["Account"], {"Name": UNIQUE_PHONE_ACCOUNT.name, "Phone": UNIQUE_PHONE_ACCOUNT.phone,
-                              "Industry": "Manufacturing", "Type": "Customer - Direct"}, me,
-               record_id=UNIQUE_PHONE_ACCOUNT.id)
-    org.create(s["Account"], {"Name": RESERVED_CHARS_ACCOUNT.name, "Phone": RESERVED_CHARS_ACCOUNT.phone,
-                              "Industry": "Telecommunications"}, me, record_id=RESERVED_CHARS_ACCOUNT.id)
+    org.create(
+        s["Account"],
+        {
+            "Name": UNIQUE_PHONE_ACCOUNT.name,
+            "Phone": UNIQUE_PHONE_ACCOUNT.phone,
+            "Industry": "Manufacturing",
+            "Type": "Customer - Direct",
+        },
+        me,
+        record_id=UNIQUE_PHONE_ACCOUNT.id,
+    )
+    org.create(
+        s["Account"],
+        {"Name": RESERVED_CHARS_ACCOUNT.name, "Phone": RESERVED_CHARS_ACCOUNT.phone, "Industry": "Telecommunications"},
+        me,
+        record_id=RESERVED_CHARS_ACCOUNT.id,
+    )
     first, last = _split(PERSON_ACCOUNT.name)
-    org.create(s["Account"], {"FirstName": first, "LastName": last, "PersonMobilePhone": PERSON_ACCOUNT.phone,
-                              "PersonEmail": PERSON_ACCOUNT.email}, me, record_id=PERSON_ACCOUNT.id,
-               person_contact_id=PERSON_ACCOUNT_CONTACT_ID)
+    org.create(
+        s["Account"],
+        {
+            "FirstName": first,
+            "LastName": last,
+            "PersonMobilePhone": PERSON_ACCOUNT.phone,
+            "PersonEmail": PERSON_ACCOUNT.email,
+        },
+        me,
+        record_id=PERSON_ACCOUNT.id,
+        person_contact_id=PERSON_ACCOUNT_CONTACT_ID,
+    )
     contact(UNIQUE_PHONE_CONTACT, AccountId=UNIQUE_PHONE_ACCOUNT.id)
     for rec in SHARED_PHONE_RECORDS[:2]:
         contact(rec)
     for rec in (APOSTROPHE_CONTACT, HYPHEN_CONTACT, *ACCENTED_CONTACTS):
         contact(rec)
     for i, rec in enumerate(DUPLICATE_NAME_CONTACTS):
-        contact(rec, **({"Legacy_Id__c": DUPLICATE_LEGACY_ID} if i < 2 and "Legacy_Id__c" in s["Contact"].fields
-                        else {}))
+        contact(
+            rec, **({"Legacy_Id__c": DUPLICATE_LEGACY_ID} if i < 2 and "Legacy_Id__c" in s["Contact"].fields else {})
+        )
     sam = SHARED_PHONE_RECORDS[2]
     first, last = _split(sam.name)
-    org.create(s["Lead"], {"FirstName": first, "LastName": last, "Company": "Kim Family Bakery", "Phone": sam.phone},
-               me, record_id=sam.id)
+    org.create(
+        s["Lead"],
+        {"FirstName": first, "LastName": last, "Company": "Kim Family Bakery", "Phone": sam.phone},
+        me,
+        record_id=sam.id,
+    )
     first, last = _split(DEMO_LEAD.name)
-    org.create(s["Lead"], {"FirstName": first, "LastName": last, "Company": "Initech", "Phone": DEMO_LEAD.phone,
-                           "Email": DEMO_LEAD.email}, me, record_id=DEMO_LEAD.id)
-    org.create(s["Case"], {"Subject": DEMO_CASE.name, "ContactId": UNIQUE_PHONE_CONTACT.id,
-                           "AccountId": UNIQUE_PHONE_ACCOUNT.id, "Origin": "Phone", "Status": "Working",
-                           "SuppliedPhone": UNIQUE_PHONE_CONTACT.phone}, me, record_id=DEMO_CASE.id)
+    org.create(
+        s["Lead"],
+        {
+            "FirstName": first,
+            "LastName": last,
+            "Company": "Initech",
+            "Phone": DEMO_LEAD.phone,
+            "Email": DEMO_LEAD.email,
+        },
+        me,
+        record_id=DEMO_LEAD.id,
+    )
+    org.create(
+        s["Case"],
+        {
+            "Subject": DEMO_CASE.name,
+            "ContactId": UNIQUE_PHONE_CONTACT.id,
+            "AccountId": UNIQUE_PHONE_ACCOUNT.id,
+            "Origin": "Phone",
+            "Status": "Working",
+            "SuppliedPhone": UNIQUE_PHONE_CONTACT.phone,
+        },
+        me,
+        record_id=DEMO_CASE.id,
+    )
 
 
 def _seed_generated(org: Org, rnd: random.Random) -> None:
@@ -170,14 +313,32 @@ def _seed_generated(org: Org, rnd: random.Random) -> None:
     accounts = []
     for i in range(60):
         name = f"{rnd.choice(_COMPANY_WORDS)} {rnd.choice(_COMPANY_SUFFIXES)}"
-        accounts.append(org.create(s["Account"], {
-            "Name": name, "Phone": phone(), "Type": rnd.choice(("Prospect", "Customer - Direct", "Partner")),
-            "BillingCity": rnd.choice(("Seattle", "Denver", "Miami", "Atlanta", "Austin", "Boston")),
-            "AccountNumber": f"AC-{i + 1:05d}", "OwnerId": rnd.choice(owners)}, me))
+        accounts.append(
+            org.create(
+                s["Account"],
+                {
+                    "Name": name,
+                    "Phone": phone(),
+                    "Type": rnd.choice(("Prospect", "Customer - Direct", "Partner")),
+                    "BillingCity": rnd.choice(("Seattle", "Denver", "Miami", "Atlanta", "Austin", "Boston")),
+                    "AccountNumber": f"AC-{i + 1:05d}",
+                    "OwnerId": rnd.choice(owners),
+                },
+                me,
+            )
+        )
     for _ in range(5):
         first, last = rnd.choice(_FIRST_NAMES), rnd.choice(_LAST_NAMES)
-        org.create(s["Account"], {"FirstName": first, "LastName": last, "PersonMobilePhone": phone(),
-                                  "PersonEmail": f"{first}.{last}@example.net".lower().replace("'", "")}, me)
+        org.create(
+            s["Account"],
+            {
+                "FirstName": first,
+                "LastName": last,
+                "PersonMobilePhone": phone(),
+                "PersonEmail": f"{first}.{last}@example.net".lower().replace("'", ""),
+            },
+            me,
+        )
     contacts = []
     for _ in range(200):
         first, last = rnd.choice(_FIRST_NAMES), rnd.choice(_LAST_NAMES)
@@ -185,32 +346,78 @@ def _seed_generated(org: Org, rnd: random.Random) -> None:
         # A third of contacts give their company's main line as Phone: shared numbers, like real orgs.
         main_line = account["Phone"] if rnd.random() < 0.33 else phone()
         email = f"{first}.{last}@{account['Name'].split()[0].lower()}.example".lower().replace("'", "")
-        contacts.append(org.create(s["Contact"], {
-            "FirstName": first, "LastName": last, "Phone": main_line,
-            "MobilePhone": phone() if rnd.random() < 0.5 else None, "Email": email, "AccountId": account["Id"],
-            "OwnerId": rnd.choice(owners)}, me))
+        contacts.append(
+            org.create(
+                s["Contact"],
+                {
+                    "FirstName": first,
+                    "LastName": last,
+                    "Phone": main_line,
+                    "MobilePhone": phone() if rnd.random() < 0.5 else None,
+                    "Email": email,
+                    "AccountId": account["Id"],
+                    "OwnerId": rnd.choice(owners),
+                },
+                me,
+            )
+        )
     for _ in range(50):
         first, last = rnd.choice(_FIRST_NAMES), rnd.choice(_LAST_NAMES)
-        org.create(s["Lead"], {
-            "FirstName": first, "LastName": last,
-            "Company": f"{rnd.choice(_COMPANY_WORDS)} {rnd.choice(_COMPANY_SUFFIXES)}", "Phone": phone(),
-            "Status": rnd.choice(("Open - Not Contacted", "Working - Contacted")), "LeadSource": "Phone Inquiry"}, me)
+        org.create(
+            s["Lead"],
+            {
+                "FirstName": first,
+                "LastName": last,
+                "Company": f"{rnd.choice(_COMPANY_WORDS)} {rnd.choice(_COMPANY_SUFFIXES)}",
+                "Phone": phone(),
+                "Status": rnd.choice(("Open - Not Contacted", "Working - Contacted")),
+                "LeadSource": "Phone Inquiry",
+            },
+            me,
+        )
     for _ in range(25):
         who = rnd.choice(contacts)
-        org.create(s["Case"], {
-            "Subject": rnd.choice(_CASE_SUBJECTS), "ContactId": who["Id"], "AccountId": who["AccountId"],
-            "Status": rnd.choice(("New", "Working", "Escalated", "Closed")), "Origin": "Phone",
-            "SuppliedPhone": who["Phone"], "SuppliedName": who["Name"]}, me)
+        org.create(
+            s["Case"],
+            {
+                "Subject": rnd.choice(_CASE_SUBJECTS),
+                "ContactId": who["Id"],
+                "AccountId": who["AccountId"],
+                "Status": rnd.choice(("New", "Working", "Escalated", "Closed")),
+                "Origin": "Phone",
+                "SuppliedPhone": who["Phone"],
+                "SuppliedName": who["Name"],
+            },
+            me,
+        )
     for i in range(20):
         account = rnd.choice(accounts)
-        org.create(s["Opportunity"], {
-            "Name": f"{account['Name']} renewal {i + 1}", "AccountId": account["Id"],
-            "StageName": rnd.choice(("Prospecting", "Qualification", "Negotiation/Review")),
-            "CloseDate": f"2025-{rnd.randint(1, 12):02d}-15", "Amount": rnd.randint(5, 200) * 1000}, me)
+        org.create(
+            s["Opportunity"],
+            {
+                "Name": f"{account['Name']} renewal {i + 1}",
+                "AccountId": account["Id"],
+                "StageName": rnd.choice(("Prospecting", "Qualification", "Negotiation/Review")),
+                "CloseDate": f"2025-{rnd.randint(1, 12):02d}-15",
+                "Amount": rnd.randint(5, 200) * 1000,
+            },
+            me,
+        )
     for _ in range(30):
         who = rnd.choice(contacts)
-        org.create(s["Task"], {
-            "WhoId": who["Id"], "WhatId": who["AccountId"], "Subject": "Call", "Status": "Completed",
-            "TaskSubtype": "Call", "Type": "Call", "CallType": rnd.choice(("Inbound", "Outbound")),
-            "CallDurationInSeconds": rnd.randint(20, 900), "ActivityDate": "2024-04-30",
-            "OwnerId": rnd.choice(owners)}, me)
+        org.create(
+            s["Task"],
+            {
+                "WhoId": who["Id"],
+                "WhatId": who["AccountId"],
+                "Subject": "Call",
+                "Status": "Completed",
+                "TaskSubtype": "Call",
+                "Type": "Call",
+                "CallType": rnd.choice(("Inbound", "Outbound")),
+                "CallDurationInSeconds": rnd.randint(20, 900),
+                "ActivityDate": "2024-04-30",
+                "OwnerId": rnd.choice(owners),
+            },
+            me,
+        )

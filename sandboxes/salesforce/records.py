@@ -34,8 +34,7 @@ def _json_error(f: Field, value: Any, java_type: str) -> ApiError:
     return ApiError(
         400,
         "JSON_PARSER_ERROR",
-        f"Cannot deserialize instance of {java_type} from {type(value).__name__} value {value!r} "
-        f"for field {f.name}",
+        f"Cannot deserialize instance of {java_type} from {type(value).__name__} value {value!r} for field {f.name}",
     )
 
 
@@ -84,13 +83,18 @@ class Org:
                 return []
             return [r for r in self.store.all(obj.name) if r["Id"] == wanted]
         lowered = value.lower()
-        return [
-            r for r in self.store.all(obj.name) if isinstance(r.get(f.name), str) and r[f.name].lower() == lowered
-        ]
+        return [r for r in self.store.all(obj.name) if isinstance(r.get(f.name), str) and r[f.name].lower() == lowered]
 
     # ---- writes ----------------------------------------------------------------------------
-    def create(self, obj: SObject, body: dict[str, Any], user_id: str, extra: dict[str, Any] | None = None,
-               record_id: str | None = None, person_contact_id: str | None = None) -> Record:
+    def create(
+        self,
+        obj: SObject,
+        body: dict[str, Any],
+        user_id: str,
+        extra: dict[str, Any] | None = None,
+        record_id: str | None = None,
+        person_contact_id: str | None = None,
+    ) -> Record:
         """`record_id` / `person_contact_id` let the demo seed give well-known records fixed ids."""
         if obj.name == "User":
             raise ApiError(400, "INSUFFICIENT_ACCESS", "insufficient access rights on object: User")
@@ -120,15 +124,20 @@ class Org:
         self._check_required(obj, record)
         self._check_unique(obj, record)
         if person:
-            contact = self.create(self.schema["Contact"], self._person_contact_values(record), user_id,
-                                  extra={"AccountId": record["Id"], "IsPersonAccount": True},
-                                  record_id=person_contact_id)
+            contact = self.create(
+                self.schema["Contact"],
+                self._person_contact_values(record),
+                user_id,
+                extra={"AccountId": record["Id"], "IsPersonAccount": True},
+                record_id=person_contact_id,
+            )
             record["PersonContactId"] = contact["Id"]
         self.store.put(obj.name, record)
         return record
 
-    def update(self, obj: SObject, record: Record, body: dict[str, Any], user_id: str,
-               upserting: bool = False) -> Record:
+    def update(
+        self, obj: SObject, record: Record, body: dict[str, Any], user_id: str, upserting: bool = False
+    ) -> Record:
         values = self._coerce(obj, body, creating=False, current=record if upserting else None)
         updated = dict(record)
         updated.update(values)
@@ -156,16 +165,21 @@ class Org:
             if contact:
                 self.store.put("Contact", dict(contact[1], IsDeleted=True, LastModifiedDate=now))
 
-    def upsert(self, obj: SObject, field_name: str, value: str, body: dict[str, Any], user_id: str
-               ) -> tuple[str, Record | list[Record]]:
+    def upsert(
+        self, obj: SObject, field_name: str, value: str, body: dict[str, Any], user_id: str
+    ) -> tuple[str, Record | list[Record]]:
         """('created'|'updated', record) or ('multiple', matches)."""
         f = self.external_id_field(obj, field_name)
         if f.name in body or any(k.lower() == f.name.lower() for k in body):
             sent = next(v for k, v in body.items() if k.lower() == f.name.lower())
             if f.name == "Id" or str(sent).lower() != value.lower():
-                raise ApiError(400, "INVALID_FIELD",
-                               f"The value of the external ID field {f.name} in the request body does not match "
-                               "the value in the URL", [f.name])
+                raise ApiError(
+                    400,
+                    "INVALID_FIELD",
+                    f"The value of the external ID field {f.name} in the request body does not match "
+                    "the value in the URL",
+                    [f.name],
+                )
         matches = self.find_by_field(obj, f, value)
         if len(matches) > 1:
             return "multiple", matches
@@ -182,8 +196,9 @@ class Org:
         return f
 
     # ---- validation ------------------------------------------------------------------------
-    def _coerce(self, obj: SObject, body: dict[str, Any], creating: bool, current: Record | None = None
-                ) -> dict[str, Any]:
+    def _coerce(
+        self, obj: SObject, body: dict[str, Any], creating: bool, current: Record | None = None
+    ) -> dict[str, Any]:
         """`current` (upserts only): a create-only field that repeats the stored value is accepted, so
         replaying the same upsert stays idempotent (real behaviour unverified; see the README)."""
         values: dict[str, Any] = {}
@@ -259,12 +274,19 @@ class Org:
             raise _json_error(f, value, "String")
         text = str(value)
         if f.length and len(text) > f.length:
-            raise ApiError(400, "STRING_TOO_LONG",
-                           f"{f.label or f.name}: data value too large: {text[:40]}... (max length={f.length})",
-                           [f.name])
+            raise ApiError(
+                400,
+                "STRING_TOO_LONG",
+                f"{f.label or f.name}: data value too large: {text[:40]}... (max length={f.length})",
+                [f.name],
+            )
         if kind == "picklist" and f.restricted and text not in f.picklist:
-            raise ApiError(400, "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
-                           f"{f.label or f.name}: bad value for restricted picklist field: {text}", [f.name])
+            raise ApiError(
+                400,
+                "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                f"{f.label or f.name}: bad value for restricted picklist field: {text}",
+                [f.name],
+            )
         if kind == "email" and text and not _EMAIL_RE.match(text):
             raise ApiError(400, "INVALID_EMAIL_ADDRESS", f"{f.name}: invalid email address: {text}", [f.name])
         return text
@@ -302,8 +324,9 @@ class Org:
             if not record.get(needed):
                 required.append(needed)
         if required:
-            raise ApiError(400, "REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(required)}]",
-                           required)
+            raise ApiError(
+                400, "REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(required)}]", required
+            )
 
     def _check_unique(self, obj: SObject, record: Record) -> None:
         for f in obj.fields.values():
@@ -312,14 +335,20 @@ class Org:
                 continue
             for other in self.find_by_field(obj, f, value):
                 if other["Id"] != record["Id"]:
-                    raise ApiError(400, "DUPLICATE_VALUE",
-                                   f"duplicate value found: {f.name} duplicates value on record with id: {other['Id']}",
-                                   [f.name])
+                    raise ApiError(
+                        400,
+                        "DUPLICATE_VALUE",
+                        f"duplicate value found: {f.name} duplicates value on record with id: {other['Id']}",
+                        [f.name],
+                    )
 
     @staticmethod
     def _person_contact_values(account: Record) -> dict[str, Any]:
-        return {target: account.get(source) for source, target in _PERSON_CONTACT_MAP.items()
-                if account.get(source) is not None}
+        return {
+            target: account.get(source)
+            for source, target in _PERSON_CONTACT_MAP.items()
+            if account.get(source) is not None
+        }
 
 
 def render(obj: SObject, record: Record, version: str, fields: list[str] | None = None) -> dict[str, Any]:

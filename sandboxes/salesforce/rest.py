@@ -89,10 +89,13 @@ class RestApi:
     def data(self, req: Request) -> Response:
         parts = [unquote(p) for p in req.path.split("/")[3:] if p]  # after /services/data/
         if not parts:
-            return Response(200, [
-                {"label": "Sandbox", "url": f"/services/data/v{v}", "version": v} for v in ("58.0", "59.0", "60.0",
-                                                                                             "61.0", "62.0")
-            ])
+            return Response(
+                200,
+                [
+                    {"label": "Sandbox", "url": f"/services/data/v{v}", "version": v}
+                    for v in ("58.0", "59.0", "60.0", "61.0", "62.0")
+                ],
+            )
         m = _VERSION_RE.match(parts[0])
         if not m or float(m.group(1)) < MIN_API_VERSION:
             return self._error(not_found())
@@ -128,8 +131,13 @@ class RestApi:
         head = parts[0] if parts else ""
         if not parts and method == "GET":
             base = f"/services/data/v{version}"
-            return Response(200, {name: f"{base}/{name}" for name in
-                                  ("sobjects", "query", "queryAll", "search", "parameterizedSearch", "limits")})
+            return Response(
+                200,
+                {
+                    name: f"{base}/{name}"
+                    for name in ("sobjects", "query", "queryAll", "search", "parameterizedSearch", "limits")
+                },
+            )
         if head in ("query", "queryAll") and len(parts) == 1 and method == "GET":
             self.counters.inc(head if head == "query" else "query_all")
             q = req.param("q")
@@ -163,10 +171,24 @@ class RestApi:
         method = req.method
         if not parts:
             self.counters.inc("describe_global")
-            return Response(200, {"encoding": "UTF-8", "maxBatchSize": 200, "sobjects": [
-                {"name": o.name, "label": o.name, "keyPrefix": o.key_prefix, "queryable": True, "searchable": True,
-                 "urls": {"sobject": f"/services/data/v{version}/sobjects/{o.name}"}}
-                for o in self.org.schema.values()]})
+            return Response(
+                200,
+                {
+                    "encoding": "UTF-8",
+                    "maxBatchSize": 200,
+                    "sobjects": [
+                        {
+                            "name": o.name,
+                            "label": o.name,
+                            "keyPrefix": o.key_prefix,
+                            "queryable": True,
+                            "searchable": True,
+                            "urls": {"sobject": f"/services/data/v{version}/sobjects/{o.name}"},
+                        }
+                        for o in self.org.schema.values()
+                    ],
+                },
+            )
         obj = self.org.sobject(parts[0])
         if obj is None:
             raise not_found()
@@ -181,8 +203,10 @@ class RestApi:
                 return Response(201, {"id": record["Id"], "success": True, "errors": []})
             if method == "GET":
                 self.counters.inc(f"sobject_info:{name}")
-                return Response(200, {"objectDescribe": {k: v for k, v in describe(obj).items() if k != "fields"},
-                                      "recentItems": []})
+                return Response(
+                    200,
+                    {"objectDescribe": {k: v for k, v in describe(obj).items() if k != "fields"}, "recentItems": []},
+                )
             raise _method_not_allowed(method)
         if len(parts) == 2 and parts[1] == "describe" and method == "GET":
             self.counters.inc(f"sobject_describe:{name}")
@@ -218,8 +242,9 @@ class RestApi:
                     return Response(300, [sobject_url(version, name, r["Id"]) for r in result])
                 assert isinstance(result, dict)
                 created = outcome == "created"
-                return Response(201 if created else 200,
-                                {"id": result["Id"], "success": True, "errors": [], "created": created})
+                return Response(
+                    201 if created else 200, {"id": result["Id"], "success": True, "errors": [], "created": created}
+                )
             if method == "GET":
                 self.counters.inc(f"sobject_get_by_external_id:{name}")
                 with org.store.lock:
@@ -271,7 +296,9 @@ def _basic_auth(header: str | None) -> tuple[str, str] | None:
 
 
 def _parameterized_from_query(query: dict[str, list[str]]) -> dict[str, Any]:
-    """GET form: `q`, `in`, `fields`, `sobject` (repeatable), `Obj.fields`, `Obj.limit`, `overallLimit`, `defaultLimit`."""
+    """GET form: `q`, `in`, `fields`, `sobject` (repeatable), `Obj.fields`, `Obj.limit`, `overallLimit`,
+    `defaultLimit`."""
+
     def one(name: str) -> str | None:
         values = query.get(name)
         return values[0] if values else None

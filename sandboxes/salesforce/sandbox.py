@@ -23,7 +23,7 @@ from sandboxes.http_common import timed
 from sandboxes.salesforce import control, demo
 from sandboxes.salesforce.clock import Clock
 from sandboxes.salesforce.errors import not_found
-from sandboxes.salesforce.faults import Counters, FaultSettings, Faults
+from sandboxes.salesforce.faults import Counters, Faults, FaultSettings
 from sandboxes.salesforce.oauth import OAuth, OAuthConfig
 from sandboxes.salesforce.records import Org, render
 from sandboxes.salesforce.rest import Request, Response, RestApi
@@ -41,8 +41,8 @@ DEFAULT_USERNAME = "integration@flexsf-sandbox.example.com"
 class SalesforceSandbox:
     """A small Salesforce org on `https://127.0.0.1:PORT` with its own throw-away CA.
 
-        with SalesforceSandbox() as sandbox:
-            sf = connect(sandbox.credentials())
+    with SalesforceSandbox() as sandbox:
+        sf = connect(sandbox.credentials())
     """
 
     def __init__(
@@ -131,8 +131,9 @@ class SalesforceSandbox:
             "daily_limit": self._counters.daily_limit,
         }
         # The listening socket exists once the server is constructed; serve_forever accepts from it.
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="salesforce-sandbox", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="salesforce-sandbox", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -197,13 +198,18 @@ class SalesforceSandbox:
     def credentials(self, grant: str = "client_credentials") -> SalesforceCredentials:
         """Credentials for `flexsf.salesforce_client`: grant is client_credentials, jwt or password."""
         i = self.info
-        common = {"token_url": i["token_url"], "client_id": i["client_id"], "api_version": self.api_version,
-                  "ca_bundle": i["ca_bundle"]}
+        common = {
+            "token_url": i["token_url"],
+            "client_id": i["client_id"],
+            "api_version": self.api_version,
+            "ca_bundle": i["ca_bundle"],
+        }
         if grant == "jwt":
             return SalesforceCredentials(**common, username=i["username"], private_key_file=i["private_key_file"])
         if grant == "password":
-            return SalesforceCredentials(**common, client_secret=i["client_secret"], username=i["username"],
-                                         password=i["password"])
+            return SalesforceCredentials(
+                **common, client_secret=i["client_secret"], username=i["username"], password=i["password"]
+            )
         return SalesforceCredentials(**common, client_secret=i["client_secret"])
 
     # ---- internals -----------------------------------------------------------------------------
@@ -241,7 +247,10 @@ class SalesforceSandbox:
             return private_file, key.public_key()
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         path = self.workdir / "jwt_private_key.pem"
-        path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
         os.chmod(path, 0o600)
         return str(path), key.public_key()

@@ -140,76 +140,180 @@ def _system_fields(owned: bool = True) -> list[Field]:
 WHAT_TARGETS = ("Account", "Opportunity", "Case")
 
 
-def build_schema(custom_fields: tuple[CustomField, ...] | list[CustomField] = DEFAULT_CUSTOM_FIELDS) -> dict[str, SObject]:
-    user = SObject("User", name_fields=("FirstName", "LastName", "Name"), phone_fields=("Phone", "MobilePhone"),
-                   email_fields=("Email",))
-    user.add(*_system_fields(owned=False), _s("FirstName", 40), _s("LastName", 80, required=True),
-             _ro("Name", length=121), _s("Username", 80, required=True), _email("Email"),
-             Field("IsActive", "boolean", default=True), _phone("Phone"), _phone("MobilePhone"), _s("Title", 80))
+def build_schema(
+    custom_fields: tuple[CustomField, ...] | list[CustomField] = DEFAULT_CUSTOM_FIELDS,
+) -> dict[str, SObject]:
+    user = SObject(
+        "User",
+        name_fields=("FirstName", "LastName", "Name"),
+        phone_fields=("Phone", "MobilePhone"),
+        email_fields=("Email",),
+    )
+    user.add(
+        *_system_fields(owned=False),
+        _s("FirstName", 40),
+        _s("LastName", 80, required=True),
+        _ro("Name", length=121),
+        _s("Username", 80, required=True),
+        _email("Email"),
+        Field("IsActive", "boolean", default=True),
+        _phone("Phone"),
+        _phone("MobilePhone"),
+        _s("Title", 80),
+    )
 
-    account = SObject("Account", name_fields=("Name",), phone_fields=("Phone", "PersonMobilePhone", "PersonHomePhone"),
-                      email_fields=("PersonEmail",))
-    account.add(*_system_fields(), _s("Name", 255), _phone("Phone"), Field("Website", "url", 255),
-                _s("Industry", 40), _pick("Type", ("Prospect", "Customer - Direct", "Customer - Channel", "Partner", "Other")),
-                _s("AccountNumber", 40), _s("BillingCity", 40), _s("BillingCountry", 80),
-                Field("Description", "textarea", 32000),
-                _ro("IsPersonAccount", "boolean"), _ro("PersonContactId", "reference", 18, reference_to=("Contact",)),
-                _s("FirstName", 40), _s("LastName", 80), _phone("PersonMobilePhone"), _phone("PersonHomePhone"),
-                _email("PersonEmail"))
+    account = SObject(
+        "Account",
+        name_fields=("Name",),
+        phone_fields=("Phone", "PersonMobilePhone", "PersonHomePhone"),
+        email_fields=("PersonEmail",),
+    )
+    account.add(
+        *_system_fields(),
+        _s("Name", 255),
+        _phone("Phone"),
+        Field("Website", "url", 255),
+        _s("Industry", 40),
+        _pick("Type", ("Prospect", "Customer - Direct", "Customer - Channel", "Partner", "Other")),
+        _s("AccountNumber", 40),
+        _s("BillingCity", 40),
+        _s("BillingCountry", 80),
+        Field("Description", "textarea", 32000),
+        _ro("IsPersonAccount", "boolean"),
+        _ro("PersonContactId", "reference", 18, reference_to=("Contact",)),
+        _s("FirstName", 40),
+        _s("LastName", 80),
+        _phone("PersonMobilePhone"),
+        _phone("PersonHomePhone"),
+        _email("PersonEmail"),
+    )
 
-    contact = SObject("Contact", name_fields=("FirstName", "LastName", "Name"),
-                      phone_fields=("Phone", "MobilePhone", "HomePhone", "OtherPhone"), email_fields=("Email",))
-    contact.add(*_system_fields(), _s("FirstName", 40), _s("LastName", 80, required=True), _ro("Name", length=121),
-                _s("Title", 128), _phone("Phone"), _phone("MobilePhone"), _phone("HomePhone"), _phone("OtherPhone"),
-                _email("Email"), _ref("AccountId", "Account"), _ro("IsPersonAccount", "boolean"),
-                Field("Description", "textarea", 32000))
+    contact = SObject(
+        "Contact",
+        name_fields=("FirstName", "LastName", "Name"),
+        phone_fields=("Phone", "MobilePhone", "HomePhone", "OtherPhone"),
+        email_fields=("Email",),
+    )
+    contact.add(
+        *_system_fields(),
+        _s("FirstName", 40),
+        _s("LastName", 80, required=True),
+        _ro("Name", length=121),
+        _s("Title", 128),
+        _phone("Phone"),
+        _phone("MobilePhone"),
+        _phone("HomePhone"),
+        _phone("OtherPhone"),
+        _email("Email"),
+        _ref("AccountId", "Account"),
+        _ro("IsPersonAccount", "boolean"),
+        Field("Description", "textarea", 32000),
+    )
 
-    lead = SObject("Lead", name_fields=("FirstName", "LastName", "Name", "Company"),
-                   phone_fields=("Phone", "MobilePhone"), email_fields=("Email",))
-    lead.add(*_system_fields(), _s("FirstName", 40), _s("LastName", 80, required=True), _ro("Name", length=121),
-             _s("Company", 255, required=True), _phone("Phone"), _phone("MobilePhone"), _email("Email"),
-             _pick("Status", ("Open - Not Contacted", "Working - Contacted", "Closed - Converted",
-                              "Closed - Not Converted"), required=True, default="Open - Not Contacted"),
-             _pick("LeadSource", ("Web", "Phone Inquiry", "Partner Referral", "Other")),
-             _ro("IsConverted", "boolean"), Field("Description", "textarea", 32000))
+    lead = SObject(
+        "Lead",
+        name_fields=("FirstName", "LastName", "Name", "Company"),
+        phone_fields=("Phone", "MobilePhone"),
+        email_fields=("Email",),
+    )
+    lead.add(
+        *_system_fields(),
+        _s("FirstName", 40),
+        _s("LastName", 80, required=True),
+        _ro("Name", length=121),
+        _s("Company", 255, required=True),
+        _phone("Phone"),
+        _phone("MobilePhone"),
+        _email("Email"),
+        _pick(
+            "Status",
+            ("Open - Not Contacted", "Working - Contacted", "Closed - Converted", "Closed - Not Converted"),
+            required=True,
+            default="Open - Not Contacted",
+        ),
+        _pick("LeadSource", ("Web", "Phone Inquiry", "Partner Referral", "Other")),
+        _ro("IsConverted", "boolean"),
+        Field("Description", "textarea", 32000),
+    )
 
-    case = SObject("Case", name_fields=("SuppliedName",), phone_fields=("SuppliedPhone",),
-                   email_fields=("SuppliedEmail",))
-    case.add(*_system_fields(), _ro("CaseNumber", length=30), _s("Subject", 255), Field("Description", "textarea", 32000),
-             _ref("ContactId", "Contact"), _ref("AccountId", "Account"), _phone("SuppliedPhone"),
-             _s("SuppliedName", 80), _email("SuppliedEmail"),
-             _pick("Status", ("New", "Working", "Escalated", "Closed"), required=True, default="New"),
-             _pick("Priority", ("High", "Medium", "Low"), default="Medium"),
-             _pick("Origin", ("Phone", "Email", "Web")), _ro("IsClosed", "boolean"))
+    case = SObject(
+        "Case", name_fields=("SuppliedName",), phone_fields=("SuppliedPhone",), email_fields=("SuppliedEmail",)
+    )
+    case.add(
+        *_system_fields(),
+        _ro("CaseNumber", length=30),
+        _s("Subject", 255),
+        Field("Description", "textarea", 32000),
+        _ref("ContactId", "Contact"),
+        _ref("AccountId", "Account"),
+        _phone("SuppliedPhone"),
+        _s("SuppliedName", 80),
+        _email("SuppliedEmail"),
+        _pick("Status", ("New", "Working", "Escalated", "Closed"), required=True, default="New"),
+        _pick("Priority", ("High", "Medium", "Low"), default="Medium"),
+        _pick("Origin", ("Phone", "Email", "Web")),
+        _ro("IsClosed", "boolean"),
+    )
 
     opportunity = SObject("Opportunity", name_fields=("Name",))
-    opportunity.add(*_system_fields(), _s("Name", 120, required=True), _ref("AccountId", "Account"),
-                    _pick("StageName", ("Prospecting", "Qualification", "Proposal/Price Quote", "Negotiation/Review",
-                                        "Closed Won", "Closed Lost"), required=True),
-                    Field("CloseDate", "date", required=True), Field("Amount", "currency"),
-                    Field("Description", "textarea", 32000))
+    opportunity.add(
+        *_system_fields(),
+        _s("Name", 120, required=True),
+        _ref("AccountId", "Account"),
+        _pick(
+            "StageName",
+            ("Prospecting", "Qualification", "Proposal/Price Quote", "Negotiation/Review", "Closed Won", "Closed Lost"),
+            required=True,
+        ),
+        Field("CloseDate", "date", required=True),
+        Field("Amount", "currency"),
+        Field("Description", "textarea", 32000),
+    )
 
     task = SObject("Task", name_fields=("Subject",))
-    task.add(*_system_fields(), _ref("WhoId", "Contact", "Lead"), _ref("WhatId", *WHAT_TARGETS),
-             Field("Subject", "combobox", 255),
-             _pick("Status", ("Not Started", "In Progress", "Completed", "Waiting on someone else", "Deferred"),
-                   required=True, default="Not Started"),
-             _pick("Priority", ("High", "Normal", "Low"), required=True, default="Normal"),
-             Field("ActivityDate", "date"),
-             _pick("TaskSubtype", ("Task", "Email", "ListEmail", "Cadence", "Call", "LinkedIn"), restricted=True,
-                   updateable=False, default="Task"),
-             _pick("CallType", ("Inbound", "Internal", "Outbound"), restricted=True),
-             _s("CallDisposition", 255), _s("CallObject", 255), Field("CallDurationInSeconds", "int"),
-             Field("Description", "textarea", 32000), _pick("Type", ("Call", "Email", "Meeting", "Other")),
-             _ro("IsClosed", "boolean"))
+    task.add(
+        *_system_fields(),
+        _ref("WhoId", "Contact", "Lead"),
+        _ref("WhatId", *WHAT_TARGETS),
+        Field("Subject", "combobox", 255),
+        _pick(
+            "Status",
+            ("Not Started", "In Progress", "Completed", "Waiting on someone else", "Deferred"),
+            required=True,
+            default="Not Started",
+        ),
+        _pick("Priority", ("High", "Normal", "Low"), required=True, default="Normal"),
+        Field("ActivityDate", "date"),
+        _pick(
+            "TaskSubtype",
+            ("Task", "Email", "ListEmail", "Cadence", "Call", "LinkedIn"),
+            restricted=True,
+            updateable=False,
+            default="Task",
+        ),
+        _pick("CallType", ("Inbound", "Internal", "Outbound"), restricted=True),
+        _s("CallDisposition", 255),
+        _s("CallObject", 255),
+        Field("CallDurationInSeconds", "int"),
+        Field("Description", "textarea", 32000),
+        _pick("Type", ("Call", "Email", "Meeting", "Other")),
+        _ro("IsClosed", "boolean"),
+    )
 
     schema = {o.name: o for o in (user, account, contact, lead, case, opportunity, task)}
     for custom in custom_fields:
         if custom.sobject not in schema:
             raise ValueError(f"custom field on unknown sobject {custom.sobject}")
         schema[custom.sobject].add(
-            Field(custom.name, custom.type, custom.length, external_id=custom.external_id, unique=custom.unique,
-                  custom=True, label=custom.label)
+            Field(
+                custom.name,
+                custom.type,
+                custom.length,
+                external_id=custom.external_id,
+                unique=custom.unique,
+                custom=True,
+                label=custom.label,
+            )
         )
     return schema
 

@@ -90,7 +90,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self._raw is not None:
             self.server.track(self._raw, False)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:  # stdlib signature
         log.info("%s " + format, self.client_address[0], *args)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
@@ -115,8 +115,9 @@ class _Handler(BaseHTTPRequestHandler):
             response = self.server.dispatch(request)
         except Exception:
             log.exception("sandbox error on %s %s", self.command, url.path)
-            response = Response(500, [{"message": "An unexpected error occurred in the sandbox",
-                                       "errorCode": "UNKNOWN_EXCEPTION"}])
+            response = Response(
+                500, [{"message": "An unexpected error occurred in the sandbox", "errorCode": "UNKNOWN_EXCEPTION"}]
+            )
         if response.drop_connection:
             self._drop()
             return
@@ -133,8 +134,8 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
 
     def _write(self, response: Response) -> None:
-        write_json(self, response.status, response.body, response.headers,
-                   content_type="application/json;charset=UTF-8")
+        write_json(
+            self, response.status, response.body, response.headers, content_type="application/json;charset=UTF-8"
+        )
 
     do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = do_HEAD = _serve
-

@@ -30,8 +30,29 @@ _TOKEN_RE = re.compile(
     )""",
     re.VERBOSE,
 )
-_KEYWORDS = {"SELECT", "FROM", "WHERE", "AND", "OR", "NOT", "IN", "LIKE", "ORDER", "BY", "ASC", "DESC", "NULLS",
-             "FIRST", "LAST", "LIMIT", "OFFSET", "NULL", "TRUE", "FALSE", "COUNT"}
+_KEYWORDS = {
+    "SELECT",
+    "FROM",
+    "WHERE",
+    "AND",
+    "OR",
+    "NOT",
+    "IN",
+    "LIKE",
+    "ORDER",
+    "BY",
+    "ASC",
+    "DESC",
+    "NULLS",
+    "FIRST",
+    "LAST",
+    "LIMIT",
+    "OFFSET",
+    "NULL",
+    "TRUE",
+    "FALSE",
+    "COUNT",
+}
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f"}
 
 
@@ -292,7 +313,7 @@ def sort_records(records: list[Record], order: list[OrderItem]) -> list[Record]:
     for item in reversed(order):
         present = [r for r in records if item.get(r) is not None]
         missing = [r for r in records if item.get(r) is None]
-        present.sort(key=lambda r: (v.lower() if isinstance(v := item.get(r), str) else v), reverse=item.descending)
+        present.sort(key=lambda r: v.lower() if isinstance(v := item.get(r), str) else v, reverse=item.descending)
         records = missing + present if item.nulls_first else present + missing
     return records
 
@@ -385,4 +406,3 @@ def render_selected(org: Org, obj: SObject, record: Record, select: list[SelectI
         nested[target_field] = found[1].get(target_field)
         out[rel] = nested
     return out
-

@@ -205,14 +205,18 @@ def record_matches(term: Term, scope: str, obj: SObject, record: Record) -> bool
     return scope in ("ALL", "EMAIL") and email_matches(term, obj, record)
 
 
-def execute(org: Org, term: Term, scope: str, returning: list[Returning], limit: int | None, version: str
-            ) -> dict[str, Any]:
+def execute(
+    org: Org, term: Term, scope: str, returning: list[Returning], limit: int | None, version: str
+) -> dict[str, Any]:
     overall = DEFAULT_LIMIT if limit is None else limit
     results: list[dict[str, Any]] = []
     with org.store.lock:
         for spec in returning:
-            found = [r for r in org.store.all(spec.obj.name)
-                     if record_matches(term, scope, spec.obj, r) and (spec.condition is None or matches(spec.condition, r))]
+            found = [
+                r
+                for r in org.store.all(spec.obj.name)
+                if record_matches(term, scope, spec.obj, r) and (spec.condition is None or matches(spec.condition, r))
+            ]
             if spec.order:
                 found = sort_records(found, spec.order)
             if spec.limit is not None:
@@ -326,7 +330,12 @@ def run_parameterized(org: Org, params: dict[str, Any], version: str) -> dict[st
     for spec in params.get("sobjects") or [{"name": n} for n in DEFAULT_OBJECTS]:
         obj = resolve_object(org, str(spec.get("name", "")))
         limit = spec.get("limit", default_limit)
-        returning.append(Returning(obj, select_items(org, obj, list(spec.get("fields") or default_fields)),
-                                   limit=int(limit) if limit is not None else None))
+        returning.append(
+            Returning(
+                obj,
+                select_items(org, obj, list(spec.get("fields") or default_fields)),
+                limit=int(limit) if limit is not None else None,
+            )
+        )
     overall = params.get("overallLimit")
     return execute(org, term, scope, returning, int(overall) if overall is not None else None, version)

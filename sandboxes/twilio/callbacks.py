@@ -92,10 +92,19 @@ class CallbackDispatcher:
         cfg = self._faults.config
         if event.event_type in cfg.callback_drop_event_types or self._faults.roll(cfg.callback_drop_fraction):
             with self._lock:
-                self._deliveries.append(Delivery(
-                    event.sid, event.event_type, event.task_sid, url, 0, "dropped", None,
-                    at_ms=int(time.time() * 1000), params=event.params,
-                ))
+                self._deliveries.append(
+                    Delivery(
+                        event.sid,
+                        event.event_type,
+                        event.task_sid,
+                        url,
+                        0,
+                        "dropped",
+                        None,
+                        at_ms=int(time.time() * 1000),
+                        params=event.params,
+                    )
+                )
             return
         with self._lock:
             jobs = [_Job(event, url, False, self._generation)]
@@ -192,20 +201,37 @@ class CallbackDispatcher:
             status: int | None = None
             error: str | None = None
             try:
-                response = self._session().post(job.url, data=params, headers=headers, timeout=cfg.callback_timeout_s,
-                                                allow_redirects=False)
+                response = self._session().post(
+                    job.url, data=params, headers=headers, timeout=cfg.callback_timeout_s, allow_redirects=False
+                )
                 status = response.status_code
             except requests.RequestException as exc:
                 error = type(exc).__name__
             outcome = "error" if status is None else ("delivered" if 200 <= status < 300 else "failed")
-            log.info("callback %s %s -> %s %s", job.event.event_type, _url_for_log(job.url), status or error,
-                     "(duplicate)" if job.duplicate else "")
+            log.info(
+                "callback %s %s -> %s %s",
+                job.event.event_type,
+                _url_for_log(job.url),
+                status or error,
+                "(duplicate)" if job.duplicate else "",
+            )
             with self._lock:
                 if job.generation == self._generation:
-                    self._deliveries.append(Delivery(
-                        job.event.sid, job.event.event_type, job.event.task_sid, job.url, attempt, outcome, status,
-                        job.duplicate, error, int(time.time() * 1000), params,
-                    ))
+                    self._deliveries.append(
+                        Delivery(
+                            job.event.sid,
+                            job.event.event_type,
+                            job.event.task_sid,
+                            job.url,
+                            attempt,
+                            outcome,
+                            status,
+                            job.duplicate,
+                            error,
+                            int(time.time() * 1000),
+                            params,
+                        )
+                    )
             if outcome == "delivered" or attempt == attempts:
                 return
             time.sleep(cfg.callback_backoff_s * 2 ** (attempt - 1))

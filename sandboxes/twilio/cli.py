@@ -11,7 +11,7 @@ import logging
 import signal
 import sys
 import threading
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -22,11 +22,13 @@ def twilio_command(
     port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one.")] = 0,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     callback_url: Annotated[
-        Optional[str], typer.Option(help="Workspace EventCallbackUrl: where TaskRouter events are POSTed.")
+        str | None, typer.Option(help="Workspace EventCallbackUrl: where TaskRouter events are POSTed.")
     ] = None,
     auth_token: Annotated[
-        Optional[str],
-        typer.Option(envvar="FLEXSF_SANDBOX_TWILIO_AUTH_TOKEN", help="Auth token to accept and sign with; random if unset."),
+        str | None,
+        typer.Option(
+            envvar="FLEXSF_SANDBOX_TWILIO_AUTH_TOKEN", help="Auth token to accept and sign with; random if unset."
+        ),
     ] = None,
     retention_s: Annotated[
         float, typer.Option(help="Seconds a completed/canceled task is kept before it is deleted.")
@@ -34,13 +36,15 @@ def twilio_command(
     quiet: Annotated[bool, typer.Option(help="Do not log requests to stderr.")] = False,
 ) -> None:
     """Run a local stand-in for Twilio TaskRouter, Flex Configuration and Flex token validation."""
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING if quiet else logging.INFO,
-                        format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.WARNING if quiet else logging.INFO, format="%(asctime)s %(name)s %(message)s"
+    )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    sandbox = TwilioSandbox(port=port, host=host, callback_url=callback_url, auth_token=auth_token,
-                            retention_s=retention_s).start()
+    sandbox = TwilioSandbox(
+        port=port, host=host, callback_url=callback_url, auth_token=auth_token, retention_s=retention_s
+    ).start()
     try:
         sys.stdout.write(json.dumps(sandbox.info) + "\n")
         sys.stdout.flush()

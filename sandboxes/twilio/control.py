@@ -34,8 +34,10 @@ def routes(sb: TwilioSandbox) -> list[Route]:
 
     def create_task(req: Request, m: re.Match[str]) -> Response:
         b = _body(req)
-        return ok(sb.create_task(b.get("attributes"), b.get("channel", "voice"), int(b.get("priority", 0)),
-                                 b.get("timeout")), 201)
+        return ok(
+            sb.create_task(b.get("attributes"), b.get("channel", "voice"), int(b.get("priority", 0)), b.get("timeout")),
+            201,
+        )
 
     def get_task(req: Request, m: re.Match[str]) -> Response:
         return ok(sb.task(m["sid"]))
@@ -56,16 +58,25 @@ def routes(sb: TwilioSandbox) -> list[Route]:
 
     def lifecycle(req: Request, m: re.Match[str]) -> Response:
         b = _body(req)
-        return ok(sb.lifecycle(b.get("attributes"), b.get("channel", "voice"), b.get("worker_sid"),
-                               bool(b.get("wrapup", False)), bool(b.get("complete", False)),
-                               b.get("reason", "Task completed by agent")), 201)
+        return ok(
+            sb.lifecycle(
+                b.get("attributes"),
+                b.get("channel", "voice"),
+                b.get("worker_sid"),
+                bool(b.get("wrapup", False)),
+                bool(b.get("complete", False)),
+                b.get("reason", "Task completed by agent"),
+            ),
+            201,
+        )
 
     def outbound_call(req: Request, m: re.Match[str]) -> Response:
         b = _body(req)
         if not b.get("worker_sid") or not b.get("destination"):
             raise bad_request("worker_sid and destination are required")
-        return ok(sb.start_outbound_call(b["worker_sid"], b["destination"], b.get("caller_id"),
-                                         b.get("task_attributes")), 201)
+        return ok(
+            sb.start_outbound_call(b["worker_sid"], b["destination"], b.get("caller_id"), b.get("task_attributes")), 201
+        )
 
     def mint_token(req: Request, m: re.Match[str]) -> Response:
         b = _body(req)
@@ -127,8 +138,12 @@ def routes(sb: TwilioSandbox) -> list[Route]:
         r("GET", "/info", "control_info", info),
         r("POST", "/tasks", "control_create_task", create_task),
         r("GET", "/tasks/(?P<sid>WT[0-9a-f]{32})", "control_task", get_task),
-        r("POST", "/tasks/(?P<sid>WT[0-9a-f]{32})/(?P<action>reserve|accept|wrapup|complete|cancel|attributes)",
-          "control_task_step", step),
+        r(
+            "POST",
+            "/tasks/(?P<sid>WT[0-9a-f]{32})/(?P<action>reserve|accept|wrapup|complete|cancel|attributes)",
+            "control_task_step",
+            step,
+        ),
         r("POST", "/lifecycle", "control_lifecycle", lifecycle),
         r("POST", "/outbound-calls", "control_outbound_call", outbound_call),
         r("POST", "/tokens", "control_mint_token", mint_token),

@@ -29,7 +29,8 @@ DEMO_TASK_CHANNELS: dict[str, str] = {
 
 # friendly name -> sid
 DEMO_ACTIVITIES: dict[str, str] = {
-    name: stable_sid("WA", f"flexsf-sandbox/activity/{name}") for name in ("Available", "Unavailable", "Offline", "Break")
+    name: stable_sid("WA", f"flexsf-sandbox/activity/{name}")
+    for name in ("Available", "Unavailable", "Offline", "Break")
 }
 
 SALESFORCE_FEATURE_FLAGS: dict[str, bool] = {
@@ -98,6 +99,7 @@ DEMO_WORKERS: tuple[DemoWorker, ...] = (
 
 def worker_attributes_json(worker: DemoWorker) -> str:
     return json.dumps(worker.attributes(), separators=(",", ":"))
+
 
 # The Flex number outbound calls come from when the caller names none (a Twilio magic test number).
 DEMO_CALLER_ID = "+15005550006"

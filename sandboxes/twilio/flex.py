@@ -48,8 +48,13 @@ class FlexConfiguration:
                 "plugin_service_enabled": True,
                 "plugin_service_attributes": {},
                 "integrations": [],
-                "outbound_call_flows": {"default": {"enabled": True, "workflow_sid": demo.DEMO_WORKFLOW_SID,
-                                                    "queue_sid": demo.DEMO_TASK_QUEUE_SID}},
+                "outbound_call_flows": {
+                    "default": {
+                        "enabled": True,
+                        "workflow_sid": demo.DEMO_WORKFLOW_SID,
+                        "queue_sid": demo.DEMO_TASK_QUEUE_SID,
+                    }
+                },
                 "call_recording_enabled": False,
                 "call_recording_webhook_url": None,
                 "ui_dependencies": {},

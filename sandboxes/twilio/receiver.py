@@ -50,11 +50,17 @@ class CallbackReceiver:
                 status = receiver._next_status()
                 if receiver.delay_s:
                     time.sleep(receiver.delay_s)
-                receiver._record(ReceivedRequest(
-                    method=self.command, url=f"http://{self.headers.get('Host')}{self.path}", path=self.path,
-                    headers={k: v for k, v in self.headers.items()}, body=body,
-                    form_multi=parse_qs(body.decode(), keep_blank_values=True), status=status,
-                ))
+                receiver._record(
+                    ReceivedRequest(
+                        method=self.command,
+                        url=f"http://{self.headers.get('Host')}{self.path}",
+                        path=self.path,
+                        headers={k: v for k, v in self.headers.items()},
+                        body=body,
+                        form_multi=parse_qs(body.decode(), keep_blank_values=True),
+                        status=status,
+                    )
+                )
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -64,8 +70,9 @@ class CallbackReceiver:
 
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="callback-receiver", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="callback-receiver", daemon=True
+        )
 
     @property
     def url(self) -> str:

@@ -51,11 +51,17 @@ class TwilioSandbox:
         self.faults = Faults(seed)
         self._counters = Counters()
         self._dispatcher = CallbackDispatcher(self.auth_token, self.faults, callback_workers)
-        self.state = TaskRouterState(account_sid=self.account_sid, faults=self.faults, retention_s=retention_s,
-                                     dispatch=self._dispatcher.submit, callback_url=callback_url)
+        self.state = TaskRouterState(
+            account_sid=self.account_sid,
+            faults=self.faults,
+            retention_s=retention_s,
+            dispatch=self._dispatcher.submit,
+            callback_url=callback_url,
+        )
         self.flex_configuration = FlexConfiguration(self.account_sid)
-        self._tokens = TokenAuthority(account_sid=self.account_sid, api_key_sid=self.api_key_sid,
-                                      secret=secrets.token_hex(32))
+        self._tokens = TokenAuthority(
+            account_sid=self.account_sid, api_key_sid=self.api_key_sid, secret=secrets.token_hex(32)
+        )
         self._taskrouter = TaskRouterApi(self.state, lambda: self.url)
         self._router = Router(faults=self.faults, counters=self._counters, credentials=self._credentials)
         self._router.add(
@@ -126,11 +132,17 @@ class TwilioSandbox:
 
     # ----- scripting a task's life (what callers and agents do in real Flex) -----
 
-    def create_task(self, attributes: dict[str, Any] | None = None, channel: str = "voice", priority: int = 0,
-                    timeout: int | None = None) -> dict[str, Any]:
+    def create_task(
+        self,
+        attributes: dict[str, Any] | None = None,
+        channel: str = "voice",
+        priority: int = 0,
+        timeout: int | None = None,
+    ) -> dict[str, Any]:
         """An inbound task, as Flex's Studio/Conversations flow would create it; emits task.created."""
-        task = self.state.create_task(attributes=json.dumps(attributes or {}), channel=channel, priority=priority,
-                                      timeout=timeout)
+        task = self.state.create_task(
+            attributes=json.dumps(attributes or {}), channel=channel, priority=priority, timeout=timeout
+        )
         return self._taskrouter.render_task(task)
 
     def reserve(self, task_sid: str, worker_sid: str | None = None) -> dict[str, Any]:
@@ -158,9 +170,15 @@ class TwilioSandbox:
         """Another writer (the Flex UI) merges keys into the attributes: bumps the ETag, emits task.updated."""
         return self._taskrouter.render_task(self.state.write_attributes_as_other_writer(task_sid, patch))
 
-    def lifecycle(self, attributes: dict[str, Any] | None = None, channel: str = "voice",
-                  worker_sid: str | None = None, wrapup: bool = False, complete: bool = False,
-                  reason: str = "Task completed by agent") -> dict[str, Any]:
+    def lifecycle(
+        self,
+        attributes: dict[str, Any] | None = None,
+        channel: str = "voice",
+        worker_sid: str | None = None,
+        wrapup: bool = False,
+        complete: bool = False,
+        reason: str = "Task completed by agent",
+    ) -> dict[str, Any]:
         """create -> reserve -> accept, and optionally -> wrapup -> complete. Returns the task as it ends up."""
         sid = self.create_task(attributes, channel)["sid"]
         self.reserve(sid, worker_sid)
@@ -171,8 +189,13 @@ class TwilioSandbox:
             self.complete(sid, reason)
         return self.task(sid)
 
-    def start_outbound_call(self, worker_sid: str, destination: str, caller_id: str | None = None,
-                            task_attributes: dict[str, Any] | None = None) -> dict[str, Any]:
+    def start_outbound_call(
+        self,
+        worker_sid: str,
+        destination: str,
+        caller_id: str | None = None,
+        task_attributes: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """What Flex's StartOutboundCall action produces: a voice task already reserved by and assigned to the
         calling worker, carrying the caller's taskAttributes."""
         attributes: dict[str, Any] = {
@@ -201,8 +224,11 @@ class TwilioSandbox:
 
     def events(self, task_sid: str | None = None) -> list[dict[str, Any]]:
         """Every recorded event (Events resource shape), oldest first, whether or not its callback was sent."""
-        return [self._taskrouter.render_event(e) for e in self.state.list_events()
-                if task_sid is None or e.task_sid == task_sid]
+        return [
+            self._taskrouter.render_event(e)
+            for e in self.state.list_events()
+            if task_sid is None or e.task_sid == task_sid
+        ]
 
     def counters(self) -> dict[str, int]:
         """REST calls per endpoint (task_fetch, task_update, ...) plus callbacks_* totals."""
@@ -219,8 +245,11 @@ class TwilioSandbox:
         return counts
 
     def deliveries(self, task_sid: str | None = None, event_type: str | None = None) -> list[Delivery]:
-        return [d for d in self._dispatcher.deliveries()
-                if (task_sid is None or d.task_sid == task_sid) and (event_type is None or d.event_type == event_type)]
+        return [
+            d
+            for d in self._dispatcher.deliveries()
+            if (task_sid is None or d.task_sid == task_sid) and (event_type is None or d.event_type == event_type)
+        ]
 
     def wait_callbacks_idle(self, timeout: float = 10.0) -> None:
         """Block until every queued callback has been delivered, failed or dropped."""

@@ -177,7 +177,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: the SDK's pooled session reuses connections
     # Headers and body go out as separate writes; with Nagle on, keep-alive clients wait ~40 ms per response.
     disable_nagle_algorithm = True
-    server: "SandboxHTTPServer"
+    server: SandboxHTTPServer
 
     def _handle(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -204,8 +204,9 @@ class SandboxHTTPServer(ThreadingHTTPServer):
         self._thread: threading.Thread | None = None
 
     def start_in_thread(self) -> None:
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="twilio-sandbox-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.1}, name="twilio-sandbox-http", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:

@@ -92,8 +92,18 @@ class Event:
 
     def data(self) -> dict[str, str]:
         """`event_data` of the Events resource: the callback's resource-specific parameters in snake_case."""
-        base = {"EventType", "EventDescription", "AccountSid", "WorkspaceSid", "WorkspaceName", "ResourceType",
-                "ResourceSid", "Timestamp", "TimestampMs", "Sid"}
+        base = {
+            "EventType",
+            "EventDescription",
+            "AccountSid",
+            "WorkspaceSid",
+            "WorkspaceName",
+            "ResourceType",
+            "ResourceSid",
+            "Timestamp",
+            "TimestampMs",
+            "Sid",
+        }
         return {_snake(k): v for k, v in self.params.items() if k not in base}
 
 
@@ -183,7 +193,9 @@ class TaskRouterState:
         with self.lock:
             while not self._stopping:
                 now = self._clock()
-                self._purge_locked(lambda t: t.finished_at is not None and t.finished_at + self.retention_s <= now)
+                self._purge_locked(
+                    lambda t, now=now: t.finished_at is not None and t.finished_at + self.retention_s <= now
+                )
                 due = [t.finished_at + self.retention_s for t in self.tasks.values() if t.finished_at is not None]
                 self._janitor_wakeup.wait(timeout=max(0.0, min(due) - now) if due else None)
 
@@ -194,8 +206,13 @@ class TaskRouterState:
 
     # ----- workspace -----
 
-    def update_workspace(self, *, event_callback_url: str | None = None, events_filter: str | None = None,
-                         clear_callback_url: bool = False) -> None:
+    def update_workspace(
+        self,
+        *,
+        event_callback_url: str | None = None,
+        events_filter: str | None = None,
+        clear_callback_url: bool = False,
+    ) -> None:
         with self.lock:
             if clear_callback_url:
                 self.event_callback_url = None
@@ -252,8 +269,15 @@ class TaskRouterState:
 
     # ----- writes -----
 
-    def create_task(self, *, attributes: str = "{}", channel: str | None = None, priority: int | None = None,
-                    timeout: int | None = None, workflow_sid: str | None = None) -> Task:
+    def create_task(
+        self,
+        *,
+        attributes: str = "{}",
+        channel: str | None = None,
+        priority: int | None = None,
+        timeout: int | None = None,
+        workflow_sid: str | None = None,
+    ) -> Task:
         _parse_attributes(attributes)
         channel_name = self._channel_name(channel or "default")
         if workflow_sid not in (None, demo.DEMO_WORKFLOW_SID):
@@ -261,15 +285,29 @@ class TaskRouterState:
         with self.lock:
             now = self._clock()
             task = Task(
-                sid=new_sid("WT"), attributes=attributes, channel=channel_name, priority=priority or 0,
-                timeout=timeout or 86400, workflow_sid=demo.DEMO_WORKFLOW_SID, date_created=now, date_updated=now,
+                sid=new_sid("WT"),
+                attributes=attributes,
+                channel=channel_name,
+                priority=priority or 0,
+                timeout=timeout or 86400,
+                workflow_sid=demo.DEMO_WORKFLOW_SID,
+                date_created=now,
+                date_updated=now,
             )
             self.tasks[task.sid] = task
             self._emit("task.created", task, f"Task {task.sid} created")
             return dataclasses.replace(task)
 
-    def update_task(self, sid: str, *, attributes: str | None = None, assignment_status: str | None = None,
-                    reason: str | None = None, priority: int | None = None, if_match: str | None = None) -> Task:
+    def update_task(
+        self,
+        sid: str,
+        *,
+        attributes: str | None = None,
+        assignment_status: str | None = None,
+        reason: str | None = None,
+        priority: int | None = None,
+        if_match: str | None = None,
+    ) -> Task:
         with self.lock:
             task = self._task(sid)
             if attributes is not None and self.faults.take_conflict():
@@ -333,7 +371,9 @@ class TaskRouterState:
             task = self._task(task_sid)
             res = self._current_reservation(task)
             if res.reservation_status != "pending" or task.assignment_status != "reserved":
-                raise bad_request(f"Reservation {res.sid} is {res.reservation_status}; only a pending one can be accepted")
+                raise bad_request(
+                    f"Reservation {res.sid} is {res.reservation_status}; only a pending one can be accepted"
+                )
             res.reservation_status = "accepted"
             res.date_updated = self._clock()
             task.assignment_status = "assigned"
@@ -381,8 +421,11 @@ class TaskRouterState:
         self._emit("task.updated", task, f"Task {task.sid} updated")
 
     def _check_transition(self, task: Task, status: str, reason: str | None) -> None:
-        allowed_from = {"canceled": ("pending", "reserved"), "wrapping": ("assigned",),
-                        "completed": ("assigned", "wrapping")}
+        allowed_from = {
+            "canceled": ("pending", "reserved"),
+            "wrapping": ("assigned",),
+            "completed": ("assigned", "wrapping"),
+        }
         if status not in allowed_from:
             raise bad_request(f"AssignmentStatus {status!r} cannot be set; use canceled, wrapping or completed")
         if task.assignment_status not in allowed_from[status]:
@@ -477,13 +520,20 @@ class TaskRouterState:
                 "WorkerActivityName": worker.activity_name,
             }
         event = Event(
-            seq=self._event_seq, sid=event_sid, event_type=event_type, description=description,
-            resource_type=params["ResourceType"], resource_sid=params["ResourceSid"], date_ms=date_ms,
-            params=params, task_sid=task.sid, reservation_sid=res.sid if res else None,
-            worker_sid=res.worker_sid if res else None, task_channel=task.channel,
+            seq=self._event_seq,
+            sid=event_sid,
+            event_type=event_type,
+            description=description,
+            resource_type=params["ResourceType"],
+            resource_sid=params["ResourceSid"],
+            date_ms=date_ms,
+            params=params,
+            task_sid=task.sid,
+            reservation_sid=res.sid if res else None,
+            worker_sid=res.worker_sid if res else None,
+            task_channel=task.channel,
         )
         self.events.append(event)
         url = self.event_callback_url
         if url and (self.events_filter is None or event_type in self.events_filter):
             self._dispatch(event, url)
-

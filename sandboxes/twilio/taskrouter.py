@@ -45,8 +45,12 @@ class TaskRouterApi:
             route("POST", ws + "/Tasks/(?P<sid>[^/]+)", "task_update", self.update_task),
             route("DELETE", ws + "/Tasks/(?P<sid>[^/]+)", "task_delete", self.delete_task),
             route("GET", ws + "/Tasks/(?P<task>[^/]+)/Reservations", "reservation_list", self.list_reservations),
-            route("GET", ws + "/Tasks/(?P<task>[^/]+)/Reservations/(?P<sid>[^/]+)", "reservation_fetch",
-                  self.fetch_reservation),
+            route(
+                "GET",
+                ws + "/Tasks/(?P<task>[^/]+)/Reservations/(?P<sid>[^/]+)",
+                "reservation_fetch",
+                self.fetch_reservation,
+            ),
             route("GET", ws + "/Workers", "worker_list", self.list_workers),
             route("GET", ws + "/Workers/(?P<sid>[^/]+)", "worker_fetch", self.fetch_worker),
             route("GET", ws + "/Events", "events_list", self.list_events),
@@ -76,8 +80,10 @@ class TaskRouterApi:
             "timeout_activity_name": "Offline",
             "timeout_activity_sid": demo.DEMO_ACTIVITIES["Offline"],
             "url": self.ws_url,
-            "links": {name: f"{self.ws_url}/{name.title().replace('_', '')}"
-                      for name in ("tasks", "workers", "events", "task_queues", "workflows", "activities")},
+            "links": {
+                name: f"{self.ws_url}/{name.title().replace('_', '')}"
+                for name in ("tasks", "workers", "events", "task_queues", "workflows", "activities")
+            },
         }
 
     def render_task(self, task: Task) -> dict[str, Any]:
@@ -150,14 +156,19 @@ class TaskRouterApi:
             "sid": worker.sid,
             "workspace_sid": self.state.workspace_sid,
             "url": url,
-            "links": {"channels": f"{url}/Channels", "reservations": f"{url}/Reservations",
-                      "activity": f"{self.ws_url}/Activities/{worker.activity_sid}", "workspace": self.ws_url},
+            "links": {
+                "channels": f"{url}/Channels",
+                "reservations": f"{url}/Reservations",
+                "activity": f"{self.ws_url}/Activities/{worker.activity_sid}",
+                "workspace": self.ws_url,
+            },
         }
 
     def render_event(self, event: Event) -> dict[str, Any]:
         resource_url = (
             f"{self.ws_url}/Tasks/{event.task_sid}/Reservations/{event.resource_sid}"
-            if event.resource_type == "Reservation" else f"{self.ws_url}/Tasks/{event.resource_sid}"
+            if event.resource_type == "Reservation"
+            else f"{self.ws_url}/Tasks/{event.resource_sid}"
         )
         return {
             "account_sid": self.state.account_sid,
@@ -196,8 +207,9 @@ class TaskRouterApi:
 
     def update_workspace(self, req: Request, match: re.Match[str]) -> Response:
         self._check_ws(match)
-        self.state.update_workspace(event_callback_url=req.param("EventCallbackUrl"),
-                                    events_filter=req.param("EventsFilter"))
+        self.state.update_workspace(
+            event_callback_url=req.param("EventCallbackUrl"), events_filter=req.param("EventsFilter")
+        )
         with self.state.lock:
             return Response(200, self.render_workspace())
 
@@ -236,8 +248,9 @@ class TaskRouterApi:
     def list_tasks(self, req: Request, match: re.Match[str]) -> Response:
         self._check_ws(match)
         tasks = self.state.list_tasks(req.params("AssignmentStatus") or None)
-        return self._page(req, "tasks", [self.render_task(t) for t in tasks],
-                          {"AssignmentStatus": req.params("AssignmentStatus")})
+        return self._page(
+            req, "tasks", [self.render_task(t) for t in tasks], {"AssignmentStatus": req.params("AssignmentStatus")}
+        )
 
     def list_reservations(self, req: Request, match: re.Match[str]) -> Response:
         self._check_ws(match)
@@ -285,7 +298,8 @@ class TaskRouterApi:
             selected: list[Event] = []
         else:
             selected = [
-                e for e in self.state.list_events()
+                e
+                for e in self.state.list_events()
                 if start * 1000 <= e.date_ms <= end * 1000
                 and all(v is None or getattr(e, k) == v for k, v in filters.items())
             ]
@@ -298,16 +312,25 @@ class TaskRouterApi:
             except ValueError:
                 raise bad_request("Invalid PageToken") from None
             selected = [e for e in selected if e.seq < before]
-        query = {"TaskSid": filters["task_sid"], "ReservationSid": filters["reservation_sid"],
-                 "WorkerSid": filters["worker_sid"], "EventType": filters["event_type"],
-                 "TaskChannel": filters["task_channel"], "Sid": filters["sid"], "WorkflowSid": workflow,
-                 "TaskQueueSid": queue, "StartDate": req.param("StartDate"), "EndDate": req.param("EndDate"),
-                 "Minutes": req.param("Minutes")}
+        query = {
+            "TaskSid": filters["task_sid"],
+            "ReservationSid": filters["reservation_sid"],
+            "WorkerSid": filters["worker_sid"],
+            "EventType": filters["event_type"],
+            "TaskChannel": filters["task_channel"],
+            "Sid": filters["sid"],
+            "WorkflowSid": workflow,
+            "TaskQueueSid": queue,
+            "StartDate": req.param("StartDate"),
+            "EndDate": req.param("EndDate"),
+            "Minutes": req.param("Minutes"),
+        }
         size = self._page_size(req)
         page_events = selected[:size]
         next_token = f"PE{page_events[-1].seq}" if len(selected) > size else None
-        return self._page(req, "events", [self.render_event(e) for e in page_events], query,
-                          already_paged=True, next_token=next_token)
+        return self._page(
+            req, "events", [self.render_event(e) for e in page_events], query, already_paged=True, next_token=next_token
+        )
 
     @staticmethod
     def _events_window(req: Request, now: float) -> tuple[float, float]:
@@ -332,13 +355,21 @@ class TaskRouterApi:
             raise bad_request(f"PageSize must be between 1 and {MAX_PAGE_SIZE}")
         return size
 
-    def _page(self, req: Request, key: str, items: list[dict[str, Any]], query: dict[str, Any], *,
-              already_paged: bool = False, next_token: str | None = None) -> Response:
+    def _page(
+        self,
+        req: Request,
+        key: str,
+        items: list[dict[str, Any]],
+        query: dict[str, Any],
+        *,
+        already_paged: bool = False,
+        next_token: str | None = None,
+    ) -> Response:
         size = self._page_size(req)
         page = _int_param(req, "Page") or 0
         if not already_paged:
             offset = page * size
-            items, more = items[offset:offset + size], len(items) > offset + size
+            items, more = items[offset : offset + size], len(items) > offset + size
             next_token = f"PT{offset + size}" if more else None
         base = f"{self._base_url()}{req.path}"
         kept = [(k, v) for k, vs in query.items() if vs for v in (vs if isinstance(vs, list) else [vs])]

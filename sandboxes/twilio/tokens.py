@@ -58,8 +58,9 @@ class TokenAuthority:
         if not isinstance(token, str) or not token:
             return self._invalid(INVALID_TOKEN, "Token is required")
         try:
-            claims = jwt.decode(token, self._secret, algorithms=["HS256"],
-                                options={"require": ["exp", "sub", "grants"]})
+            claims = jwt.decode(
+                token, self._secret, algorithms=["HS256"], options={"require": ["exp", "sub", "grants"]}
+            )
         except jwt.ExpiredSignatureError:
             return self._invalid(EXPIRED_TOKEN, "Access Token expired or expiration date invalid")
         except jwt.InvalidTokenError:
@@ -81,9 +82,16 @@ class TokenAuthority:
 
     @staticmethod
     def _invalid(code: int, message: str) -> dict[str, Any]:
-        return {"valid": False, "code": code, "message": message, "expiration": None, "realm_user_id": None,
-                "identity": None, "roles": None, "worker_sid": None}
-
+        return {
+            "valid": False,
+            "code": code,
+            "message": message,
+            "expiration": None,
+            "realm_user_id": None,
+            "identity": None,
+            "roles": None,
+            "worker_sid": None,
+        }
 
 
 def routes(authority: TokenAuthority, account_sid: str) -> list[Route]:

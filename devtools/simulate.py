@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flexsf.vocabulary import workflow_id
 from sandboxes.salesforce import demo as sf_demo
 
 SCENARIOS = ("single", "several", "none", "outbound", "cancel", "notes")
@@ -34,6 +35,7 @@ class SimulationError(RuntimeError):
 
 
 # ---- the plan ------------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Expected:
@@ -97,21 +99,39 @@ def _plan_one(i: int, kind: str, rng: random.Random, worker: str) -> PlannedTask
             disposition = rng.choice(_DISPOSITIONS)
             topics = rng.sample(_TOPICS, 2)
             summary = f"Simulated call {i}: {record.name} asked about {topics[0]} and {topics[1]}."
-            notes = {"disposition": disposition, "summary": summary, "topics": topics,
-                     "sentiment": rng.choice(("positive", "neutral", "negative"))}
+            notes = {
+                "disposition": disposition,
+                "summary": summary,
+                "topics": topics,
+                "sentiment": rng.choice(("positive", "neutral", "negative")),
+            }
             expected = Expected(who=who, what=what, description=summary, disposition=disposition)
         return PlannedTask(i, kind, worker, e164(record.phone), notes=notes, expected=expected)
     if kind == "several":
         chosen = rng.choice(sf_demo.SHARED_PHONE_RECORDS)
-        return PlannedTask(i, kind, worker, sf_demo.SHARED_PHONE, record_id=chosen.id, record_type=chosen.sobject,
-                           expected=Expected(who=chosen.id))
+        return PlannedTask(
+            i,
+            kind,
+            worker,
+            sf_demo.SHARED_PHONE,
+            record_id=chosen.id,
+            record_type=chosen.sobject,
+            expected=Expected(who=chosen.id),
+        )
     if kind == "none":
         # 425 is no demo record's area code (well-known or generated).
         return PlannedTask(i, kind, worker, f"+1425555{rng.randrange(10000):04d}")
     if kind == "outbound":
         record, who, what = rng.choice(_OUTBOUND)
-        return PlannedTask(i, kind, worker, e164(record.phone), record_id=record.id, record_type=record.sobject,
-                           expected=Expected(who=who, what=what))
+        return PlannedTask(
+            i,
+            kind,
+            worker,
+            e164(record.phone),
+            record_id=record.id,
+            record_type=record.sobject,
+            expected=Expected(who=who, what=what),
+        )
     if kind == "cancel":
         record, _, _ = rng.choice(_SINGLE)
         return PlannedTask(i, kind, worker, e164(record.phone))  # nobody accepted: no screen pop, no relation
@@ -119,6 +139,7 @@ def _plan_one(i: int, kind: str, rng: random.Random, worker: str) -> PlannedTask
 
 
 # ---- results -------------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class TaskResult:
@@ -131,9 +152,12 @@ class TaskResult:
 
     def row_as_expected(self, row: dict[str, Any]) -> bool:
         want = self.planned.expected
-        return (_same(row.get("WhoId"), want.who) and _same(row.get("WhatId"), want.what)
-                and (want.description is None or row.get("Description") == want.description)
-                and (want.disposition is None or row.get("CallDisposition") == want.disposition))
+        return (
+            _same(row.get("WhoId"), want.who)
+            and _same(row.get("WhatId"), want.what)
+            and (want.description is None or row.get("Description") == want.description)
+            and (want.disposition is None or row.get("CallDisposition") == want.disposition)
+        )
 
     @property
     def as_expected(self) -> bool:
@@ -163,8 +187,11 @@ def summarize(results: list[TaskResult], elapsed_s: float, via: str) -> dict[str
         s["tasks"] += 1
         s["logged"] += bool(r.logged)
         s["related_as_expected"] += r.as_expected
-    errors = [f"task {r.planned.index} ({r.planned.scenario}{', ' + r.sid if r.sid else ''}): {e}"
-              for r in results for e in r.errors]
+    errors = [
+        f"task {r.planned.index} ({r.planned.scenario}{', ' + r.sid if r.sid else ''}): {e}"
+        for r in results
+        for e in r.errors
+    ]
     logged = sum(bool(r.logged) for r in results)
     as_expected = sum(r.as_expected for r in results)
     return {
@@ -187,11 +214,18 @@ def summarize(results: list[TaskResult], elapsed_s: float, via: str) -> dict[str
 
 
 def failed(summary: dict[str, Any]) -> bool:
-    return bool(summary["lost"] or summary["duplicates"] or summary["related_wrongly"] or summary["errors"]
-                or summary["not_created"] or summary["related_as_expected"] != summary["tasks"])
+    return bool(
+        summary["lost"]
+        or summary["duplicates"]
+        or summary["related_wrongly"]
+        or summary["errors"]
+        or summary["not_created"]
+        or summary["related_as_expected"] != summary["tasks"]
+    )
 
 
 # ---- the stack -----------------------------------------------------------------------------------------------------
+
 
 def load_dev_info(state_dir: Path) -> dict[str, Any]:
     info_file = state_dir / "dev.json"
@@ -222,21 +256,32 @@ class Driver:
         return response.json()
 
     def _handle(self, sid: str):
-        from workflows.models import TaskView
+        from flexsf.models import TaskView
 
-        return self.temporal.get_workflow_handle(f"flex-task-{sid}", result_type=TaskView)
+        return self.temporal.get_workflow_handle(workflow_id(sid), result_type=TaskView)
 
     async def run(self, result: TaskResult) -> None:
         p = result.planned
         try:
             if p.scenario == "outbound":
-                task = await self._post("/outbound-calls", {
-                    "worker_sid": p.worker_sid, "destination": p.phone,
-                    "task_attributes": {"sfdcObjectId": p.record_id, "sfdcObjectType": p.record_type}})
+                task = await self._post(
+                    "/outbound-calls",
+                    {
+                        "worker_sid": p.worker_sid,
+                        "destination": p.phone,
+                        "task_attributes": {"sfdcObjectId": p.record_id, "sfdcObjectType": p.record_type},
+                    },
+                )
                 result.sid = task["sid"]
             else:
-                attributes = {"type": "inbound", "direction": "inbound", "from": p.phone, "caller": p.phone,
-                              "to": "+15005550006", "channelType": "voice"}
+                attributes = {
+                    "type": "inbound",
+                    "direction": "inbound",
+                    "from": p.phone,
+                    "caller": p.phone,
+                    "to": "+15005550006",
+                    "channelType": "voice",
+                }
                 result.sid = (await self._post("/tasks", {"attributes": attributes, "channel": "voice"}))["sid"]
                 await self._post(f"/tasks/{result.sid}/reserve", {"worker_sid": p.worker_sid})
                 if p.scenario == "cancel":
@@ -249,11 +294,12 @@ class Driver:
             await self._post(f"/tasks/{result.sid}/wrapup", {})
             if p.notes is not None:
                 # The copilot submits at wrap-up, once the screen pop has happened.
-                await self._wait_view(result.sid, lambda v: v.stage.value not in ("created", "accepted"),
-                                      "the screen pop")
+                await self._wait_view(
+                    result.sid, lambda v: v.stage.value not in ("created", "accepted"), "the screen pop"
+                )
                 await self._submit_notes(result.sid, p)
             await self._post(f"/tasks/{result.sid}/complete", {"reason": "resolved"})
-        except Exception as exc:  # noqa: BLE001 - every failure is counted and reported, the run goes on
+        except Exception as exc:  # every failure is counted and reported, the run goes on
             result.errors.append(f"{type(exc).__name__}: {exc}")
 
     async def _wait_view(self, sid: str, done, what: str):
@@ -280,27 +326,30 @@ class Driver:
 
     async def _gateway(self, method: str, path: str, worker_sid: str, body: dict[str, Any]) -> None:
         token = await self._token(worker_sid)
-        response = await self.http.request(method, f"{self.gateway}{path}", json=body,
-                                           headers={"Authorization": f"Bearer {token}"})
+        response = await self.http.request(
+            method, f"{self.gateway}{path}", json=body, headers={"Authorization": f"Bearer {token}"}
+        )
         if response.status_code >= 300:
-            raise RuntimeError(f"{method} {path.rsplit('/', 1)[-1]} answered {response.status_code}: "
-                               f"{response.text[:200]}")
+            raise RuntimeError(
+                f"{method} {path.rsplit('/', 1)[-1]} answered {response.status_code}: {response.text[:200]}"
+            )
 
     async def _select(self, sid: str, p: PlannedTask) -> None:
         if self.via == "gateway":
             await self._gateway("PUT", f"/agent/tasks/{sid}/record", p.worker_sid, {"record_id": p.record_id})
             return
-        from workflows.models import RecordSelection
+        from flexsf.models import RecordSelection
         from workflows.task_workflow import FlexTaskWorkflow
 
-        await self._handle(sid).execute_update(FlexTaskWorkflow.select_record,
-                                               RecordSelection(worker_sid=p.worker_sid, record_id=p.record_id))
+        await self._handle(sid).execute_update(
+            FlexTaskWorkflow.select_record, RecordSelection(worker_sid=p.worker_sid, record_id=p.record_id)
+        )
 
     async def _submit_notes(self, sid: str, p: PlannedTask) -> None:
         if self.via == "gateway":
             await self._gateway("POST", f"/agent/tasks/{sid}/notes", p.worker_sid, p.notes)
             return
-        from workflows.models import Notes
+        from flexsf.models import Notes
         from workflows.task_workflow import FlexTaskWorkflow
 
         await self._handle(sid).signal(FlexTaskWorkflow.submit_notes, Notes(**p.notes))
@@ -339,7 +388,7 @@ class Driver:
 async def gateway_has_agent_api(http, gateway_url: str) -> bool:
     try:
         response = await http.get(f"{gateway_url}/openapi.json")
-    except Exception:  # noqa: BLE001 - no schema, no agent API
+    except Exception:  # no schema, no agent API
         return False
     if response.status_code != 200:
         return False
@@ -352,21 +401,30 @@ def salesforce_tasks(info: dict[str, Any], sids: list[str]) -> dict[str, list[di
     from flexsf.salesforce_client import SalesforceCredentials, connect
 
     sf = info["salesforce"]
-    client = connect(SalesforceCredentials(token_url=sf["token_url"], client_id=sf["client_id"],
-                                           client_secret=sf["client_secret"], api_version=sf["api_version"],
-                                           ca_bundle=sf["ca_bundle"]))
+    client = connect(
+        SalesforceCredentials(
+            token_url=sf["token_url"],
+            client_id=sf["client_id"],
+            client_secret=sf["client_secret"],
+            api_version=sf["api_version"],
+            ca_bundle=sf["ca_bundle"],
+        )
+    )
     found: dict[str, list[dict[str, Any]]] = {sid: [] for sid in sids}
     for start in range(0, len(sids), 100):
-        chunk = ", ".join(f"'{sid}'" for sid in sids[start:start + 100])
-        rows = client.query_all("SELECT Id, WhoId, WhatId, Description, CallDisposition, Flex_Task_Sid__c "
-                                f"FROM Task WHERE Flex_Task_Sid__c IN ({chunk})")["records"]
+        chunk = ", ".join(f"'{sid}'" for sid in sids[start : start + 100])
+        rows = client.query_all(
+            "SELECT Id, WhoId, WhatId, Description, CallDisposition, Flex_Task_Sid__c "
+            f"FROM Task WHERE Flex_Task_Sid__c IN ({chunk})"
+        )["records"]
         for row in rows:
             found.setdefault(row["Flex_Task_Sid__c"], []).append({k: v for k, v in row.items() if k != "attributes"})
     return found
 
 
-async def simulate(info: dict[str, Any], planned: list[PlannedTask], concurrency: int, wait_s: float,
-                   progress=None, via: str = "auto") -> dict[str, Any]:
+async def simulate(
+    info: dict[str, Any], planned: list[PlannedTask], concurrency: int, wait_s: float, progress=None, via: str = "auto"
+) -> dict[str, Any]:
     import httpx
     from temporalio.client import Client
 
@@ -374,8 +432,9 @@ async def simulate(info: dict[str, Any], planned: list[PlannedTask], concurrency
     from flexsf.temporal_client import data_converter
 
     started = time.monotonic()
-    temporal = await Client.connect(info["urls"]["temporal"], namespace="default",
-                                    data_converter=data_converter(load_settings()))  # FLEXSF_ENCRYPTION_KEYS
+    temporal = await Client.connect(
+        info["urls"]["temporal"], namespace="default", data_converter=data_converter(load_settings())
+    )  # FLEXSF_ENCRYPTION_KEYS
     async with httpx.AsyncClient(trust_env=False, timeout=30.0) as http:
         if via == "auto":
             via = "gateway" if await gateway_has_agent_api(http, info["urls"]["gateway"]) else "temporal"
@@ -410,11 +469,14 @@ async def simulate(info: dict[str, Any], planned: list[PlannedTask], concurrency
 
 # ---- the command ---------------------------------------------------------------------------------------------------
 
+
 def _table(summary: dict[str, Any]):
     from rich.table import Table
 
-    table = Table(title=f"flexsf simulate · {summary['tasks']} tasks in {summary['elapsed_s']:.1f} s · "
-                        f"selections and notes via {summary['selections_and_notes_via']}")
+    table = Table(
+        title=f"flexsf simulate · {summary['tasks']} tasks in {summary['elapsed_s']:.1f} s · "
+        f"selections and notes via {summary['selections_and_notes_via']}"
+    )
     table.add_column("scenario")
     for column in ("tasks", "logged", "related as expected"):
         table.add_column(column, justify="right")
@@ -422,13 +484,15 @@ def _table(summary: dict[str, Any]):
         style = "" if s["related_as_expected"] == s["tasks"] else "red"
         table.add_row(name, str(s["tasks"]), str(s["logged"]), str(s["related_as_expected"]), style=style)
     table.add_section()
-    table.add_row("all", str(summary["tasks"]), str(summary["logged"]), str(summary["related_as_expected"]),
-                  style="bold")
+    table.add_row(
+        "all", str(summary["tasks"]), str(summary["logged"]), str(summary["related_as_expected"]), style="bold"
+    )
     return table
 
 
-def simulate_command(tasks: int, scenario: str, concurrency: int, as_json: bool, state_dir: Path, seed: int,
-                     wait_s: float, via: str) -> int:
+def simulate_command(
+    tasks: int, scenario: str, concurrency: int, as_json: bool, state_dir: Path, seed: int, wait_s: float, via: str
+) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -436,15 +500,25 @@ def simulate_command(tasks: int, scenario: str, concurrency: int, as_json: bool,
         raise SimulationError(f"unknown scenario {scenario!r}; one of mix, {', '.join(SCENARIOS)}")
     info = load_dev_info(state_dir)
     console = Console(stderr=as_json)
-    workers = [w["sid"] for w in info["twilio"]["workers"] if "agent" in w.get("roles", [])] \
-        or [w["sid"] for w in info["twilio"]["workers"]]
+    workers = [w["sid"] for w in info["twilio"]["workers"] if "agent" in w.get("roles", [])] or [
+        w["sid"] for w in info["twilio"]["workers"]
+    ]
     planned = plan(tasks, scenario, seed, workers)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
         summary = asyncio.run(simulate(info, planned, concurrency, wait_s, progress, via))
     console.print(_table(summary))
-    problems = {k: summary[k] for k in ("lost", "duplicates", "related_wrongly", "awaiting_selection", "unfinished",
-                                        "not_created", "errors") if summary[k]}
+    problems = {
+        k: summary[k]
+        for k in ("lost", "duplicates", "related_wrongly", "awaiting_selection", "unfinished", "not_created", "errors")
+        if summary[k]
+    }
     if problems:
         console.print("[red]" + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in problems.items()) + "[/]")
         for line in summary["error_details"][:10]:

@@ -20,13 +20,13 @@ from typing import Any
 
 from temporalio.client import Client
 
+from devtools.netutil import wait_for_port
+from devtools.temporal_server import TemporalDevServer
 from flexsf import logs, metrics
-from flexsf.netutil import wait_for_port
 from flexsf.settings import ConfigurationError, Settings, load_settings, settings_from_env
 from flexsf.temporal_client import data_converter
-from flexsf.temporal_server import TemporalDevServer
 
-log = logging.getLogger("flexsf.dev")
+log = logging.getLogger("devtools.dev")
 
 HOST = "127.0.0.1"
 TEMPORAL_PORT, TEMPORAL_UI_PORT, GATEWAY_PORT, SALESFORCE_PORT, TWILIO_PORT = 7233, 8233, 8000, 8443, 8444
@@ -57,8 +57,7 @@ def twilio_sandbox_env(tw: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def sandbox_env(sf: dict[str, Any] | None, tw: dict[str, Any] | None, task_queue: str,
-                **extra: str) -> dict[str, str]:
+def sandbox_env(sf: dict[str, Any] | None, tw: dict[str, Any] | None, task_queue: str, **extra: str) -> dict[str, str]:
     """Environment settings that point the product at the sandboxes (either may be None: a real system is used).
 
     Timers are short so a demo task finishes in seconds rather than the production minutes.
@@ -104,11 +103,15 @@ class DevStack:
             stack.callback(self._remove_info)
             await self._start_temporal(stack, base)
             sf_info, tw_info = self._start_sandboxes(stack, base)
-            settings = settings_with(sandbox_env(sf_info, tw_info, base.flexsf_task_queue or DEV_TASK_QUEUE,
-                                                 **self._codec_env(base)))
-            client = await Client.connect(self.temporal.address, namespace=self.temporal.namespace,
-                                          data_converter=data_converter(settings),
-                                          runtime=metrics.prometheus_runtime(self.worker_metrics_address(base)))
+            settings = settings_with(
+                sandbox_env(sf_info, tw_info, base.flexsf_task_queue or DEV_TASK_QUEUE, **self._codec_env(base))
+            )
+            client = await Client.connect(
+                self.temporal.address,
+                namespace=self.temporal.namespace,
+                data_converter=data_converter(settings),
+                runtime=metrics.prometheus_runtime(self.worker_metrics_address(base)),
+            )
             logs.register_secrets(logs.settings_secrets(settings))
             gateway_url = await self._start_gateway(stack, settings, client)
             callback_url = f"{gateway_url}/taskrouter/events"
@@ -139,9 +142,13 @@ class DevStack:
         log_file = stack.enter_context(open(self.state_dir / "temporal.log", "ab"))
         # With encryption on, the UI decodes payloads through the gateway's codec endpoint.
         codec_args = ["--ui-codec-endpoint", self.codec_url()] if base.flexsf_encryption_keys is not None else []
-        self.temporal = TemporalDevServer(host=HOST, port=self.port(TEMPORAL_PORT),
-                                          ui_port=self.port(TEMPORAL_UI_PORT),
-                                          db_file=self.state_dir / "temporal.sqlite", extra_args=codec_args)
+        self.temporal = TemporalDevServer(
+            host=HOST,
+            port=self.port(TEMPORAL_PORT),
+            ui_port=self.port(TEMPORAL_UI_PORT),
+            db_file=self.state_dir / "temporal.sqlite",
+            extra_args=codec_args,
+        )
         # Registered before starting, so a failed start (which stops the server itself) and every later
         # failure alike leave no server process behind.
         stack.callback(self.temporal.stop)
@@ -153,9 +160,12 @@ class DevStack:
         if not base.salesforce_configured:
             from sandboxes.salesforce import SalesforceSandbox
 
-            self.salesforce = SalesforceSandbox(host=HOST, port=self.port(SALESFORCE_PORT),
-                                                state=str(self.state_dir / "salesforce.sqlite"),
-                                                workdir=str(self.state_dir / "salesforce"))
+            self.salesforce = SalesforceSandbox(
+                host=HOST,
+                port=self.port(SALESFORCE_PORT),
+                state=str(self.state_dir / "salesforce.sqlite"),
+                workdir=str(self.state_dir / "salesforce"),
+            )
             stack.callback(self.salesforce.stop)
             sf_info = self.salesforce.start().info
         if not base.twilio_configured:
@@ -178,8 +188,9 @@ class DevStack:
         import worker as worker_module
 
         activities = worker_module.build_activities(settings)
-        executor = stack.enter_context(ThreadPoolExecutor(max_workers=worker_module.ACTIVITY_THREADS,
-                                                          thread_name_prefix="activity"))
+        executor = stack.enter_context(
+            ThreadPoolExecutor(max_workers=worker_module.ACTIVITY_THREADS, thread_name_prefix="activity")
+        )
         worker = worker_module.build_worker(client, settings.flexsf_task_queue, activities, executor)
         await stack.enter_async_context(worker)
 
@@ -207,8 +218,7 @@ class DevStack:
             "ca_bundle": sf_info["ca_bundle"] if sf_info else None,
             "salesforce": sf_info,
             "twilio": tw_info,
-            "env": sandbox_env(sf_info, tw_info, settings.flexsf_task_queue,
-                               TEMPORAL_ADDRESS=self.temporal.address),
+            "env": sandbox_env(sf_info, tw_info, settings.flexsf_task_queue, TEMPORAL_ADDRESS=self.temporal.address),
         }
 
     def _write_info(self, info: dict[str, Any]) -> None:
@@ -233,17 +243,26 @@ class DevStack:
 
         table = Table(title="flexsf dev stack", show_header=False)
         labels = {
-            "temporal_ui": "Temporal UI", "temporal": "Temporal (gRPC)", "gateway_docs": "Gateway docs",
-            "taskrouter_callback": "TaskRouter callback", "codec": "Codec endpoint (UI)",
-            "gateway_metrics": "Gateway metrics", "worker_metrics": "Worker metrics", "salesforce": "Salesforce sandbox",
-            "salesforce_control": "Salesforce control", "twilio": "Twilio sandbox", "twilio_control": "Twilio control",
+            "temporal_ui": "Temporal UI",
+            "temporal": "Temporal (gRPC)",
+            "gateway_docs": "Gateway docs",
+            "taskrouter_callback": "TaskRouter callback",
+            "codec": "Codec endpoint (UI)",
+            "gateway_metrics": "Gateway metrics",
+            "worker_metrics": "Worker metrics",
+            "salesforce": "Salesforce sandbox",
+            "salesforce_control": "Salesforce control",
+            "twilio": "Twilio sandbox",
+            "twilio_control": "Twilio control",
         }
         for key, label in labels.items():
             if key in info["urls"]:
                 table.add_row(label, info["urls"][key])
         self.console.print(table)
-        self.console.print(f"Sandbox credentials and settings: {self.info_file}  ·  task queue "
-                           f"[bold]{info['task_queue']}[/]  ·  Ctrl-C stops everything")
+        self.console.print(
+            f"Sandbox credentials and settings: {self.info_file}  ·  task queue "
+            f"[bold]{info['task_queue']}[/]  ·  Ctrl-C stops everything"
+        )
 
 
 async def run_dev(port_offset: int = 0, state_dir: Path = Path(".flexsf"), console=None) -> None:

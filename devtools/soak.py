@@ -24,9 +24,9 @@ import json
 import time
 from typing import Any
 
-from flexsf.benchstack import Stack, cancelled_by_sigterm
-from flexsf.simulate import Driver, TaskResult, plan, salesforce_tasks, summarize
-from flexsf.events import workflow_id
+from devtools.benchstack import Stack, cancelled_by_sigterm
+from devtools.simulate import Driver, TaskResult, plan, salesforce_tasks, summarize
+from flexsf.vocabulary import workflow_id
 
 SOAK_ENV = {
     "FLEXSF_LOST_EVENT_WINDOW_S": "5",
@@ -39,8 +39,13 @@ SF_FAIL_RATE = 0.20
 LIMIT_WINDOW_S, LIMIT_EVERY_S = 0.25, 5.0
 DROP_EVERY_WRITES = 20  # one write in 20 commits and loses its answer
 SESSION_CALLS = 100
-CALLBACK_CHAOS = dict(callback_duplicate_fraction=1.0, callback_reorder="shuffle", callback_reorder_window=3,
-                      callback_reorder_flush_s=0.2, callback_drop_fraction=0.02)
+CALLBACK_CHAOS = dict(
+    callback_duplicate_fraction=1.0,
+    callback_reorder="shuffle",
+    callback_reorder_window=3,
+    callback_reorder_flush_s=0.2,
+    callback_drop_fraction=0.02,
+)
 # Enough attempts to outlast a Temporal restart: 0.25 s doubling → about a minute in all.
 CALLBACK_RETRY = dict(callback_attempts=9, callback_backoff_s=0.25, callback_timeout_s=10.0)
 RETRY_S = 120.0
@@ -54,7 +59,7 @@ class SoakDriver(Driver):
         while True:
             try:
                 return await step()
-            except Exception as exc:  # noqa: BLE001 - Temporal restarting, worker killed: try again, bounded
+            except Exception as exc:  # Temporal restarting, worker killed: try again, bounded
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{what} kept failing for {RETRY_S:.0f} s: {exc}") from exc
                 await asyncio.sleep(0.5)
@@ -68,7 +73,7 @@ class SoakDriver(Driver):
                 view = await asyncio.wait_for(self._handle(sid).query(FlexTaskWorkflow.view), 10)
                 if done(view):
                     return view
-            except Exception:  # noqa: BLE001 - not started, no worker polling, Temporal restarting
+            except Exception:  # not started, no worker polling, Temporal restarting
                 pass
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no {what} within {self.wait_s:.0f} s")
@@ -103,8 +108,9 @@ class Chaos:
 
     def stop_faults(self) -> None:
         self.stack.sf.faults.reset()
-        self.stack.tw.faults.update(callback_duplicate_fraction=0.0, callback_reorder="none",
-                                    callback_drop_fraction=0.0)
+        self.stack.tw.faults.update(
+            callback_duplicate_fraction=0.0, callback_reorder="none", callback_drop_fraction=0.0
+        )
 
     async def run(self, stop: asyncio.Event, restart_at: list[asyncio.Event]) -> None:
         faults = self.stack.sf.faults
@@ -163,12 +169,14 @@ class Chaos:
 
 
 def _writes(counters: dict[str, int]) -> int:
-    return sum(v for k, v in counters.items() if k.startswith(("sobject_create:", "sobject_update:", "sobject_upsert:")))
+    return sum(
+        v for k, v in counters.items() if k.startswith(("sobject_create:", "sobject_update:", "sobject_upsert:"))
+    )
 
 
 async def settle(client, result: TaskResult, deadline: float) -> None:
     """Until the task's workflow has closed (retrying through kills and restarts), or the deadline."""
-    from workflows.models import TaskView
+    from flexsf.models import TaskView
 
     if result.sid is None:
         return
@@ -179,14 +187,22 @@ async def settle(client, result: TaskResult, deadline: float) -> None:
             view = await asyncio.wait_for(handle.result(), max(1.0, min(30.0, deadline - time.monotonic())))
             result.finished, result.stage = True, view.stage.value
             return
-        except Exception as exc:  # noqa: BLE001 - not started yet, Temporal restarting, long poll timed out
+        except Exception as exc:  # not started yet, Temporal restarting, long poll timed out
             last = exc
             await asyncio.sleep(0.5)
     result.errors.append(f"workflow not finished: {type(last).__name__ if last else 'deadline'}")
 
 
-async def run_soak(tasks: int, chaos: bool, concurrency: int = 20, kill_every_s: float = 30.0,
-                   temporal_restarts: int = 1, seed: int = 1, wait_s: float = 600.0, progress=None) -> dict[str, Any]:
+async def run_soak(
+    tasks: int,
+    chaos: bool,
+    concurrency: int = 20,
+    kill_every_s: float = 30.0,
+    temporal_restarts: int = 1,
+    seed: int = 1,
+    wait_s: float = 600.0,
+    progress=None,
+) -> dict[str, Any]:
     import httpx
 
     progress = progress or (lambda text: None)
@@ -202,6 +218,7 @@ async def run_soak(tasks: int, chaos: bool, concurrency: int = 20, kill_every_s:
         if chaos:
             chaos_loop.start_faults()
         chaos_task = asyncio.create_task(chaos_loop.run(stop, restart_at)) if chaos else None
+
         async def play() -> None:
             async with httpx.AsyncClient(trust_env=False, timeout=30.0) as http:
                 driver = SoakDriver(info, http, stack.client, "temporal", wait_s)
@@ -230,8 +247,11 @@ async def run_soak(tasks: int, chaos: bool, concurrency: int = 20, kill_every_s:
                         await settle(stack.client, result, deadline)
 
                 await asyncio.gather(*(settled(r) for r in results))
-                progress("all workflows settled" if all(r.finished for r in results if r.sid)
-                         else "some workflows did not finish")
+                progress(
+                    "all workflows settled"
+                    if all(r.finished for r in results if r.sid)
+                    else "some workflows did not finish"
+                )
 
         playing = asyncio.create_task(play())
         try:
@@ -299,8 +319,16 @@ def failed(summary: dict[str, Any]) -> bool:
     return bool(summary["lost"] or summary["duplicates"] or summary["misrelated"])
 
 
-def soak_command(tasks: int, chaos: bool, as_json: bool, concurrency: int, kill_every_s: float,
-                 temporal_restarts: int, seed: int, wait_s: float) -> int:
+def soak_command(
+    tasks: int,
+    chaos: bool,
+    as_json: bool,
+    concurrency: int,
+    kill_every_s: float,
+    temporal_restarts: int,
+    seed: int,
+    wait_s: float,
+) -> int:
     from rich.console import Console
     from rich.table import Table
 
@@ -308,13 +336,36 @@ def soak_command(tasks: int, chaos: bool, as_json: bool, concurrency: int, kill_
 
     logs.setup_logging(level="WARNING")
     console = Console(stderr=as_json)
-    summary = asyncio.run(cancelled_by_sigterm(run_soak(tasks, chaos, concurrency, kill_every_s, temporal_restarts,
-                                                        seed, wait_s, progress=lambda text: console.print(text))))
+    summary = asyncio.run(
+        cancelled_by_sigterm(
+            run_soak(
+                tasks,
+                chaos,
+                concurrency,
+                kill_every_s,
+                temporal_restarts,
+                seed,
+                wait_s,
+                progress=lambda text: console.print(text),
+            )
+        )
+    )
     table = Table(title=f"flexsf soak · {tasks} tasks{' · chaos' if chaos else ''} · {summary['wall_s']} s")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    for key in ("tasks", "logged", "lost", "duplicates", "misrelated", "unfinished", "errors", "worker_kills",
-                "worker_crashes", "temporal_restarts", "faults_injected"):
+    for key in (
+        "tasks",
+        "logged",
+        "lost",
+        "duplicates",
+        "misrelated",
+        "unfinished",
+        "errors",
+        "worker_kills",
+        "worker_crashes",
+        "temporal_restarts",
+        "faults_injected",
+    ):
         bad = key in ("lost", "duplicates", "misrelated") and summary[key]
         table.add_row(key.replace("_", " "), str(summary[key]), style="red" if bad else "")
     for key, value in summary["faults"].items():

@@ -19,7 +19,7 @@ def wait_for_port(host: str, port: int, timeout: float = 30.0) -> None:
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return
-        except OSError:
+        except OSError as exc:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listening on {host}:{port} after {timeout:.0f}s")
+                raise TimeoutError(f"nothing listening on {host}:{port} after {timeout:.0f}s") from exc
             time.sleep(0.05)

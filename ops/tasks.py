@@ -7,12 +7,9 @@ uses; the CLI (`flexsf tasks …`, `flexsf relog`, `flexsf reconcile`, `flexsf s
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import (
     Client,
     WorkflowExecution,
@@ -22,14 +19,14 @@ from temporalio.client import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from flexsf.events import signal_event, workflow_id
+from flexsf import search_attributes as sa
+from flexsf.models import RelogRequest, RelogResult, Stage, TaskEvent, TaskView
 from flexsf.settings import ConfigurationError, Settings
-from workflows import search_attributes as sa
-from workflows.models import RelogRequest, RelogResult, Stage, TaskEvent, TaskView
+from flexsf.vocabulary import FINISHED_EVENTS, WORKFLOW_TYPE, task_sid_of, workflow_id
+from workflows.delivery import signal_event
 from workflows.task_workflow import FlexTaskWorkflow
 
-WORKFLOW_TYPE = "FlexTaskWorkflow"
-FINISHED_EVENT_TYPES = ("task.completed", "task.canceled")
+FINISHED_EVENT_TYPES = tuple(FINISHED_EVENTS)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -39,6 +36,7 @@ class OpsError(RuntimeError):
 
 
 # ---- queries -------------------------------------------------------------------------------------------------------
+
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
     """`90s`, `30m`, `1h`, `2d`, `1w` before now, or an ISO-8601 date-time (UTC when it has no offset)."""
@@ -57,14 +55,28 @@ def _literal(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def tasks_query(*, stage: str | Stage | None = None, worker_sid: str | None = None, task_sid: str | None = None,
-                channel: str | None = None, direction: str | None = None, record_id: str | None = None,
-                activity_id: str | None = None, since: datetime | None = None) -> str:
+def tasks_query(
+    *,
+    stage: str | Stage | None = None,
+    worker_sid: str | None = None,
+    task_sid: str | None = None,
+    channel: str | None = None,
+    direction: str | None = None,
+    record_id: str | None = None,
+    activity_id: str | None = None,
+    since: datetime | None = None,
+) -> str:
     """A visibility query over task workflows, e.g. `FlexWorkerSid = 'WK…' AND FlexStage = 'awaiting_selection'`."""
     clauses = [f"WorkflowType = {_literal(WORKFLOW_TYPE)}"]
-    for key, value in ((sa.FLEX_STAGE, stage), (sa.FLEX_WORKER_SID, worker_sid), (sa.FLEX_TASK_SID, task_sid),
-                       (sa.FLEX_CHANNEL, channel), (sa.FLEX_DIRECTION, direction), (sa.SFDC_OBJECT_ID, record_id),
-                       (sa.SFDC_ACTIVITY_ID, activity_id)):
+    for key, value in (
+        (sa.FLEX_STAGE, stage),
+        (sa.FLEX_WORKER_SID, worker_sid),
+        (sa.FLEX_TASK_SID, task_sid),
+        (sa.FLEX_CHANNEL, channel),
+        (sa.FLEX_DIRECTION, direction),
+        (sa.SFDC_OBJECT_ID, record_id),
+        (sa.SFDC_ACTIVITY_ID, activity_id),
+    ):
         if value:
             clauses.append(f"{key.name} = {_literal(str(value))}")
     if since is not None:
@@ -84,10 +96,10 @@ class TaskRow:
     status: str
 
     @classmethod
-    def from_execution(cls, execution: WorkflowExecution) -> "TaskRow":
+    def from_execution(cls, execution: WorkflowExecution) -> TaskRow:
         attrs = execution.typed_search_attributes
         return cls(
-            task_sid=attrs.get(sa.FLEX_TASK_SID) or execution.id.removeprefix("flex-task-"),
+            task_sid=attrs.get(sa.FLEX_TASK_SID) or task_sid_of(execution.id),
             stage=attrs.get(sa.FLEX_STAGE),
             worker_sid=attrs.get(sa.FLEX_WORKER_SID),
             record_id=attrs.get(sa.SFDC_OBJECT_ID),
@@ -131,8 +143,10 @@ async def relog(client: Client, task_sid: str, reason: str | None = None) -> Rel
         raise
     if description.status != WorkflowExecutionStatus.RUNNING:
         stage = description.typed_search_attributes.get(sa.FLEX_STAGE)
-        raise OpsError(f"the workflow of task {task_sid} is closed (stage {stage}); its log is final. A failed log "
-                       "keeps its workflow open for the repair window (FLEXSF_REPAIR_WINDOW_S)")
+        raise OpsError(
+            f"the workflow of task {task_sid} is closed (stage {stage}); its log is final. A failed log "
+            "keeps its workflow open for the repair window (FLEXSF_REPAIR_WINDOW_S)"
+        )
     try:
         return await handle.execute_update(FlexTaskWorkflow.relog, RelogRequest(reason=reason))
     except WorkflowUpdateFailedError as exc:
@@ -140,6 +154,7 @@ async def relog(client: Client, task_sid: str, reason: str | None = None) -> Rel
 
 
 # ---- reconciliation ------------------------------------------------------------------------------------------------
+
 
 def twilio_client_from(settings: Settings):
     """The TaskRouter client, built from settings exactly as the worker builds it."""
@@ -172,8 +187,9 @@ async def workflow_exists(client: Client, task_sid: str) -> bool:
     return True
 
 
-async def reconcile(client: Client, twilio, workspace_sid: str, task_queue: str, since: datetime,
-                    history: timedelta = timedelta(days=1)) -> list[ReconcileAction]:
+async def reconcile(
+    client: Client, twilio, workspace_sid: str, task_queue: str, since: datetime, history: timedelta = timedelta(days=1)
+) -> list[ReconcileAction]:
     """Every task TaskRouter finished since `since` that has no workflow gets one, fed its events from the Events list
     (created, accepted, completed …, looked up to `history` before the window), so it is logged like any other.
     Tasks whose workflow exists (running or closed) are left alone."""
@@ -196,7 +212,8 @@ async def reconcile(client: Client, twilio, workspace_sid: str, task_queue: str,
         rows = await asyncio.to_thread(_events, twilio, workspace_sid, task_sid=task_sid, start_date=since - history)
         events: list[TaskEvent] = sorted(
             (e for e in (event_from_events_api(r, task_sid) for r in rows) if e is not None),
-            key=lambda e: e.timestamp_ms)
+            key=lambda e: e.timestamp_ms,
+        )
         for event in events:
             try:
                 await signal_event(client, task_queue, event)
@@ -204,21 +221,3 @@ async def reconcile(client: Client, twilio, workspace_sid: str, task_queue: str,
                 break  # it finished between two of our events (or someone else started it): it has its log
         actions.append(ReconcileAction(task_sid, "started", events=len(events), finished=finished[task_sid]))
     return actions
-
-
-# ---- search attributes ---------------------------------------------------------------------------------------------
-
-async def missing_search_attributes(client: Client, namespace: str | None = None) -> list[str]:
-    """The task workflow's search attributes the namespace lacks (workflows cannot index themselves without them)."""
-    response = await client.operator_service.list_search_attributes(
-        ListSearchAttributesRequest(namespace=namespace or client.namespace))
-    present = set(response.custom_attributes) | set(response.system_attributes)
-    return [name for name in sa.DEFINITIONS if name not in present]
-
-
-async def create_search_attributes(client: Client, names: Iterable[str], namespace: str | None = None) -> None:
-    """Self-hosted clusters only (Temporal Cloud adds them with `tcld` or its UI)."""
-    await client.operator_service.add_search_attributes(AddSearchAttributesRequest(
-        namespace=namespace or client.namespace,
-        search_attributes={name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for name in names},
-    ))

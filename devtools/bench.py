@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flexsf.bench_workflow import SIGNALS, BareInput, BareSignal, BareWorkflow
-from flexsf.benchstack import Stack, cancelled_by_sigterm
-from flexsf.events import workflow_id
+from devtools.bench_workflow import SIGNALS, BareInput, BareSignal, BareWorkflow
+from devtools.benchstack import Stack, cancelled_by_sigterm
+from flexsf.vocabulary import workflow_id
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
 
@@ -65,10 +65,12 @@ class Sizes:
 
 
 # Quick: memory up to just past the sticky cache, so the 10k figure is extrapolated from measured slopes.
-QUICK = Sizes(per_scenario=3, lifecycles=120, concurrency=20, pop_tasks=50, pop_rounds=1,
-              open_checkpoints=(250, 1000, 1400))
-FULL = Sizes(per_scenario=10, lifecycles=600, concurrency=20, pop_tasks=50, pop_rounds=4,
-             open_checkpoints=(1000, 5000, 10000))
+QUICK = Sizes(
+    per_scenario=3, lifecycles=120, concurrency=20, pop_tasks=50, pop_rounds=1, open_checkpoints=(250, 1000, 1400)
+)
+FULL = Sizes(
+    per_scenario=10, lifecycles=600, concurrency=20, pop_tasks=50, pop_rounds=4, open_checkpoints=(1000, 5000, 10000)
+)
 
 
 def e164(phone: str) -> str:
@@ -161,7 +163,7 @@ class Bench:
     async def result(self, sid: str, timeout: float = WAIT_S):
         from temporalio.service import RPCError, RPCStatusCode
 
-        from workflows.models import TaskView
+        from flexsf.models import TaskView
 
         handle = self.client.get_workflow_handle(workflow_id(sid), result_type=TaskView)
         deadline = time.monotonic() + timeout
@@ -174,8 +176,9 @@ class Bench:
                 await asyncio.sleep(0.05)  # its first callback is still on the way
 
     async def _history_length(self, wid: str) -> int:
-        return (await self.client.get_workflow_handle(wid).describe()).raw_description \
-            .workflow_execution_info.history_length
+        return (
+            await self.client.get_workflow_handle(wid).describe()
+        ).raw_description.workflow_execution_info.history_length
 
     async def lifecycle(self, attributes: dict[str, Any]):
         sid = await self.accepted(attributes)
@@ -184,7 +187,7 @@ class Bench:
         return await self.finish(sid)
 
     async def scenario(self, kind: str) -> None:
-        from workflows.models import RecordSelection, Stage
+        from flexsf.models import RecordSelection, Stage
         from workflows.task_workflow import FlexTaskWorkflow
 
         if kind == "single":
@@ -192,19 +195,25 @@ class Bench:
         elif kind == "none":
             view = await self.finish(await self.accepted({"from": f"+1425555{uuid.uuid4().int % 10000:04d}"}))
         elif kind == "by_id":
-            view = await self.finish(await self.accepted({"from": CONTACT.phone, "sfdcObjectId": CONTACT.id,
-                                                          "sfdcObjectType": "Contact"}))
+            view = await self.finish(
+                await self.accepted({"from": CONTACT.phone, "sfdcObjectId": CONTACT.id, "sfdcObjectType": "Contact"})
+            )
         elif kind == "outbound":
-            task = await self._tw(self.tw.start_outbound_call, AGENT.sid, e164(CONTACT.phone),
-                                  task_attributes={"sfdcObjectId": CONTACT.id, "sfdcObjectType": "Contact"})
+            task = await self._tw(
+                self.tw.start_outbound_call,
+                AGENT.sid,
+                e164(CONTACT.phone),
+                task_attributes={"sfdcObjectId": CONTACT.id, "sfdcObjectType": "Contact"},
+            )
             view = await self.finish(task["sid"])
         elif kind == "several":
             sid = await self.accepted({"from": sf_demo.SHARED_PHONE})
             handle = self.client.get_workflow_handle(workflow_id(sid))
             await self._until(handle, lambda v: v.stage == Stage.AWAITING_SELECTION)
             chosen = sf_demo.SHARED_PHONE_RECORDS[0]
-            await handle.execute_update(FlexTaskWorkflow.select_record,
-                                        RecordSelection(worker_sid=AGENT.sid, record_id=chosen.id))
+            await handle.execute_update(
+                FlexTaskWorkflow.select_record, RecordSelection(worker_sid=AGENT.sid, record_id=chosen.id)
+            )
             view = await self.finish(sid)
         else:
             raise ValueError(kind)
@@ -214,7 +223,7 @@ class Bench:
     async def _until(self, handle, done, timeout: float = WAIT_S):
         from temporalio.service import RPCError
 
-        from workflows.models import TaskView
+        from flexsf.models import TaskView
         from workflows.task_workflow import FlexTaskWorkflow
 
         deadline = time.monotonic() + timeout
@@ -252,16 +261,21 @@ class Bench:
         before = self._counts()
         await self.scenario("single")  # a fresh worker: login + owner lookup on top of the steady cost
         after = self._counts()
-        per["single_first"] = {"sf_calls_per_task": after[0] - before[0],
-                               "twilio_calls_per_task": after[1] - before[1], "sf_logins": after[2] - before[2]}
+        per["single_first"] = {
+            "sf_calls_per_task": after[0] - before[0],
+            "twilio_calls_per_task": after[1] - before[1],
+            "sf_logins": after[2] - before[2],
+        }
         for kind in SCENARIOS:
             before = self._counts()
             k = self.sizes.per_scenario
             await self.many(k, k, lambda i, kind=kind: self.scenario(kind))
             after = self._counts()
-            per[kind] = {"sf_calls_per_task": round((after[0] - before[0]) / k, 2),
-                         "twilio_calls_per_task": round((after[1] - before[1]) / k, 2),
-                         "sf_logins": after[2] - before[2]}
+            per[kind] = {
+                "sf_calls_per_task": round((after[0] - before[0]) / k, 2),
+                "twilio_calls_per_task": round((after[1] - before[1]) / k, 2),
+                "sf_logins": after[2] - before[2],
+            }
             self.progress(f"api calls: {kind} {per[kind]}")
         return per
 
@@ -273,9 +287,14 @@ class Bench:
         wid = f"bench-bare-{self.run_id}-{i}"
         for name in SIGNALS:
             await self.client.start_workflow(
-                BareWorkflow.run, BareInput(key=wid), id=wid, task_queue=self.stack.settings.flexsf_task_queue,
-                start_signal="event", start_signal_args=[BareSignal(name=name)],
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+                BareWorkflow.run,
+                BareInput(key=wid),
+                id=wid,
+                task_queue=self.stack.settings.flexsf_task_queue,
+                start_signal="event",
+                start_signal_args=[BareSignal(name=name)],
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            )
         await asyncio.wait_for(self.client.get_workflow_handle(wid).result(), WAIT_S)
 
     async def throughput(self) -> dict[str, Any]:
@@ -292,11 +311,21 @@ class Bench:
         cpu_bare = _per_task(cpu, self.cpu_seconds(), n)
         self.progress(f"throughput: {n} bare workflows in {bare_s:.1f} s")
         lifecycle, bare = n / lifecycle_s, n / bare_s
-        events = await self._history_length(workflow_id(self._last_lifecycle)), \
-            await self._history_length(f"bench-bare-{self.run_id}-{n + c}")
-        return {"history_events_per_lifecycle": events[0], "history_events_per_bare_workflow": events[1],"lifecycle_tasks_per_s": round(lifecycle, 1), "bare_workflows_per_s": round(bare, 1),
-                "throughput_ratio": round(lifecycle / bare, 3), "concurrency": c, "tasks": n,
-                "cpu_ms_per_lifecycle": cpu_lifecycle, "cpu_ms_per_bare_workflow": cpu_bare}
+        events = (
+            await self._history_length(workflow_id(self._last_lifecycle)),
+            await self._history_length(f"bench-bare-{self.run_id}-{n + c}"),
+        )
+        return {
+            "history_events_per_lifecycle": events[0],
+            "history_events_per_bare_workflow": events[1],
+            "lifecycle_tasks_per_s": round(lifecycle, 1),
+            "bare_workflows_per_s": round(bare, 1),
+            "throughput_ratio": round(lifecycle / bare, 3),
+            "concurrency": c,
+            "tasks": n,
+            "cpu_ms_per_lifecycle": cpu_lifecycle,
+            "cpu_ms_per_bare_workflow": cpu_bare,
+        }
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time used so far by the Temporal server, the worker process and this process (gateway, sandboxes
@@ -313,9 +342,13 @@ class Bench:
 
         here = of(os.getpid())
         loop_thread = of_thread(os.getpid(), threading.get_native_id())  # the gateway's event loop (and driver)
-        return {"temporal_server": of(self.stack.temporal.process.pid), "worker": of(self.stack.worker.pid),
-                "gateway_sandboxes_driver": here, "gateway_event_loop": loop_thread,
-                "sandbox_threads": here - loop_thread}
+        return {
+            "temporal_server": of(self.stack.temporal.process.pid),
+            "worker": of(self.stack.worker.pid),
+            "gateway_sandboxes_driver": here,
+            "gateway_event_loop": loop_thread,
+            "sandbox_threads": here - loop_thread,
+        }
 
     # ---- 3. screen-pop overhead --------------------------------------------------------------------------------------
 
@@ -357,7 +390,7 @@ class Bench:
             await asyncio.gather(*(self._idle(sid) for sid in sids))
             await asyncio.gather(*(self._tw(self.tw.accept, sid) for sid in sids))
             await asyncio.gather(*(self.observer.popped(sid) for sid in sids))
-            for sid, phone in zip(sids, phones):
+            for sid, phone in zip(sids, phones, strict=True):
                 samples.append(self._pop_ms(sid, phone))
                 received = self.stack.clock.first[("reservation.accepted", sid)]
                 for name, ms in (await self._pop_stages(sid, received, self.observer.pop_written[sid])).items():
@@ -398,8 +431,11 @@ class Bench:
         while time.monotonic() < deadline:
             try:
                 raw = (await handle.describe()).raw_description
-                if (raw.workflow_execution_info.history_length > 5 and not raw.pending_activities
-                        and not raw.HasField("pending_workflow_task")):
+                if (
+                    raw.workflow_execution_info.history_length > 5
+                    and not raw.pending_activities
+                    and not raw.HasField("pending_workflow_task")
+                ):
                     return
             except RPCError:
                 pass  # its task.created callback is still on the way
@@ -449,6 +485,7 @@ class Bench:
         points = [(0, self.stack.worker_rss_kib())]
         opened = 0
         for checkpoint in self.sizes.open_checkpoints:
+
             async def open_one(i: int) -> None:
                 sid = await self.accepted({"from": CONTACT.phone})
                 await self.observer.popped(sid)
@@ -491,11 +528,15 @@ def _slope(points: list[tuple[int, int]]) -> float:
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
     den = sum((x - mx) ** 2 for x in xs)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den if den else 0.0
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else 0.0
 
 
-async def run_bench(sizes: Sizes, progress=None, phases: tuple[str, ...] = ("calls", "throughput", "pop", "memory"),
-                    env: dict[str, str] | None = None) -> dict[str, Any]:
+async def run_bench(
+    sizes: Sizes,
+    progress=None,
+    phases: tuple[str, ...] = ("calls", "throughput", "pop", "memory"),
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     started = time.monotonic()
     result: dict[str, Any] = {"mode": "quick" if sizes == QUICK else "full" if sizes == FULL else "custom"}
     async with Stack(env=BENCH_ENV | (env or {}), log=progress) as stack:
@@ -503,9 +544,12 @@ async def run_bench(sizes: Sizes, progress=None, phases: tuple[str, ...] = ("cal
         if "calls" in phases:
             per = await bench.api_calls()
             single = per["single"]
-            result |= {"sf_calls_per_task": single["sf_calls_per_task"],
-                       "twilio_calls_per_task": single["twilio_calls_per_task"],
-                       "sf_logins": stack.sf.counters().get("logins", 0), "api_calls_by_scenario": per}
+            result |= {
+                "sf_calls_per_task": single["sf_calls_per_task"],
+                "twilio_calls_per_task": single["twilio_calls_per_task"],
+                "sf_logins": stack.sf.counters().get("logins", 0),
+                "api_calls_by_scenario": per,
+            }
         if "throughput" in phases:
             result |= await bench.throughput()
         if "pop" in phases:
@@ -525,19 +569,38 @@ def _table(result: dict[str, Any]):
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_column("target", justify="right")
-    targets = {"throughput_ratio": "≥ 0.8", "pop_overhead_p50_ms": "≤ 30", "pop_overhead_p99_ms": "≤ 100",
-               "sf_calls_per_task": "≤ 2", "twilio_calls_per_task": "≤ 2", "sf_logins": "1",
-               "worker_rss_mib_at_10k_open": "≤ 1024"}
-    for key in ("lifecycle_tasks_per_s", "bare_workflows_per_s", "throughput_ratio", "pop_overhead_p50_ms",
-                "pop_overhead_p99_ms", "sf_calls_per_task", "twilio_calls_per_task", "sf_logins",
-                "rss_kib_per_open_task", "worker_rss_mib_at_10k_open"):
+    targets = {
+        "throughput_ratio": "≥ 0.8",
+        "pop_overhead_p50_ms": "≤ 30",
+        "pop_overhead_p99_ms": "≤ 100",
+        "sf_calls_per_task": "≤ 2",
+        "twilio_calls_per_task": "≤ 2",
+        "sf_logins": "1",
+        "worker_rss_mib_at_10k_open": "≤ 1024",
+    }
+    for key in (
+        "lifecycle_tasks_per_s",
+        "bare_workflows_per_s",
+        "throughput_ratio",
+        "pop_overhead_p50_ms",
+        "pop_overhead_p99_ms",
+        "sf_calls_per_task",
+        "twilio_calls_per_task",
+        "sf_logins",
+        "rss_kib_per_open_task",
+        "worker_rss_mib_at_10k_open",
+    ):
         if key in result:
-            label = key + (" (extrapolated)" if key.endswith("10k_open") and result.get("worker_rss_10k_extrapolated")
-                           else "")
+            label = key + (
+                " (extrapolated)" if key.endswith("10k_open") and result.get("worker_rss_10k_extrapolated") else ""
+            )
             table.add_row(label, str(result[key]), targets.get(key, ""))
     for kind, calls in result.get("api_calls_by_scenario", {}).items():
-        table.add_row(f"calls: {kind}", f"SF {calls['sf_calls_per_task']} · Twilio {calls['twilio_calls_per_task']}"
-                      f" · logins {calls['sf_logins']}", "")
+        table.add_row(
+            f"calls: {kind}",
+            f"SF {calls['sf_calls_per_task']} · Twilio {calls['twilio_calls_per_task']} · logins {calls['sf_logins']}",
+            "",
+        )
     for stage, ms in result.get("pop_stages_p50_ms", {}).items():
         table.add_row(f"pop stage p50: {stage}", f"{ms} ms", "")
     for n, mib in result.get("worker_rss_mib_by_open_tasks", {}).items():
@@ -552,8 +615,9 @@ def bench_command(quick: bool, as_json: bool) -> int:
 
     logs.setup_logging(level="WARNING")
     console = Console(stderr=as_json)
-    result = asyncio.run(cancelled_by_sigterm(run_bench(QUICK if quick else FULL,
-                                                        progress=lambda text: console.print(text))))
+    result = asyncio.run(
+        cancelled_by_sigterm(run_bench(QUICK if quick else FULL, progress=lambda text: console.print(text)))
+    )
     console.print(_table(result))
     if as_json:
         print(json.dumps(result), flush=True)

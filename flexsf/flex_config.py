@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from twilio.rest import Client
 
+from flexsf.models import FeatureFlags
 from flexsf.settings import FeatureOverrides
-from workflows.models import FeatureFlags
 
 
 def flags_from_ui_attributes(ui_attributes: dict | None) -> FeatureFlags:

@@ -9,18 +9,9 @@ from __future__ import annotations
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
-from workflows.models import Notes, TaskEvent, TaskWorkflowInput
+from flexsf.models import Notes, TaskEvent, TaskWorkflowInput
+from flexsf.vocabulary import workflow_id
 from workflows.task_workflow import FlexTaskWorkflow
-
-# Events the workflow acts on; TaskRouter sends many more (worker activity, queue stats …) that we ignore.
-HANDLED_EVENTS = frozenset({
-    "task.created", "task.updated", "task.wrapup", "task.completed", "task.canceled", "task.deleted",
-    "task.system-deleted", "reservation.accepted",
-})
-
-
-def workflow_id(task_sid: str) -> str:
-    return f"flex-task-{task_sid}"
 
 
 async def signal_event(client: Client, task_queue: str, event: TaskEvent) -> WorkflowHandle:

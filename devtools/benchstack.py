@@ -2,7 +2,7 @@
 
 The Temporal dev server with the settings `flexsf dev` uses (a history file, WAL + synchronous=off) on free ports, both
 sandboxes in this process with no added latency, the gateway in this process (its TaskRouter callbacks timed on
-arrival), and the worker as a separate process (`python -m flexsf.bench_worker`), so its memory is measurable from
+arrival), and the worker as a separate process (`python -m devtools.bench_worker`), so its memory is measurable from
 /proc and it can be killed with SIGKILL and replaced. Everything started here is stopped by `close()`.
 """
 
@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from flexsf.dev import DEV_TASK_QUEUE, HOST, sandbox_env, settings_with
-from flexsf.netutil import free_port
-from flexsf.temporal_server import TemporalDevServer
+from devtools.dev import DEV_TASK_QUEUE, HOST, sandbox_env, settings_with
+from devtools.netutil import free_port
+from devtools.temporal_server import TemporalDevServer
 
 WORKER_READY_TIMEOUT_S = 60.0
 _ENV_PREFIXES = ("SALESFORCE_", "TWILIO_", "FLEXSF_", "TEMPORAL_")
@@ -70,8 +70,9 @@ class ReceiveClock:
 
 
 class Stack:
-    def __init__(self, workdir: Path | None = None, env: dict[str, str] | None = None, callback_workers: int = 32,
-                 log=None) -> None:
+    def __init__(
+        self, workdir: Path | None = None, env: dict[str, str] | None = None, callback_workers: int = 32, log=None
+    ) -> None:
         self._tmp = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="flexsf-bench-")
@@ -95,7 +96,7 @@ class Stack:
 
     # ---- life cycle ----------------------------------------------------------------------------------------------
 
-    async def start(self) -> "Stack":
+    async def start(self) -> Stack:
         from temporalio.client import Client
 
         from flexsf.temporal_client import data_converter
@@ -111,11 +112,18 @@ class Stack:
         self.sf.start()
         self.tw = TwilioSandbox(host=HOST, port=0, retention_s=3600, callback_workers=self.callback_workers)
         self.tw.start()
-        self.env = sandbox_env(self.sf.info, self.tw.info, DEV_TASK_QUEUE, TEMPORAL_ADDRESS=self.temporal.address,
-                               TEMPORAL_NAMESPACE=self.temporal.namespace, **self.extra_env)
+        self.env = sandbox_env(
+            self.sf.info,
+            self.tw.info,
+            DEV_TASK_QUEUE,
+            TEMPORAL_ADDRESS=self.temporal.address,
+            TEMPORAL_NAMESPACE=self.temporal.namespace,
+            **self.extra_env,
+        )
         self.settings = settings_with(self.env)
-        self.client = await Client.connect(self.temporal.address, namespace=self.temporal.namespace,
-                                           data_converter=data_converter(self.settings))
+        self.client = await Client.connect(
+            self.temporal.address, namespace=self.temporal.namespace, data_converter=data_converter(self.settings)
+        )
         self.clock = ReceiveClock(create_app(self.settings, self.client))
         port = free_port(HOST)
         self._gateway = await start_gateway(self.clock, HOST, port, log_config=None)
@@ -135,8 +143,11 @@ class Stack:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(stop_gateway(*self._gateway), 30)
             self._gateway = None
-        for stop in (self.tw.stop if self.tw else None, self.sf.stop if self.sf else None,
-                     self.temporal.stop if self.temporal else None):
+        for stop in (
+            self.tw.stop if self.tw else None,
+            self.sf.stop if self.sf else None,
+            self.temporal.stop if self.temporal else None,
+        ):
             if stop is not None:
                 with contextlib.suppress(Exception):
                     stop()
@@ -146,7 +157,7 @@ class Stack:
         if self._tmp is not None:
             self._tmp.cleanup()
 
-    async def __aenter__(self) -> "Stack":
+    async def __aenter__(self) -> Stack:
         try:
             return await self.start()
         except BaseException:
@@ -168,15 +179,22 @@ class Stack:
         if self._worker_log is None:
             self._worker_log = open(self.workdir / "worker.log", "ab")
         env = self.worker_env() | {"FLEXSF_BENCH_READY_FILE": str(ready)}
-        self.worker = subprocess.Popen([sys.executable, "-m", "flexsf.bench_worker"], env=env,
-                                       stdout=self._worker_log, stderr=subprocess.STDOUT, start_new_session=True,
-                                       cwd=str(Path(__file__).resolve().parent.parent))
+        self.worker = subprocess.Popen(
+            [sys.executable, "-m", "devtools.bench_worker"],
+            env=env,
+            stdout=self._worker_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=str(Path(__file__).resolve().parent.parent),
+        )
         self.worker_starts += 1
         deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
         while not ready.exists():
             if self.worker.poll() is not None:
-                raise RuntimeError(f"the worker exited with {self.worker.returncode} before polling "
-                                   f"(see {self.workdir / 'worker.log'})")
+                raise RuntimeError(
+                    f"the worker exited with {self.worker.returncode} before polling "
+                    f"(see {self.workdir / 'worker.log'})"
+                )
             if time.monotonic() > deadline:
                 self.kill_worker()
                 raise TimeoutError(f"the worker did not poll within {WORKER_READY_TIMEOUT_S:.0f} s")

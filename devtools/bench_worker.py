@@ -15,9 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import worker as worker_module
+from devtools.bench_workflow import BareWorkflow, bench_noop
 from flexsf import logs
-from flexsf.bench_workflow import BareWorkflow, bench_noop
 from flexsf.settings import load_settings
+from flexsf.temporal_client import connect
 
 
 def experiment_options() -> dict:
@@ -28,22 +29,29 @@ def experiment_options() -> dict:
         from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
         options["workflow_runner"] = SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_all_modules())
+            restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
+        )
     return options
 
 
 async def run() -> None:
     settings = load_settings()
     activities = worker_module.build_activities(settings)
-    client = await worker_module.connect(settings)
+    client = await connect(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     with ThreadPoolExecutor(max_workers=worker_module.ACTIVITY_THREADS, thread_name_prefix="activity") as executor:
-        worker = worker_module.build_worker(client, settings.flexsf_task_queue, activities, executor,
-                                            extra_workflows=[BareWorkflow], extra_activities=[bench_noop],
-                                            **experiment_options())
+        worker = worker_module.build_worker(
+            client,
+            settings.flexsf_task_queue,
+            activities,
+            executor,
+            extra_workflows=[BareWorkflow],
+            extra_activities=[bench_noop],
+            **experiment_options(),
+        )
         async with worker:
             ready = os.environ.get("FLEXSF_BENCH_READY_FILE")
             if ready:

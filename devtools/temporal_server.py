@@ -13,8 +13,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flexsf.netutil import free_port, wait_for_port
-from workflows.search_attributes import DEFINITIONS
+from devtools.netutil import free_port, wait_for_port
+from flexsf.search_attributes import DEFINITIONS
 
 # Registered on every dev server we start, so visibility queries work the same in tests and `flexsf dev`.
 SEARCH_ATTRIBUTES: dict[str, str] = dict(DEFINITIONS)
@@ -56,11 +56,19 @@ class TemporalDevServer:
 
     def command(self) -> list[str]:
         cmd = [
-            temporal_binary(), "server", "start-dev",
-            "--ip", self.host, "--port", str(self.port),
-            "--namespace", self.namespace,
-            "--log-level", self.log_level,
-            "--log-format", "json",
+            temporal_binary(),
+            "server",
+            "start-dev",
+            "--ip",
+            self.host,
+            "--port",
+            str(self.port),
+            "--namespace",
+            self.namespace,
+            "--log-level",
+            self.log_level,
+            "--log-format",
+            "json",
         ]
         if self.ui_port:
             cmd += ["--ui-port", str(self.ui_port)]
@@ -74,7 +82,7 @@ class TemporalDevServer:
             cmd += ["--search-attribute", f"{name}={kind}"]
         return cmd + self.extra_args
 
-    def start(self, timeout: float = 60.0, stdout=None) -> "TemporalDevServer":
+    def start(self, timeout: float = 60.0, stdout=None) -> TemporalDevServer:
         if not self.port:
             self.port = free_port(self.host)
         if self.db_file is not None:
@@ -103,7 +111,7 @@ class TemporalDevServer:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
-    def __enter__(self) -> "TemporalDevServer":
+    def __enter__(self) -> TemporalDevServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import phonenumbers
 
 # Every character SOSL reserves inside FIND {…}; backslash first so escapes are not escaped again.
-SOSL_RESERVED = '\\?&|!{}[]()^~*:"\'+-'
+SOSL_RESERVED = "\\?&|!{}[]()^~*:\"'+-"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # Flex prefixes chat/voice identities with a scheme (`client:alice`, `whatsapp:+1415…`).
 _ADDRESS_SCHEME = re.compile(r"^(client|whatsapp|messenger|sms|tel|sip):", re.IGNORECASE)

@@ -1,0 +1,1 @@
+"""Operator tools: the `flexsf` command (worker, gateway, tasks, relog, reconcile, search attributes)."""
