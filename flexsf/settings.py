@@ -13,24 +13,23 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
+
+from flexsf.vocabulary import FLAG_NAMES
 
 PRODUCTION_TOKEN_URL = "https://login.salesforce.com/services/oauth2/token"
 _PLACEHOLDERS = {"changeme", "change-me", "xxx", "secret", "your-secret-here", "todo"}
 
 
-class FeatureOverrides(BaseModel):
-    """`FLEXSF_FEATURES__<FLAG>=true|false` wins over Flex's `salesforce_integration` config; unset: as Flex says."""
-
-    enabled: bool | None = None
-    activity_logging: bool | None = None
-    click_to_dial: bool | None = None
-    copilot_notes: bool | None = None
-    hide_crm_container: bool | None = None
-    prevent_popout_during_call: bool | None = None
-    screen_pop: bool | None = None
+# `FLEXSF_FEATURES__<FLAG>=true|false` wins over Flex's `salesforce_integration` config; unset: as Flex says.
+# One optional field per flag of the vocabulary, so a new flag needs no edit here.
+FeatureOverrides = create_model(
+    "FeatureOverrides",
+    __doc__="Per-flag overrides of Flex's `salesforce_integration` config (None: as Flex says).",
+    **{name: (bool | None, None) for name in FLAG_NAMES},
+)
 
 
 def _refuse_placeholder(value: SecretStr | None, name: str) -> SecretStr | None:

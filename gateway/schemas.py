@@ -129,16 +129,8 @@ class StartOutboundCall(BaseModel):
     taskAttributes: OutboundTaskAttributes
 
 
-class AgentConfig(BaseModel):
+class AgentConfig(FeatureFlags):
     """The `salesforce_integration` flags (Flex configuration, with the gateway's overrides)."""
-
-    enabled: bool
-    hide_crm_container: bool
-    prevent_popout_during_call: bool
-    click_to_dial: bool
-    screen_pop: bool
-    activity_logging: bool
-    copilot_notes: bool
 
     @classmethod
     def of(cls, flags: FeatureFlags) -> AgentConfig:

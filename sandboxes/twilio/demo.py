@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from flexsf.vocabulary import FLAG_NAMES
 from sandboxes.twilio.sids import stable_sid
 
 DEMO_ACCOUNT_SID = stable_sid("AC", "flexsf-sandbox/account")
@@ -33,15 +34,8 @@ DEMO_ACTIVITIES: dict[str, str] = {
     for name in ("Available", "Unavailable", "Offline", "Break")
 }
 
-SALESFORCE_FEATURE_FLAGS: dict[str, bool] = {
-    "enabled": True,
-    "activity_logging": True,
-    "click_to_dial": True,
-    "copilot_notes": True,
-    "hide_crm_container": True,
-    "prevent_popout_during_call": True,
-    "screen_pop": True,
-}
+# The demo account turns every flag on.
+SALESFORCE_FEATURE_FLAGS: dict[str, bool] = dict.fromkeys(FLAG_NAMES, True)
 
 
 def flex_identity(email: str) -> str:
