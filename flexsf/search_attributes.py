@@ -2,7 +2,7 @@
 
 All Keyword (exact match). They must exist on the namespace before a worker runs: `flexsf dev` and the tests register
 them on every dev server they start (devtools/temporal_server.py); for a self-hosted cluster or Temporal Cloud, see the
-README ("Operating") or `flexsf search-attributes`.
+docs/operating.md ("Search attributes") or `flexsf search-attributes`.
 """
 
 from __future__ import annotations

@@ -76,6 +76,8 @@ def _ops(coro_fn):
     """Run one ops coroutine against Temporal (connected as the worker connects: TEMPORAL_* env / profile)."""
     import asyncio
 
+    from temporalio.service import RPCError
+
     from flexsf.settings import ConfigurationError, load_settings
     from flexsf.temporal_client import connect
     from ops.tasks import OpsError
@@ -89,6 +91,14 @@ def _ops(coro_fn):
         return asyncio.run(go())
     except (OpsError, ConfigurationError, ValueError) as exc:
         typer.echo(f"flexsf: {exc}", err=True)
+        _ops_exit(1)
+    except RPCError as exc:
+        # Refused by Temporal (permissions, a namespace that does not exist …): one line an operator can act on.
+        typer.echo(f"flexsf: Temporal refused the request: {exc.status.name}: {exc.message}", err=True)
+        _ops_exit(1)
+    except RuntimeError as exc:
+        # The SDK's connect failure (nothing listening, TLS mismatch) arrives as a RuntimeError.
+        typer.echo(f"flexsf: cannot reach Temporal: {exc}", err=True)
         _ops_exit(1)
 
 
@@ -240,7 +250,7 @@ def search_attributes_command(
     elif create:
         typer.echo(f"created: {', '.join(missing)}")
     else:
-        typer.echo(f"missing: {', '.join(missing)} (run with --create, or see README, Operating)")
+        typer.echo(f"missing: {', '.join(missing)} (run with --create, or see docs/operating.md)")
     _ops_exit(1 if missing and not create else 0)
 
 

@@ -1,7 +1,7 @@
 """Replay: the workflow code must still produce, command for command, the histories of workflows already in flight.
 
 `tests/histories/*.json` are histories of finished task workflows recorded by `python -m tests.record_histories`
-(README, "Changing the workflow safely"). Replaying them needs no server: the Replayer feeds each history to the
+(docs/changing-the-workflow.md). Replaying them needs no server: the Replayer feeds each history to the
 current `FlexTaskWorkflow` and fails on the first command that differs from what the history recorded.
 """
 
@@ -25,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.task_workflow import FlexTaskWorkflow
 
 # The recorder's output, one file a scenario; histories of the code before a `workflow.patched` change are kept
-# beside it in `before-<patch-id>/` until the patch is deprecated (README, "Changing the workflow safely").
+# beside it in `before-<patch-id>/` until the patch is deprecated (docs/changing-the-workflow.md).
 CURRENT = sorted(HISTORIES.glob("*.json"))
 STORED = sorted(HISTORIES.rglob("*.json"))
 
@@ -74,7 +74,7 @@ class TimerFirst(FlexTaskWorkflow):
 
 @workflow.defn(name="FlexTaskWorkflow")
 class ResolveOwnerAtAccept(FlexTaskWorkflow):
-    """The README's example change made unguarded: a new activity when the task is accepted."""
+    """The example change of docs/changing-the-workflow.md made unguarded: a new activity when the task is accepted."""
 
     @workflow.run
     async def run(self, input: TaskWorkflowInput) -> TaskView:  # a workflow class declares its own run
@@ -89,7 +89,7 @@ class ResolveOwnerAtAccept(FlexTaskWorkflow):
 
 @workflow.defn(name="FlexTaskWorkflow")
 class ResolveOwnerAtAcceptPatched(FlexTaskWorkflow):
-    """The same change guarded by `workflow.patched`, as the README prescribes."""
+    """The same change guarded by `workflow.patched`, as docs/changing-the-workflow.md prescribes."""
 
     @workflow.run
     async def run(self, input: TaskWorkflowInput) -> TaskView:  # a workflow class declares its own run

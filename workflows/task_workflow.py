@@ -1,7 +1,7 @@
 """One durable workflow per Flex task: screen pop, record association, notes, exactly one activity log.
 
 Reads as the business process: `run` walks the stages, one small method each. Handlers only record facts; the
-stages act on them. Every wait has a timer and a documented outcome (see README, "The task workflow").
+stages act on them. Every wait has a timer and a documented outcome (docs/how-a-task-moves.md).
 """
 
 from __future__ import annotations
