@@ -1,32 +1,33 @@
-"""The product wired to the sandboxes: settings, an in-process worker, and an event relay.
+"""The product wired to the sandboxes: settings, an in-process worker, and the gateway.
 
-The relay stands where the gateway will: it receives the Twilio sandbox's signed callbacks over HTTP, checks the
-signature, and signal-with-starts the task's workflow before answering 204.
+The Twilio sandbox sends its signed TaskRouter callbacks to the real gateway (`POST /taskrouter/events`) over HTTP,
+which checks the signature and signal-with-starts the task's workflow, exactly as in production.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qsl
 
+import httpx
 import pytest
 import pytest_asyncio
+from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client, WorkflowHandle
 from twilio.request_validator import RequestValidator
 
 import worker as worker_module
 from devtools.dev import sandbox_env
+from devtools.netutil import free_port
 from flexsf.models import TaskView
 from flexsf.settings import Settings, settings_from_env
-from flexsf.task_events import task_event
-from flexsf.vocabulary import HANDLED_EVENTS, workflow_id
-from workflows.delivery import signal_event
+from flexsf.vocabulary import workflow_id
+from gateway.app import create_app
+from gateway.server import start_gateway, stop_gateway
 from workflows.task_workflow import FlexTaskWorkflow
 
 
@@ -39,55 +40,78 @@ def settings_from(env: dict[str, str]) -> Settings:
     return settings_from_env(env, _env_file=None)
 
 
-class EventRelay:
-    """An HTTP endpoint for TaskRouter callbacks that signals workflows; answers 204 only once Temporal has it."""
+@dataclass
+class Gateway:
+    """A running gateway (`gateway.app.create_app`) on a loopback port, and an HTTP client to call it with."""
 
-    def __init__(self, client: Client, loop: asyncio.AbstractEventLoop, auth_token: str) -> None:
-        self.client = client
-        self.loop = loop
-        self.validator = RequestValidator(auth_token)
-        self.task_queue = "unset"
-        self.rejected: list[str] = []
-        relay = self
+    url: str
+    events_url: str
+    task_queue: str
+    auth_token: str
+    http: httpx.AsyncClient
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    def sign(self, params: dict[str, str], url: str | None = None, token: str | None = None) -> str:
+        return RequestValidator(token or self.auth_token).compute_signature(url or self.events_url, params)
 
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
-                params = dict(parse_qsl(body, keep_blank_values=True))
-                url = f"http://127.0.0.1:{relay.port}{self.path}"
-                if not relay.validator.validate(url, params, self.headers.get("X-Twilio-Signature", "")):
-                    relay.rejected.append(params.get("Sid", "?"))
-                    return self._answer(403)
-                if params.get("EventType") in HANDLED_EVENTS:
-                    event = task_event(params)
-                    future = asyncio.run_coroutine_threadsafe(
-                        signal_event(relay.client, relay.task_queue, event), relay.loop
-                    )
-                    try:
-                        future.result(timeout=30)
-                    except Exception:  # a closed workflow or Temporal trouble: let the sender see it
-                        return self._answer(503)
-                self._answer(204)
+    async def post(self, params: dict[str, str], signature: str | None) -> httpx.Response:
+        headers = {"X-Twilio-Signature": signature} if signature is not None else {}
+        return await self.http.post(self.events_url, data=params, headers=headers)
 
-            def _answer(self, status: int) -> None:
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+    async def taskrouter_events(self) -> dict[tuple[str, str], float]:
+        """`flexsf_taskrouter_events_total` from /metrics: callbacks counted by (event type, outcome)."""
+        response = await self.http.get(f"{self.url}/metrics")
+        response.raise_for_status()
+        return {
+            (sample.labels["type"], sample.labels["outcome"]): sample.value
+            for family in text_string_to_metric_families(response.text)
+            for sample in family.samples
+            if sample.name == "flexsf_taskrouter_events_total"
+        }
 
-            def log_message(self, *args) -> None:
-                pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/taskrouter/events"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+def gateway_settings(sandbox, task_queue: str, **extra) -> Settings:
+    """The least a gateway needs against the Twilio sandbox: its account, its auth token (signatures), a queue."""
+    return Settings(
+        _env_file=None,
+        twilio_account_sid=sandbox.account_sid,
+        twilio_auth_token=sandbox.auth_token,
+        flexsf_task_queue=task_queue,
+        **extra,
+    )
 
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+
+@asynccontextmanager
+async def run_gateway(settings: Settings, client: Client | None) -> AsyncIterator[Gateway]:
+    """Serve `create_app(settings, client)` on a free loopback port for the duration of the block (no client: the
+    app's lifespan connects through Temporal's environment settings, as in production)."""
+    port = free_port()
+    server, task = await start_gateway(create_app(settings, client), "127.0.0.1", port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(trust_env=False, timeout=30) as http:
+            yield Gateway(
+                url,
+                f"{url}/taskrouter/events",
+                settings.flexsf_task_queue,
+                settings.twilio_auth_token.get_secret_value(),
+                http,
+            )
+    finally:
+        await stop_gateway(server, task)
+
+
+@asynccontextmanager
+async def stack_gateway(client: Client, env: dict[str, str], twilio_sandbox) -> AsyncIterator[Gateway]:
+    """The gateway configured like the stack's worker, receiving the Twilio sandbox's TaskRouter callbacks.
+
+    One per stack: each stack has its own task queue, and a gateway's settings are fixed when it starts."""
+    async with run_gateway(settings_from(env), client) as gateway:
+        twilio_sandbox.set_callback_url(gateway.events_url)
+        try:
+            yield gateway
+        finally:
+            # Before the gateway stops: a callback sent to a closed port would be recorded as a delivery error.
+            twilio_sandbox.set_callback_url(None)
 
 
 @dataclass
@@ -98,7 +122,7 @@ class Stack:
     activities: worker_module.Activities
     sf: object
     tw: object
-    relay: EventRelay
+    gateway: Gateway
     handles: dict[str, WorkflowHandle] = field(default_factory=dict)
 
     def handle(self, task_sid: str) -> WorkflowHandle:
@@ -126,13 +150,6 @@ class Stack:
         return await asyncio.wait_for(self.handle(task_sid).result(), timeout)
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def event_relay(temporal_client: Client, twilio_sandbox) -> AsyncIterator[EventRelay]:
-    relay = EventRelay(temporal_client, asyncio.get_running_loop(), twilio_sandbox.info["auth_token"])
-    yield relay
-    relay.close()
-
-
 def start_stack_worker(client: Client, env: dict[str, str], executor: ThreadPoolExecutor):
     settings = settings_from(env)
     activities = worker_module.build_activities(settings)
@@ -147,15 +164,13 @@ def stack_overrides(request: pytest.FixtureRequest) -> dict[str, str]:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def stack(
-    temporal_client, clean_salesforce_sandbox, fresh_twilio_sandbox, event_relay, stack_overrides
+    temporal_client, clean_salesforce_sandbox, fresh_twilio_sandbox, stack_overrides
 ) -> AsyncIterator[Stack]:
     salesforce_sandbox, twilio_sandbox = clean_salesforce_sandbox, fresh_twilio_sandbox
     task_queue = f"stack-{uuid.uuid4()}"
     env = stack_env(salesforce_sandbox.info, twilio_sandbox.info, task_queue, **stack_overrides)
-    event_relay.task_queue = task_queue
-    twilio_sandbox.set_callback_url(event_relay.url)
-    with ThreadPoolExecutor(max_workers=16) as executor:
-        activities, worker = start_stack_worker(temporal_client, env, executor)
-        async with worker:
-            yield Stack(temporal_client, task_queue, env, activities, salesforce_sandbox, twilio_sandbox, event_relay)
-    twilio_sandbox.set_callback_url(None)
+    async with stack_gateway(temporal_client, env, twilio_sandbox) as gateway:
+        with ThreadPoolExecutor(max_workers=16) as executor:
+            activities, worker = start_stack_worker(temporal_client, env, executor)
+            async with worker:
+                yield Stack(temporal_client, task_queue, env, activities, salesforce_sandbox, twilio_sandbox, gateway)

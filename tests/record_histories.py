@@ -1,7 +1,8 @@
 """Record the histories `tests/test_replay.py` replays: `python -m tests.record_histories [scenario …]`.
 
-Starts its own Temporal dev server (in memory), the Salesforce and Twilio sandboxes, an event relay and a worker
-built by `worker.build_activities`/`build_worker`, drives each scenario below through real sandbox lifecycles, and
+Starts its own Temporal dev server (in memory), the Salesforce and Twilio sandboxes, and per scenario the gateway
+(which receives the sandbox's signed TaskRouter callbacks) and a worker built by
+`worker.build_activities`/`build_worker`, drives each scenario below through real sandbox lifecycles, and
 writes the finished workflow's history to `tests/histories/<scenario>.json`.
 
 Re-record only when the workflow change is guarded by `workflow.patched(...)` or no workflow started by the old code
@@ -38,7 +39,7 @@ from sandboxes.salesforce import SalesforceSandbox
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import TwilioSandbox
 from sandboxes.twilio import demo as tw_demo
-from tests.fixtures_stack import EventRelay, Stack, stack_env, start_stack_worker
+from tests.fixtures_stack import Stack, stack_env, stack_gateway, start_stack_worker
 from workflows.delivery import signal_notes
 from workflows.task_workflow import FlexTaskWorkflow
 
@@ -164,27 +165,21 @@ def activity_types(history: dict) -> tuple[str, ...]:
 
 
 class Recorder:
-    def __init__(
-        self, client: Client, sf: SalesforceSandbox, tw: TwilioSandbox, relay: EventRelay, executor: ThreadPoolExecutor
-    ) -> None:
-        self.client, self.sf, self.tw, self.relay, self.executor = client, sf, tw, relay, executor
+    def __init__(self, client: Client, sf: SalesforceSandbox, tw: TwilioSandbox, executor: ThreadPoolExecutor) -> None:
+        self.client, self.sf, self.tw, self.executor = client, sf, tw, executor
 
     async def record(self, scenario: Scenario) -> Path:
         self.sf.reset()
         self.tw.reset()
         task_queue = f"record-{scenario.name}-{uuid.uuid4().hex[:8]}"
         env = stack_env(self.sf.info, self.tw.info, task_queue, **scenario.env)
-        self.relay.task_queue = task_queue
-        self.tw.set_callback_url(self.relay.url)
-        try:
+        async with stack_gateway(self.client, env, self.tw) as gateway:
             activities, worker = start_stack_worker(self.client, env, self.executor)
             async with worker:
-                stack = Stack(self.client, task_queue, env, activities, self.sf, self.tw, self.relay)
+                stack = Stack(self.client, task_queue, env, activities, self.sf, self.tw, gateway)
                 sid = await scenario.drive(stack)
                 view: TaskView = await stack.result(sid)
                 history = scrub(json.loads((await stack.handle(sid).fetch_history()).to_json()))
-        finally:
-            self.tw.set_callback_url(None)
         if view.stage not in (Stage.LOGGED, Stage.LOGGED_UNASSOCIATED):
             raise RuntimeError(f"{scenario.name}: the task ended at {view.stage.value}, not logged")
         if activity_types(history) != scenario.activities:
@@ -208,9 +203,8 @@ async def record(names: list[str]) -> None:
             ThreadPoolExecutor(max_workers=16) as executor,
         ):
             tw = TwilioSandbox(seed=20261125).start()
-            relay = EventRelay(client, asyncio.get_running_loop(), tw.auth_token)
             try:
-                recorder = Recorder(client, sf, tw, relay, executor)
+                recorder = Recorder(client, sf, tw, executor)
                 for name in names:
                     started = time.monotonic()
                     path = await recorder.record(SCENARIOS[name])
@@ -219,7 +213,6 @@ async def record(names: list[str]) -> None:
                         f"({path.stat().st_size // 1024} KiB, {time.monotonic() - started:.1f}s)"
                     )
             finally:
-                relay.close()
                 tw.stop()
     finally:
         server.stop()

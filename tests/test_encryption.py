@@ -27,14 +27,20 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from devtools.netutil import free_port, wait_for_port
 from flexsf.codec import KEY_ID_METADATA, AesGcmCodec, PayloadDecryptionError, generate_key, parse_keys
 from flexsf.models import Notes, Stage
-from flexsf.settings import ConfigurationError, Settings, load_settings
+from flexsf.settings import ConfigurationError, load_settings
 from flexsf.temporal_client import data_converter
 from flexsf.vocabulary import workflow_id
-from gateway.app import create_app
-from gateway.server import start_gateway, stop_gateway
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
-from tests.fixtures_stack import EventRelay, Stack, settings_from, stack_env, start_stack_worker
+from tests.fixtures_stack import (
+    Stack,
+    gateway_settings,
+    run_gateway,
+    settings_from,
+    stack_env,
+    stack_gateway,
+    start_stack_worker,
+)
 from tests.test_dev_stack import clean_env
 from workflows.delivery import signal_notes
 
@@ -165,7 +171,7 @@ def payloads_in(message: Message) -> Iterator[Payload]:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def encrypted_stack(temporal_server, clean_salesforce_sandbox, fresh_twilio_sandbox) -> AsyncIterator[Stack]:
-    """The `stack` fixture's product, but its client, relay and worker all encrypt with FLEXSF_ENCRYPTION_KEYS."""
+    """The `stack` fixture's product, but its client, gateway and worker all encrypt with FLEXSF_ENCRYPTION_KEYS."""
     sf, tw = clean_salesforce_sandbox, fresh_twilio_sandbox
     task_queue = f"encrypted-{uuid.uuid4()}"
     env = stack_env(
@@ -179,30 +185,17 @@ async def encrypted_stack(temporal_server, clean_salesforce_sandbox, fresh_twili
     client = await Client.connect(
         temporal_server.address, namespace=temporal_server.namespace, data_converter=data_converter(settings_from(env))
     )
-    relay = EventRelay(client, asyncio.get_running_loop(), tw.info["auth_token"])
-    relay.task_queue = task_queue
-    tw.set_callback_url(relay.url)
-    try:
+    async with stack_gateway(client, env, tw) as gateway:
         with ThreadPoolExecutor(max_workers=16) as executor:
             activities, worker = start_stack_worker(client, env, executor)
             async with worker:
-                yield Stack(client, task_queue, env, activities, sf, tw, relay)
-    finally:
-        tw.set_callback_url(None)
-        relay.close()
+                yield Stack(client, task_queue, env, activities, sf, tw, gateway)
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def gateway(encrypted_stack: Stack) -> AsyncIterator[str]:
-    """The gateway with encryption on (and CORS for the Flex UI), over real HTTP."""
-    port = free_port()
-    server, task = await start_gateway(
-        create_app(settings_from(encrypted_stack.env), encrypted_stack.client), "127.0.0.1", port
-    )
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await stop_gateway(server, task)
+@pytest.fixture
+def gateway(encrypted_stack: Stack) -> str:
+    """The stack's gateway: encryption on (and CORS for the Flex UI), over real HTTP."""
+    return encrypted_stack.gateway.url
 
 
 def as_json(payloads) -> dict:
@@ -305,18 +298,10 @@ async def test_codec_cors_allows_the_temporal_ui_and_not_other_origins(gateway: 
 
 
 async def test_without_keys_the_gateway_has_no_codec_endpoint(twilio_sandbox, temporal_client) -> None:
-    settings = Settings(
-        _env_file=None, twilio_account_sid=twilio_sandbox.account_sid, twilio_auth_token=twilio_sandbox.auth_token
-    )
-    port = free_port()
-    server, task = await start_gateway(create_app(settings, temporal_client), "127.0.0.1", port)
-    try:
-        async with httpx.AsyncClient(trust_env=False, timeout=30) as http:
-            answer = await http.post(f"http://127.0.0.1:{port}/codec/decode", json={"payloads": []})
-            assert answer.status_code == 404
-            assert (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
-    finally:
-        await stop_gateway(server, task)
+    async with run_gateway(gateway_settings(twilio_sandbox, f"plain-{uuid.uuid4()}"), temporal_client) as gw:
+        answer = await gw.http.post(f"{gw.url}/codec/decode", json={"payloads": []})
+        assert answer.status_code == 404
+        assert (await gw.http.get(f"{gw.url}/healthz")).status_code == 200
 
 
 # --- flexsf codec-server ----------------------------------------------------------------------------------------

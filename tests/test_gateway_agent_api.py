@@ -9,6 +9,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -17,12 +18,10 @@ import pytest_asyncio
 
 from devtools.netutil import free_port
 from flexsf.models import Stage
-from gateway.app import create_app
 from gateway.auth import InvalidToken, TokenValidator
-from gateway.server import start_gateway, stop_gateway
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
-from tests.fixtures_stack import settings_from
+from tests.fixtures_stack import run_gateway, settings_from
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -53,20 +52,16 @@ class Api:
         return await self.http.post(self.url + path, json=body, headers=self.auth(worker))
 
 
+@asynccontextmanager
 async def serve(stack, **env: str) -> AsyncIterator[Api]:
     settings = settings_from({**stack.env, "FLEXSF_CORS_ORIGINS": FLEX_ORIGIN, **env})
-    port = free_port()
-    server, task = await start_gateway(create_app(settings, stack.client), "127.0.0.1", port)
-    try:
-        async with httpx.AsyncClient(base_url="", trust_env=False, timeout=30) as http:
-            yield Api(f"http://127.0.0.1:{port}", http, stack)
-    finally:
-        await stop_gateway(server, task)
+    async with run_gateway(settings, stack.client) as gateway:
+        yield Api(gateway.url, gateway.http, stack)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def api(stack) -> AsyncIterator[Api]:
-    async for served in serve(stack):
+    async with serve(stack) as served:
         yield served
 
 
@@ -341,13 +336,13 @@ async def test_concurrent_requests_with_a_new_token_validate_it_once(api: Api, s
 
 
 async def test_twilio_unreachable_is_503(stack):
-    async for api in serve(stack, TWILIO_API_BASE_URL=f"http://127.0.0.1:{free_port()}"):
+    async with serve(stack, TWILIO_API_BASE_URL=f"http://127.0.0.1:{free_port()}") as api:
         response = await api.http.get(f"{api.url}/agent/config", headers={"Authorization": "Bearer anything"})
         assert response.status_code == 503 and "unreachable" in response.json()["detail"]
 
 
 async def test_twilio_refusing_the_gateways_credentials_is_503_not_401(stack):
-    async for api in serve(stack, TWILIO_AUTH_TOKEN="0" * 32):
+    async with serve(stack, TWILIO_AUTH_TOKEN="0" * 32) as api:
         response = await api.http.get(f"{api.url}/agent/config", headers=api.auth())
         assert response.status_code == 503 and "HTTP 401" in response.json()["detail"]
 

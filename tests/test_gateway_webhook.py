@@ -9,68 +9,26 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
-import httpx
 import pytest
 import pytest_asyncio
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from twilio.request_validator import RequestValidator
 
 from devtools.netutil import free_port
-from flexsf.settings import Settings
 from flexsf.task_events import task_event
 from flexsf.vocabulary import workflow_id
-from gateway.app import create_app
-from gateway.server import start_gateway, stop_gateway
 from ops.tasks import workflow_exists
+from tests.fixtures_stack import Gateway, gateway_settings, run_gateway
 from workflows.delivery import signal_event
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-@dataclass
-class Gateway:
-    url: str
-    events_url: str
-    task_queue: str
-    auth_token: str
-    http: httpx.AsyncClient
-
-    def sign(self, params: dict[str, str], url: str | None = None, token: str | None = None) -> str:
-        return RequestValidator(token or self.auth_token).compute_signature(url or self.events_url, params)
-
-    async def post(self, params: dict[str, str], signature: str | None) -> httpx.Response:
-        headers = {"X-Twilio-Signature": signature} if signature is not None else {}
-        return await self.http.post(self.events_url, data=params, headers=headers)
-
-
-def gateway_settings(sandbox, task_queue: str, **extra) -> Settings:
-    return Settings(
-        _env_file=None,
-        twilio_account_sid=sandbox.account_sid,
-        twilio_auth_token=sandbox.auth_token,
-        flexsf_task_queue=task_queue,
-        **extra,
-    )
-
-
-async def run_gateway(settings: Settings, client: Client, sandbox) -> AsyncIterator[Gateway]:
-    port = free_port()
-    server, task = await start_gateway(create_app(settings, client), "127.0.0.1", port)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(trust_env=False, timeout=30) as http:
-            yield Gateway(url, f"{url}/taskrouter/events", settings.flexsf_task_queue, sandbox.auth_token, http)
-    finally:
-        await stop_gateway(server, task)
-
-
 @pytest_asyncio.fixture(loop_scope="session")
 async def gateway(temporal_client: Client, fresh_twilio_sandbox) -> AsyncIterator[Gateway]:
     settings = gateway_settings(fresh_twilio_sandbox, f"gateway-{uuid.uuid4()}")
-    async for gw in run_gateway(settings, temporal_client, fresh_twilio_sandbox):
+    async with run_gateway(settings, temporal_client) as gw:
         yield gw
 
 
@@ -193,7 +151,7 @@ async def test_non_form_body_is_400(gateway: Gateway):
 async def test_public_base_url_is_what_the_signature_covers(temporal_client, fresh_twilio_sandbox):
     public = "https://flexsf.example.com"
     settings = gateway_settings(fresh_twilio_sandbox, f"gateway-{uuid.uuid4()}", flexsf_public_base_url=public)
-    async for gw in run_gateway(settings, temporal_client, fresh_twilio_sandbox):
+    async with run_gateway(settings, temporal_client) as gw:
         params = event_params(new_task_sid())
         local = await gw.post(params, gw.sign(params))
         assert local.status_code == 403
@@ -211,7 +169,7 @@ async def test_health_and_readiness(gateway: Gateway):
 async def test_temporal_unreachable_is_503_and_not_ready(fresh_twilio_sandbox):
     dead = await Client.connect(f"127.0.0.1:{free_port()}", lazy=True, data_converter=pydantic_data_converter)
     settings = gateway_settings(fresh_twilio_sandbox, f"gateway-{uuid.uuid4()}")
-    async for gw in run_gateway(settings, dead, fresh_twilio_sandbox):
+    async with run_gateway(settings, dead) as gw:
         assert (await gw.http.get(f"{gw.url}/readyz")).status_code == 503
         params = event_params(new_task_sid())
         response = await gw.post(params, gw.sign(params))
@@ -225,19 +183,12 @@ async def test_without_a_client_the_lifespan_connects_through_temporal_env(
     monkeypatch.setenv("TEMPORAL_ADDRESS", temporal_server.address)
     monkeypatch.setenv("TEMPORAL_NAMESPACE", temporal_server.namespace)
     settings = gateway_settings(fresh_twilio_sandbox, f"gateway-{uuid.uuid4()}")
-    port = free_port()
-    server, task = await start_gateway(create_app(settings), "127.0.0.1", port)
-    try:
-        url = f"http://127.0.0.1:{port}/taskrouter/events"
+    async with run_gateway(settings, None) as gw:
+        assert (await gw.http.get(f"{gw.url}/readyz")).status_code == 200
         params = event_params(new_task_sid())
-        async with httpx.AsyncClient(trust_env=False, timeout=30) as http:
-            assert (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
-            signature = RequestValidator(fresh_twilio_sandbox.auth_token).compute_signature(url, params)
-            response = await http.post(url, data=params, headers={"X-Twilio-Signature": signature})
+        response = await gw.post(params, gw.sign(params))
         assert response.status_code == 204
-        assert await workflow_exists(temporal_client, params["TaskSid"])
-    finally:
-        await stop_gateway(server, task)
+    assert await workflow_exists(temporal_client, params["TaskSid"])
 
 
 async def test_an_event_refused_while_temporal_was_down_is_recorded_once_when_redelivered(
@@ -250,7 +201,7 @@ async def test_an_event_refused_while_temporal_was_down_is_recorded_once_when_re
     try:
         client = await Client.connect(server.address, lazy=True, data_converter=pydantic_data_converter)
         settings = gateway_settings(fresh_twilio_sandbox, f"gateway-{uuid.uuid4()}")
-        async for gw in run_gateway(settings, client, fresh_twilio_sandbox):
+        async with run_gateway(settings, client) as gw:
             params = event_params(new_task_sid())
             signature = gw.sign(params)
             server.stop()

@@ -21,7 +21,8 @@ from flexsf.models import Stage
 from flexsf.vocabulary import workflow_id
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
-from tests.test_gateway_webhook import event_params, gateway_settings, new_task_sid, run_gateway
+from tests.fixtures_stack import gateway_settings, run_gateway
+from tests.test_gateway_webhook import event_params, new_task_sid
 
 AGENT = tw_demo.DEMO_WORKERS[0]
 CONTACT = sf_demo.UNIQUE_PHONE_CONTACT
@@ -223,7 +224,7 @@ async def test_gateway_metrics_count_requests_and_taskrouter_outcomes(
     temporal_client, fresh_twilio_sandbox, captured_logs
 ) -> None:
     settings = gateway_settings(fresh_twilio_sandbox, f"gateway-{uuid.uuid4()}")
-    async for gw in run_gateway(settings, temporal_client, fresh_twilio_sandbox):
+    async with run_gateway(settings, temporal_client) as gw:
         signed = event_params(new_task_sid())
         assert (await gw.post(signed, gw.sign(signed))).status_code == 204
         forged = event_params(new_task_sid())

@@ -1,5 +1,5 @@
 """Operating the integration: search attributes and visibility queries, the `flexsf tasks`/`relog`/`reconcile`
-commands, through the real stack (dev server with our search attributes, worker, sandboxes, relay).
+commands, through the real stack (dev server with our search attributes, worker, sandboxes, gateway).
 
 The CLI runs as a subprocess, configured like an operator's shell (TEMPORAL_ADDRESS and the product's settings).
 """
@@ -23,7 +23,7 @@ from flexsf.vocabulary import workflow_id
 from ops import tasks as ops
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
-from tests.fixtures_stack import Stack, stack_env, start_stack_worker
+from tests.fixtures_stack import Stack, stack_env, stack_gateway, start_stack_worker
 from workflows.delivery import signal_notes
 
 AGENT = tw_demo.DEMO_WORKERS[0]
@@ -83,22 +83,20 @@ class Workers:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def ops_stack(temporal_client, clean_salesforce_sandbox, fresh_twilio_sandbox, event_relay):
+async def ops_stack(temporal_client, clean_salesforce_sandbox, fresh_twilio_sandbox):
     """Like `stack`, but its worker starts with a Salesforce field mapping the org refuses (BROKEN) and can be
     replaced by one with the fix; notes grace is long so a logged workflow stays open for a repeated relog."""
     sf, tw = clean_salesforce_sandbox, fresh_twilio_sandbox
     task_queue = f"ops-{uuid.uuid4()}"
     env = stack_env(sf.info, tw.info, task_queue, FLEXSF_NOTES_GRACE_S="60")
-    event_relay.task_queue = task_queue
-    tw.set_callback_url(event_relay.url)
-    with ThreadPoolExecutor(max_workers=16) as executor:
-        workers = Workers(temporal_client, env, executor)
-        await workers.start(**BROKEN)
-        try:
-            yield Stack(temporal_client, task_queue, {**env, **BROKEN}, None, sf, tw, event_relay), workers
-        finally:
-            await workers.stop()
-    tw.set_callback_url(None)
+    async with stack_gateway(temporal_client, env, tw) as gateway:
+        with ThreadPoolExecutor(max_workers=16) as executor:
+            workers = Workers(temporal_client, env, executor)
+            await workers.start(**BROKEN)
+            try:
+                yield Stack(temporal_client, task_queue, {**env, **BROKEN}, None, sf, tw, gateway), workers
+            finally:
+                await workers.stop()
 
 
 async def failed_log(stack: Stack) -> str:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
 
 from flexsf.models import Notes, RecordSelection, Stage, TaskView
+from flexsf.vocabulary import HANDLED_EVENTS
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
 from workflows.delivery import signal_notes
@@ -54,6 +56,15 @@ async def test_single_match_writes_attributes_and_logs_one_task_with_who_id(stac
     assert (sf_calls["logins"], sf_calls["search"], sf_calls["query"], sf_calls["sobject_upsert:Task"]) == (1, 1, 1, 1)
     tw_calls = stack.tw.counters()
     assert (tw_calls["task_fetch"], tw_calls["task_update"]) == (1, 1)
+
+    # Every callback went through the gateway's webhook route, signed, and was accepted the first time.
+    await asyncio.to_thread(stack.tw.wait_callbacks_idle, 30)
+    deliveries = stack.tw.deliveries(task_sid=sid)
+    assert [(d.attempt, d.status) for d in deliveries] == [(1, 204)] * len(deliveries)
+    handled = Counter(d.event_type for d in deliveries if d.event_type in HANDLED_EVENTS)
+    assert set(handled) >= {"task.created", "reservation.accepted", "task.completed"}
+    counted = await stack.gateway.taskrouter_events()
+    assert {t: n for (t, outcome), n in counted.items() if outcome == "signalled"} == handled
 
 
 def sf_tasks_by_call_object(stack, key: str) -> list[dict]:

@@ -1,5 +1,5 @@
 """End to end under faults: lost, repeated and reordered callbacks, 412 storms, awkward search terms, expired
-sessions, outages, lost answers and a killed worker. Every test drives real sandbox lifecycles through the relay
+sessions, outages, lost answers and a killed worker. Every test drives real sandbox lifecycles through the gateway
 and asserts on what Salesforce, Twilio and the workflow show afterwards.
 """
 
@@ -20,7 +20,7 @@ from flexsf.models import Stage, TaskView
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
 from sandboxes.twilio.state import CONCURRENT_WRITER_KEY
-from tests.fixtures_stack import Stack, settings_from, stack_env
+from tests.fixtures_stack import Stack, settings_from, stack_env, stack_gateway
 
 AGENT = tw_demo.DEMO_WORKERS[0]
 AGENT_USER = sf_demo.AGENT_USERS[0]
@@ -398,7 +398,6 @@ async def test_worker_killed_after_the_pop_and_replaced_logs_once(
     temporal_client,
     clean_salesforce_sandbox,
     fresh_twilio_sandbox,
-    event_relay,
     worker_processes,
     tmp_path,
 ) -> None:
@@ -411,30 +410,29 @@ async def test_worker_killed_after_the_pop_and_replaced_logs_once(
         "TEMPORAL_NAMESPACE": "default",
     }
     env.pop("TEMPORAL_PROFILE", None)
-    event_relay.task_queue = task_queue
-    tw.set_callback_url(event_relay.url)
-    stack = Stack(temporal_client, task_queue, env, None, sf, tw, event_relay)
+    async with stack_gateway(temporal_client, env, tw) as gateway:
+        stack = Stack(temporal_client, task_queue, env, None, sf, tw, gateway)
 
-    first = WorkerProcess(env, tmp_path / "worker-1.log")
-    worker_processes.append(first)
-    await eventually(first.polling, what="the first worker polling")
-    sid, view = await popped(stack, {"from": CONTACT.phone, "keep": "me"})
-    assert view.pop.record.id == CONTACT.id
-    assert task_attributes(stack, sid)["sfdcObjectId"] == CONTACT.id
-    first.kill()
-    assert first.proc.returncode == -signal.SIGKILL
-    assert sf_tasks_for(stack, sid) == []
+        first = WorkerProcess(env, tmp_path / "worker-1.log")
+        worker_processes.append(first)
+        await eventually(first.polling, what="the first worker polling")
+        sid, view = await popped(stack, {"from": CONTACT.phone, "keep": "me"})
+        assert view.pop.record.id == CONTACT.id
+        assert task_attributes(stack, sid)["sfdcObjectId"] == CONTACT.id
+        first.kill()
+        assert first.proc.returncode == -signal.SIGKILL
+        assert sf_tasks_for(stack, sid) == []
 
-    second = WorkerProcess(env, tmp_path / "worker-2.log")
-    worker_processes.append(second)
-    await eventually(second.polling, what="the second worker polling")
-    stack.tw.wrapup(sid)
-    stack.tw.complete(sid)
-    view = await stack.result(sid, timeout=90)
+        second = WorkerProcess(env, tmp_path / "worker-2.log")
+        worker_processes.append(second)
+        await eventually(second.polling, what="the second worker polling")
+        stack.tw.wrapup(sid)
+        stack.tw.complete(sid)
+        view = await stack.result(sid, timeout=90)
 
-    assert_logged_once_to(stack, sid, view, CONTACT.id)
-    counters = sf.counters()
-    assert counters.get("sobject_upsert:Task") == 1
-    assert counters["search"] == 1  # the replacement replayed the pop from history instead of searching again
-    assert counters["logins"] == 2  # one per worker process
-    assert tw.counters()["task_update"] == 1
+        assert_logged_once_to(stack, sid, view, CONTACT.id)
+        counters = sf.counters()
+        assert counters.get("sobject_upsert:Task") == 1
+        assert counters["search"] == 1  # the replacement replayed the pop from history instead of searching again
+        assert counters["logins"] == 2  # one per worker process
+        assert tw.counters()["task_update"] == 1
