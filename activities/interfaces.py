@@ -46,7 +46,8 @@ def activity_methods(*instances: Any) -> list[Callable]:
 
 
 def _is_stub(member: Callable) -> bool:
-    return getattr(member, "__qualname__", "").split(".")[0] in _STUB_CLASSES
+    # Stubs are the methods defined in this module; an implementation lives in another one.
+    return getattr(member, "__module__", None) == __name__
 
 
 class PolicySteps:
@@ -79,6 +80,3 @@ class TwilioSteps:
     @activity.defn(name="reconcile_task")
     def reconcile_task(self, req: ReconcileRequest) -> ReconcileResult:
         raise NotImplementedError
-
-
-_STUB_CLASSES = {PolicySteps.__name__, SalesforceSteps.__name__, TwilioSteps.__name__}

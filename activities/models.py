@@ -52,8 +52,17 @@ class ActivityLogRequest(BaseModel):
 
 
 class ActivityLogResult(BaseModel):
+    """The Salesforce Task written, and what was written to it, so a later step need not recompute it."""
+
     activity_id: str
     created: bool
+    # The field values sent (on an amend, without the create-only ones); Subject, WhoId/WhatId, OwnerId … Empty in
+    # results recorded before they were returned.
+    fields: dict = Field(default_factory=dict)
+
+    @property
+    def subject(self) -> str | None:
+        return self.fields.get("Subject")
 
 
 class ReconcileRequest(BaseModel):

@@ -1,7 +1,8 @@
 """The task's policy, built in one place: Flex's flags (cached per process) plus the worker's configured timers.
 
-A setting a workflow step needs reaches the workflow here: add a field to `flexsf.models.TaskPolicy`, give the
-worker's value to `PolicyActivities`, and the workflow reads `self._policy.<field>` (see docs/adding-a-step.md).
+A setting a workflow step needs reaches the workflow here: add a field to `flexsf.models.TaskPolicy` and return the
+worker's value under the same key from `Settings.task_policy_defaults()`; the workflow reads `self._policy.<field>`
+(see docs/adding-a-step.md).
 """
 
 from __future__ import annotations

@@ -120,7 +120,7 @@ class SalesforceActivities(SalesforceSteps):
                 return self._amend(existing, fields)
         response = self._sf.call(lambda sf: sf.Task.upsert(key, fields, raw_response=True))
         body = response.json() if response.content else {}
-        return ActivityLogResult(activity_id=body["id"], created=response.status_code == 201)
+        return ActivityLogResult(activity_id=body["id"], created=response.status_code == 201, fields=fields)
 
     def _find_or_create(self, task_sid: str, fields: dict) -> ActivityLogResult:
         """Without an external-id field, CallObject carries the call leg (or the task sid) as the key."""
@@ -129,11 +129,12 @@ class SalesforceActivities(SalesforceSteps):
         if existing:
             return self._amend(existing, fields)
         created = self._sf.call(lambda sf: sf.Task.create(fields))
-        return ActivityLogResult(activity_id=created["id"], created=True)
+        return ActivityLogResult(activity_id=created["id"], created=True, fields=fields)
 
     def _amend(self, activity_id: str, fields: dict) -> ActivityLogResult:
-        self._sf.call(lambda sf: sf.Task.update(activity_id, update_fields(fields)))
-        return ActivityLogResult(activity_id=activity_id, created=False)
+        written = update_fields(fields)
+        self._sf.call(lambda sf: sf.Task.update(activity_id, written))
+        return ActivityLogResult(activity_id=activity_id, created=False, fields=written)
 
     def _first_id(self, soql: str) -> str | None:
         records = self._sf.call(lambda sf: sf.query(soql))["records"]

@@ -32,3 +32,19 @@ READ = dict(
     schedule_to_close_timeout=timedelta(minutes=30),
     retry_policy=VENDOR_RETRY,
 )
+
+# Steps whose failure must not hold up or fail the task (a notice to another system, a courtesy update): a few quick
+# attempts within a minute, then the workflow catches the ActivityError, records it and carries on. Never for the log
+# or anything an operator would have to repair: those take WRITE and its hours.
+BEST_EFFORT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=3,
+    non_retryable_error_types=NON_RETRYABLE,
+)
+BEST_EFFORT = dict(
+    start_to_close_timeout=timedelta(seconds=10),
+    schedule_to_close_timeout=timedelta(minutes=1),
+    retry_policy=BEST_EFFORT_RETRY,
+)

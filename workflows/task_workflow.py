@@ -16,6 +16,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.interfaces import PolicySteps, SalesforceSteps, TwilioSteps
     from activities.models import (
         ActivityLogRequest,
+        ActivityLogResult,
         ReconcileRequest,
         SaveRecordRequest,
         SearchRequest,
@@ -59,6 +60,8 @@ class FlexTaskWorkflow:
         self._version = 0
         self._logged_version = -1
         self._activity_id: str | None = None
+        # What the last log wrote (its fields), for a step that follows the log.
+        self._logged: ActivityLogResult | None = None
         self._error: str | None = None
         self._retry_requested = False
         self._awaiting_repair = False
@@ -195,6 +198,7 @@ class FlexTaskWorkflow:
             finally:
                 self._log_attempts += 1
             self._activity_id = result.activity_id
+            self._logged = result
             self._logged_version = version
             self._error = None
             self._set_stage(Stage.LOGGED if self._related() else Stage.LOGGED_UNASSOCIATED)
