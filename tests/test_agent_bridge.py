@@ -170,7 +170,7 @@ def flex_url(origins: Origins, gateway: str) -> str:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def gateway(stack, origins: Origins) -> AsyncIterator[str]:
-    async for api in serve(stack, FLEXSF_CORS_ORIGINS=origins.flex.origin):
+    async with serve(stack, FLEXSF_CORS_ORIGINS=origins.flex.origin) as api:
         yield api.url
 
 
