@@ -1,6 +1,7 @@
-# One image for both processes: `flexsf worker` (the default) and `flexsf gateway --host 0.0.0.0`.
-# Configuration comes from the environment (docker-compose passes .env); nothing secret is baked in.
-FROM python:3.11-slim
+# One image for the product's processes: `flexsf worker` (the default), `flexsf gateway --host 0.0.0.0` and
+# `flexsf search-attributes --create` (docker-compose's flexsf-setup). Configuration comes from the environment
+# (docker-compose passes .env); nothing secret is baked in. Build: `docker compose build` or `docker build .`.
+FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -9,15 +10,19 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, so a code change does not reinstall them.
-COPY pyproject.toml README.md ./
-COPY flexsf ./flexsf
-COPY sandboxes ./sandboxes
-COPY workflows ./workflows
-COPY activities ./activities
-COPY gateway ./gateway
-COPY worker.py ./
-RUN pip install . && rm -rf /root/.cache
+# The locked, hash-checked runtime set first, so a change to the sources reuses this layer. --no-deps: the lock is
+# complete, nothing outside it may come in.
+COPY requirements/runtime.txt requirements/runtime.txt
+RUN pip install --require-hashes --no-deps -r requirements/runtime.txt
+
+# The production sources only: no sandboxes, development tools or tests (.dockerignore keeps them out of the context).
+COPY pyproject.toml README.md worker.py ./
+COPY flexsf flexsf
+COPY workflows workflows
+COPY activities activities
+COPY gateway gateway
+COPY ops ops
+RUN pip install --no-deps . && pip check && rm -rf build *.egg-info
 
 RUN useradd --system --uid 10001 --no-create-home --home-dir /app --shell /usr/sbin/nologin flexsf
 USER 10001:10001

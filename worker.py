@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,6 +40,8 @@ ACTIVITY_THREADS = 64
 # search finishing and the attribute write starting by about half and the pop's p50 by ~14 % (`flexsf bench`,
 # paired runs); throughput unchanged.
 WORKFLOW_TASK_POLLS = ACTIVITY_TASK_POLLS = 16
+# How long a stopping worker lets running activities finish; docker-compose.yml's stop_grace_period must exceed it.
+GRACEFUL_SHUTDOWN = timedelta(seconds=20)
 
 
 @dataclass
@@ -121,7 +125,7 @@ def build_worker(
         max_concurrent_activities=executor._max_workers,
         max_concurrent_workflow_task_polls=WORKFLOW_TASK_POLLS,
         max_concurrent_activity_task_polls=ACTIVITY_TASK_POLLS,
-        graceful_shutdown_timeout=timedelta(seconds=20),
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         **options,
     )
 
@@ -141,7 +145,7 @@ async def require_search_attributes(client: Client) -> None:
     if missing:
         raise ConfigurationError(
             f"namespace {client.namespace!r} lacks the search attributes {', '.join(missing)}; register them with "
-            "`flexsf search-attributes --create` (self-hosted) or on Temporal Cloud (see README, Operating)"
+            "`flexsf search-attributes --create` (self-hosted) or on Temporal Cloud (see docs/operating.md)"
         )
 
 
@@ -173,6 +177,12 @@ def main() -> None:
         asyncio.run(run(settings))
     except ConfigurationError as exc:
         raise SystemExit(f"flexsf worker: {exc}") from None
+    # Drained and stopped: leave without interpreter teardown, where temporalio's core threads can abort the process
+    # (sdk-python issue #300) and a clean stop would be reported as exit 134.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ class TemporalDevServer:
 
     `db_file=None` keeps state in memory. `fast_sqlite` trades durability of the last few
     transactions on power loss for throughput (WAL + synchronous=off); a crash of the server
-    process alone loses nothing.
+    process alone loses nothing. `search_attributes={}` starts a namespace as a fresh cluster has it, without the
+    task workflow's search attributes (what `flexsf search-attributes --create` is for).
     """
 
     host: str = "127.0.0.1"
@@ -46,6 +47,7 @@ class TemporalDevServer:
     db_file: Path | None = None
     namespace: str = "default"
     fast_sqlite: bool = True
+    search_attributes: dict[str, str] = field(default_factory=lambda: dict(SEARCH_ATTRIBUTES))
     extra_args: list[str] = field(default_factory=list)
     log_level: str = "warn"
     process: subprocess.Popen | None = None
@@ -78,7 +80,7 @@ class TemporalDevServer:
             cmd += ["--db-filename", str(self.db_file)]
             if self.fast_sqlite:
                 cmd += ["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=off"]
-        for name, kind in SEARCH_ATTRIBUTES.items():
+        for name, kind in self.search_attributes.items():
             cmd += ["--search-attribute", f"{name}={kind}"]
         return cmd + self.extra_args
 
