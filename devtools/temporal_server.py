@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,12 +96,45 @@ class TemporalDevServer:
             stderr=subprocess.STDOUT if stdout is not None else subprocess.DEVNULL,
             start_new_session=True,
         )
+        deadline = time.monotonic() + timeout
         try:
             wait_for_port(self.host, self.port, timeout)
+            self._wait_until_serving(deadline)
         except TimeoutError:
             self.stop()
             raise
         return self
+
+    def _wait_until_serving(self, deadline: float) -> None:
+        """The frontend listens before it serves: on a busy machine the first calls answered "Frontend is not healthy
+        yet". Ready means the namespace can be described, which needs the frontend, history and the namespace."""
+        probe = [
+            temporal_binary(),
+            "operator",
+            "namespace",
+            "describe",
+            "--namespace",
+            self.namespace,
+            "--address",
+            self.address,
+        ]
+        while True:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"the Temporal dev server exited with {self.process.returncode} while starting")
+            try:
+                answer = subprocess.run(
+                    probe, capture_output=True, text=True, timeout=max(1.0, deadline - time.monotonic())
+                )
+            except subprocess.TimeoutExpired:
+                raise TimeoutError(f"Temporal on {self.address} did not answer in time") from None
+            if answer.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"Temporal on {self.address} did not serve namespace {self.namespace}: "
+                    f"{answer.stderr.strip()[-300:]}"
+                )
+            time.sleep(0.1)
 
     def stop(self, timeout: float = 15.0) -> None:
         proc, self.process = self.process, None
