@@ -66,5 +66,18 @@ TWILIO_REQUEST = "TwilioRequestError"
 TWILIO_UNAVAILABLE = "TwilioUnavailable"
 TWILIO_UNREACHABLE = "TwilioUnreachable"
 TASK_ATTRIBUTES_CONTENDED = "TaskAttributesContended"
+# TaskRouter answered a fetch without an ETag: writing anyway could overwrite a concurrent Flex UI write; retried.
+TASK_ATTRIBUTES_UNGUARDED = "TaskAttributesWithoutETag"
+# A setting is wrong for this org or account (a refused grant, a restricted key): the message names the setting.
+SALESFORCE_CONFIGURATION = "SalesforceConfigurationError"
+TWILIO_CONFIGURATION = "TwilioConfigurationError"
 # What retrying cannot fix: the retry policies stop on these.
-NON_RETRYABLE_TYPES = [SALESFORCE_VALIDATION, SALESFORCE_NOT_FOUND, SALESFORCE_AUTH, SALESFORCE_REFUSED, TWILIO_REQUEST]
+NON_RETRYABLE_TYPES = [
+    SALESFORCE_VALIDATION,
+    SALESFORCE_NOT_FOUND,
+    SALESFORCE_AUTH,
+    SALESFORCE_REFUSED,
+    SALESFORCE_CONFIGURATION,
+    TWILIO_REQUEST,
+    TWILIO_CONFIGURATION,
+]
