@@ -70,6 +70,7 @@ def salesforce_credentials(settings: Settings) -> SalesforceCredentials:
         private_key_file=str(settings.salesforce_private_key_file) if settings.salesforce_private_key_file else None,
         api_version=settings.salesforce_api_version,
         ca_bundle=str(settings.salesforce_ca_bundle) if settings.salesforce_ca_bundle else None,
+        jwt_audience=settings.salesforce_jwt_audience,
     )
 
 

@@ -1,7 +1,8 @@
 """Vendor errors → Temporal failures, in one place.
 
-Retryable: rate limits, 5xx, timeouts, dropped connections. Non-retryable (a typed failure that stops the step with
-a clear message): anything that would fail the same way again — validation errors, missing records, bad credentials.
+Retryable: rate limits, 5xx, timeouts, dropped connections — at login as anywhere else. Non-retryable (a typed
+failure that stops the step with a clear message): anything that would fail the same way again — validation errors,
+missing records, refused credentials (a configuration error naming the setting to fix).
 Messages carry Salesforce's / Twilio's error code and text, never a token or secret.
 """
 
@@ -16,9 +17,10 @@ from temporalio.exceptions import ApplicationError
 from twilio.base.exceptions import TwilioException, TwilioRestException
 
 from flexsf import metrics
-from flexsf.salesforce_client import SalesforceAuthError
+from flexsf.salesforce_client import SalesforceAuthError, SalesforceLoginUnavailable
 from flexsf.vocabulary import (
     SALESFORCE_AUTH,
+    SALESFORCE_CONFIGURATION,
     SALESFORCE_NOT_FOUND,
     SALESFORCE_REFUSED,
     SALESFORCE_UNAVAILABLE,
@@ -49,9 +51,11 @@ def salesforce_errors(step: str) -> Iterator[None]:
     try:
         yield
     except SalesforceAuthError as exc:
-        raise ApplicationError(
-            f"{step}: Salesforce login failed: {exc}", type=SALESFORCE_AUTH, non_retryable=True
-        ) from None
+        # A refusal that points at settings is theirs to fix; one that does not (an inactive user or org) is the org's.
+        kind = SALESFORCE_CONFIGURATION if exc.settings else SALESFORCE_AUTH
+        raise ApplicationError(f"{step}: Salesforce refused the login: {exc}", type=kind, non_retryable=True) from None
+    except SalesforceLoginUnavailable as exc:
+        raise ApplicationError(f"{step}: Salesforce login unavailable: {exc}", type=SALESFORCE_UNAVAILABLE) from None
     except SalesforceError as exc:
         summary = f"{step}: Salesforce answered {exc.status}: {salesforce_error_summary(exc)}"
         code = salesforce_error_code(exc)

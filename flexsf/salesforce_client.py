@@ -3,6 +3,10 @@
 simple-salesforce's own login helpers only talk to `*.salesforce.com`; fetching the token ourselves
 lets the same code reach a My Domain, a sandbox org or the local emulator. In session-id mode
 simple-salesforce never refreshes: callers re-run `fetch_token` on `SalesforceExpiredSession`.
+
+A failed login is one of two kinds: `SalesforceLoginUnavailable` (the endpoint is down, busy or answered something
+that is not OAuth: try again later) or `SalesforceAuthError` (the endpoint refused the credentials: a setting to
+fix, named in `settings`). Connection errors and timeouts stay `requests` exceptions.
 """
 
 from __future__ import annotations
@@ -21,9 +25,40 @@ from simple_salesforce import Salesforce
 from flexsf.tls import SharedContextAdapter, client_context
 
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+CLIENT_CREDENTIALS_GRANT = "client_credentials"
+# Salesforce Help 000886201: the client-credentials flow does not work on these hosts, only on the org's My Domain
+# (simple-salesforce 1.12.10 `login.py` takes its client-credentials branch only for a domain not in
+# ('login', 'test'), and otherwise raises SalesforceAuthenticationFailed('INVALID AUTH', …)).
+LOGIN_HOSTS = frozenset({"login.salesforce.com", "test.salesforce.com"})
+MY_DOMAIN_TOKEN_URL_EXAMPLE = "https://<mydomain>.my.salesforce.com/services/oauth2/token"
 # Salesforce accepts assertions valid for at most a few minutes.
 _JWT_LIFETIME_S = 180
-_TOKEN_TIMEOUT_S = 30
+# (connect, read): well inside the start-to-close timeouts of the activities that log in.
+_TOKEN_TIMEOUT_S = (5, 10)
+# Worth another try later: the endpoint is down or busy, not refusing these credentials. 408/425/429 and 5xx by
+# status; `rate_limit_exceeded` by OAuth error code (Salesforce's per-user login rate limit, Help 000381578).
+_TRANSIENT_STATUS = frozenset({408, 425, 429})
+_TRANSIENT_ERRORS = frozenset({"rate_limit_exceeded", "server_error", "temporarily_unavailable"})
+
+
+def grant_type_for(*, username: object, private_key_file: object, client_secret: object, password: object) -> str:
+    """The flow a set of credentials selects: JWT bearer, then client credentials, then username-password."""
+    if private_key_file and username:
+        return JWT_BEARER_GRANT
+    if client_secret and not password:
+        return CLIENT_CREDENTIALS_GRANT
+    return "password"
+
+
+def login_host_refusal(token_url: str, grant: str) -> str | None:
+    """Why `grant` cannot work at `token_url` (one line naming the fix), or None."""
+    host = (urlsplit(token_url).hostname or "").lower().rstrip(".")
+    if grant == CLIENT_CREDENTIALS_GRANT and host in LOGIN_HOSTS:
+        return (
+            f"SALESFORCE_TOKEN_URL is {host}, where the client-credentials flow does not work: "
+            f"use your My Domain URL, e.g. {MY_DOMAIN_TOKEN_URL_EXAMPLE}"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -40,11 +75,12 @@ class SalesforceCredentials:
 
     @property
     def grant_type(self) -> str:
-        if self.private_key_file and self.username:
-            return JWT_BEARER_GRANT
-        if self.client_secret and not self.password:
-            return "client_credentials"
-        return "password"
+        return grant_type_for(
+            username=self.username,
+            private_key_file=self.private_key_file,
+            client_secret=self.client_secret,
+            password=self.password,
+        )
 
     @property
     def login_url(self) -> str:
@@ -67,13 +103,38 @@ class Token:
     issued_at: int
 
 
-class SalesforceAuthError(Exception):
-    """The token endpoint refused the credentials (OAuth `error` / `error_description`)."""
+class SalesforceLoginError(Exception):
+    """A login that did not give a token."""
 
-    def __init__(self, error: str, error_description: str, status: int | None = None) -> None:
-        super().__init__(f"{error}: {error_description}")
+
+class SalesforceAuthError(SalesforceLoginError):
+    """The token endpoint refused the credentials (OAuth `error` / `error_description`); retrying will not help.
+
+    `settings` names the settings to check, when the answer points at some; the message names them too.
+    """
+
+    def __init__(
+        self,
+        error: str,
+        error_description: str,
+        status: int | None = None,
+        settings: tuple[str, ...] = (),
+        hint: str = "",
+    ) -> None:
+        fix = f"; check {', '.join(settings)}" if settings else ""
+        super().__init__(f"{error}: {error_description}{fix}{f' ({hint})' if hint else ''}")
         self.error = error
         self.error_description = error_description
+        self.status = status
+        self.settings = settings
+        self.hint = hint
+
+
+class SalesforceLoginUnavailable(SalesforceLoginError):
+    """The token endpoint is down, busy or answered something that is not OAuth: a later login may work."""
+
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        super().__init__(reason)
         self.status = status
 
 
@@ -110,13 +171,65 @@ def _assertion(creds: SalesforceCredentials) -> str:
     return jwt.encode(claims, key, algorithm="RS256")
 
 
-def fetch_token(creds: SalesforceCredentials, session: requests.Session) -> Token:
+_MY_DOMAIN_HINT = f"use your My Domain URL, e.g. {MY_DOMAIN_TOKEN_URL_EXAMPLE}"
+
+
+def _settings_to_check(creds: SalesforceCredentials, error: str, description: str) -> tuple[str, ...]:
+    """Which settings a refusal points at. Salesforce's descriptions are short phrases; these are the ones orgs
+    report (`audience is invalid`, `request not supported on this domain`, `authentication failure` …)."""
     grant = creds.grant_type
+    described = description.lower()
+    if error == "invalid_client_id":
+        return ("SALESFORCE_CLIENT_ID",)
+    if error == "invalid_client":
+        return (
+            ("SALESFORCE_CLIENT_ID",)
+            if grant == JWT_BEARER_GRANT
+            else ("SALESFORCE_CLIENT_ID", "SALESFORCE_CLIENT_SECRET")
+        )
+    if error == "unsupported_grant_type":
+        return ("SALESFORCE_TOKEN_URL",)
+    if error != "invalid_grant":
+        return ()
+    if "not supported on this domain" in described:
+        return ("SALESFORCE_TOKEN_URL",)
+    if grant == JWT_BEARER_GRANT:
+        if "audience" in described:
+            return ("SALESFORCE_JWT_AUDIENCE",)
+        return ("SALESFORCE_USERNAME", "SALESFORCE_PRIVATE_KEY_FILE", "SALESFORCE_JWT_AUDIENCE")
+    if grant == CLIENT_CREDENTIALS_GRANT:
+        # e.g. "no client credentials user enabled": the connected app's Run As user, or the wrong org.
+        return ("SALESFORCE_CLIENT_ID", "SALESFORCE_TOKEN_URL")
+    return ("SALESFORCE_USERNAME", "SALESFORCE_PASSWORD")
+
+
+def _redacted(text: str, creds: SalesforceCredentials) -> str:
+    for secret in (creds.client_secret, creds.password):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _json_object(response: requests.Response) -> dict | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def fetch_token(creds: SalesforceCredentials, session: requests.Session) -> Token:
+    """Log in: a `Token`, or `SalesforceAuthError` (refused) / `SalesforceLoginUnavailable` (try later);
+    connection errors and timeouts are raised as `requests` raises them."""
+    grant = creds.grant_type
+    refusal = login_host_refusal(creds.token_url, grant)
+    if refusal:
+        raise SalesforceAuthError("unsupported_host", refusal, settings=("SALESFORCE_TOKEN_URL",))
     auth: tuple[str, str] | None = None
     form: dict[str, str] = {"grant_type": grant}
     if grant == JWT_BEARER_GRANT:
         form["assertion"] = _assertion(creds)
-    elif grant == "client_credentials":
+    elif grant == CLIENT_CREDENTIALS_GRANT:
         auth = (creds.client_id, creds.client_secret or "")
     else:
         form.update(
@@ -126,16 +239,31 @@ def fetch_token(creds: SalesforceCredentials, session: requests.Session) -> Toke
             password=creds.password or "",
         )
     response = session.post(creds.token_url, data=form, auth=auth, timeout=_TOKEN_TIMEOUT_S)
-    try:
-        body = response.json()
-    except ValueError:
-        body = {}
-    if response.status_code != 200 or "access_token" not in body:
+    status = response.status_code
+    body = _json_object(response)
+    if status == 200 and body is not None and body.get("access_token") and body.get("instance_url"):
+        return _token(body)
+    error = str((body or {}).get("error") or "")
+    description = _redacted(str((body or {}).get("error_description") or ""), creds)
+    if status >= 500 or status in _TRANSIENT_STATUS or error in _TRANSIENT_ERRORS:
+        said = f" ({error}: {description})" if error else " (not JSON)" if body is None else ""
+        raise SalesforceLoginUnavailable(f"the token endpoint answered HTTP {status}{said}", status)
+    if status == 200:
+        # Something between us and Salesforce (a proxy's sign-in page) or a partial answer: not a refusal.
+        why = "not JSON" if body is None else "no access_token/instance_url"
+        raise SalesforceLoginUnavailable(f"the token endpoint answered HTTP 200 with {why}", status)
+    if not error:
+        # A 4xx that is not OAuth's: the URL is not a token endpoint (404, 405) or something in front refuses.
+        kind = "not JSON" if body is None else "no OAuth error"
         raise SalesforceAuthError(
-            str(body.get("error") or f"http_{response.status_code}"),
-            str(body.get("error_description") or "token request failed"),
-            response.status_code,
+            f"http_{status}", f"the token URL answered HTTP {status} with {kind}", status, ("SALESFORCE_TOKEN_URL",)
         )
+    settings = _settings_to_check(creds, error, description)
+    hint = _MY_DOMAIN_HINT if "not supported on this domain" in description.lower() else ""
+    raise SalesforceAuthError(error, description or "refused", status, settings, hint)
+
+
+def _token(body: dict) -> Token:
     return Token(
         access_token=body["access_token"],
         instance_url=body["instance_url"],

@@ -52,6 +52,14 @@ class Settings(BaseSettings):
     salesforce_password: SecretStr | None = None
     salesforce_api_version: str = "62.0"
     salesforce_ca_bundle: Path | None = None
+    salesforce_jwt_audience: str | None = Field(
+        None,
+        description="The `aud` claim of JWT bearer assertions, when the one derived from SALESFORCE_TOKEN_URL is "
+        "not what the org accepts: `https://test.salesforce.com` for a scratch org, `https://login.salesforce.com` "
+        "behind a custom domain, or an Experience Cloud site URL. Unset: `https://test.salesforce.com` for "
+        "test.salesforce.com and sandbox My Domains, `https://login.salesforce.com` for other Salesforce hosts, the "
+        "token URL's origin elsewhere (a local emulator).",
+    )
 
     # Twilio: account + auth token, or an API key pair.
     twilio_account_sid: str | None = None
@@ -158,12 +166,40 @@ class Settings(BaseSettings):
             return [part.strip() for part in v.split(",") if part.strip()]
         return v
 
+    @field_validator("salesforce_jwt_audience", mode="before")
+    @classmethod
+    def _audience_url(cls, v):
+        if isinstance(v, str):
+            v = v.strip().rstrip("/")
+            if not v:
+                return None
+            if not v.startswith(("https://", "http://")):
+                raise ValueError("must be a URL such as https://test.salesforce.com")
+        return v
+
     @field_validator("salesforce_private_key_file", "salesforce_ca_bundle")
     @classmethod
     def _file_exists(cls, v: Path | None, info) -> Path | None:
         if v is not None and not v.is_file():
             raise ValueError(f"{info.field_name.upper()} points at a file that does not exist")
         return v
+
+    @model_validator(mode="after")
+    def _salesforce_flow_fits_the_token_url(self) -> Settings:
+        if not self.salesforce_client_id:
+            return self
+        from flexsf.salesforce_client import grant_type_for, login_host_refusal
+
+        grant = grant_type_for(
+            username=self.salesforce_username,
+            private_key_file=self.salesforce_private_key_file,
+            client_secret=self.salesforce_client_secret,
+            password=self.salesforce_password,
+        )
+        refusal = login_host_refusal(self.salesforce_token_url, grant)
+        if refusal:
+            raise ValueError(refusal)
+        return self
 
     @model_validator(mode="after")
     def _twilio_auth_complete(self) -> Settings:
@@ -194,6 +230,14 @@ class ConfigurationError(RuntimeError):
     """Bad or missing configuration; the message names each setting and what is wrong, never its value."""
 
 
+def _problem(err: Any) -> str:
+    """One line: `SETTING: what is wrong`; a check across settings already starts with the setting it names."""
+    cause = (err.get("ctx") or {}).get("error")
+    message = str(cause) if err["type"] == "value_error" and cause is not None else err["msg"]
+    setting = "__".join(str(part) for part in err["loc"]).upper()
+    return f"{setting}: {message}" if setting else message
+
+
 def load_settings(_settings_cls: type[Settings] | None = None, **overrides) -> Settings:
     from pydantic import ValidationError
 
@@ -201,9 +245,7 @@ def load_settings(_settings_cls: type[Settings] | None = None, **overrides) -> S
         return (_settings_cls or Settings)(**overrides)
     except ValidationError as exc:
         # pydantic's own message quotes the input value, which may be a secret: name the setting only.
-        problems = [
-            f"{'__'.join(str(part) for part in err['loc']).upper() or 'settings'}: {err['msg']}" for err in exc.errors()
-        ]
+        problems = [_problem(err) for err in exc.errors()]
         raise ConfigurationError("invalid configuration:\n  " + "\n  ".join(problems)) from None
 
 

@@ -127,6 +127,8 @@ def test_bad_assertion_body_shape(clean_salesforce_sandbox: SalesforceSandbox, t
     ("claims", "description"),
     [
         ({"aud": "https://evil.example.com"}, "audience is invalid"),
+        # The sandbox plays a production org: a sandbox org's audience is refused unless `jwt_audience` says so.
+        ({"aud": "https://test.salesforce.com"}, "audience is invalid"),
         ({"exp": int(time.time()) - 10}, "expired authorization code"),
         ({"sub": "someone@else.example.com"}, "user hasn't approved this consumer"),
     ],
@@ -146,6 +148,44 @@ def test_jwt_claims_are_checked(clean_salesforce_sandbox: SalesforceSandbox, cla
     )
     assert response.status_code == 400
     assert response.json() == {"error": "invalid_grant", "error_description": description}
+
+
+def _jwt_login(sandbox: SalesforceSandbox, aud: str) -> requests.Response:
+    info = sandbox.info
+    payload = {"iss": info["client_id"], "sub": info["username"], "aud": aud, "exp": int(time.time()) + 60}
+    assertion = jwt.encode(payload, Path(info["private_key_file"]).read_bytes(), algorithm="RS256")
+    return make_session(info["ca_bundle"]).post(
+        info["token_url"], data={"grant_type": JWT_BEARER_GRANT, "assertion": assertion}
+    )
+
+
+def test_the_accepted_jwt_audience_is_configurable(clean_salesforce_sandbox: SalesforceSandbox) -> None:
+    sandbox = clean_salesforce_sandbox
+    own = sandbox.info["url"]
+    assert [_jwt_login(sandbox, aud).status_code for aud in (own, "https://login.salesforce.com")] == [200, 200]
+    sandbox.faults.set(jwt_audience="https://test.salesforce.com")
+    assert _jwt_login(sandbox, "https://test.salesforce.com").status_code == 200
+    for aud in (own, "https://login.salesforce.com"):
+        refused = _jwt_login(sandbox, aud)
+        assert refused.status_code == 400
+        assert refused.json() == {"error": "invalid_grant", "error_description": "audience is invalid"}
+
+
+def test_login_host_mode_refuses_client_credentials_as_salesforce_does(
+    clean_salesforce_sandbox: SalesforceSandbox,
+) -> None:
+    """Salesforce Help 000886201: client credentials need the My Domain; the other grants still work there."""
+    clean_salesforce_sandbox.faults.set(login_host=True)
+    info = clean_salesforce_sandbox.info
+    refused = make_session(info["ca_bundle"]).post(
+        info["token_url"], data={"grant_type": "client_credentials"}, auth=(info["client_id"], info["client_secret"])
+    )
+    assert refused.status_code == 400
+    assert refused.json() == {"error": "invalid_grant", "error_description": "request not supported on this domain"}
+    for grant in ("jwt", "password"):
+        creds = clean_salesforce_sandbox.credentials(grant)
+        fetch_token(creds, make_session(creds.ca_bundle))
+    assert clean_salesforce_sandbox.counters()["logins"] == 2
 
 
 def test_token_expiry_raises_expired_session(clean_salesforce_sandbox: SalesforceSandbox, sf) -> None:

@@ -104,7 +104,9 @@ def test_drop_then_retried_upsert_stays_single(sf: Salesforce, clean_salesforce_
     clean_salesforce_sandbox.faults.set(drop_after_commit=1)
     with pytest.raises(requests.exceptions.ConnectionError):
         sf.Task.upsert(f"Flex_Task_Sid__c/{sid}", _task("upserted"))
-    assert sf.Task.upsert(f"Flex_Task_Sid__c/{sid}", _task("upserted")) == 200
+    # The retry matches the committed Task, so it is an update: the create-only TaskSubtype must not be sent again.
+    retry = {k: v for k, v in _task("upserted").items() if k != "TaskSubtype"}
+    assert sf.Task.upsert(f"Flex_Task_Sid__c/{sid}", retry) == 200
     assert sf.query(f"SELECT COUNT() FROM Task WHERE Flex_Task_Sid__c = '{sid}'")["totalSize"] == 1
 
 
@@ -131,6 +133,47 @@ def test_control_endpoint_over_http(sf: Salesforce, clean_salesforce_sandbox: Sa
     assert http.post(f"{control}/reset").status_code == 200
     assert http.get(f"{control}/counters").json() == {"api_usage": 0}
     assert http.post(f"{control}/revoke", json={}).json()["revoked"] >= 1
+
+
+def test_token_endpoint_faults(clean_salesforce_sandbox: SalesforceSandbox) -> None:
+    info = clean_salesforce_sandbox.info
+    http = make_session(info["ca_bundle"])
+    control = info["control_url"]
+    armed = {"token_unavailable_next": 1, "token_rate_limited_next": 1, "token_drop_next": 1}
+    assert {k: v for k, v in http.post(f"{control}/faults", json=armed).json().items() if k in armed} == armed
+
+    def login() -> requests.Response:
+        return http.post(
+            info["token_url"],
+            data={"grant_type": "client_credentials"},
+            auth=(info["client_id"], info["client_secret"]),
+        )
+
+    maintenance = login()
+    assert maintenance.status_code == 503 and maintenance.headers["Content-Type"].startswith("text/html")
+    with pytest.raises(ValueError):
+        maintenance.json()
+    limited = login()
+    assert limited.status_code == 429 and limited.json()["error"] == "rate_limit_exceeded"
+    with pytest.raises(requests.exceptions.ConnectionError):
+        login()
+    assert login().status_code == 200
+    counters = clean_salesforce_sandbox.counters()
+    assert (counters["token_fault_503"], counters["token_fault_429"], counters["token_dropped"]) == (1, 1, 1)
+    assert counters["logins"] == 1 and counters["oauth_token"] == 1  # the faults never reached the endpoint
+
+
+def test_org_shapes_are_validated_and_reset(clean_salesforce_sandbox: SalesforceSandbox) -> None:
+    info = clean_salesforce_sandbox.info
+    http = make_session(info["ca_bundle"])
+    control = info["control_url"]
+    assert http.post(f"{control}/faults", json={"login_host": "yes"}).status_code == 400
+    assert http.post(f"{control}/faults", json={"jwt_audience": "test.salesforce.com"}).status_code == 400
+    shapes = {"login_host": True, "jwt_audience": "https://test.salesforce.com"}
+    assert {k: v for k, v in http.post(f"{control}/faults", json=shapes).json().items() if k in shapes} == shapes
+    clean_salesforce_sandbox.reset()
+    settings = clean_salesforce_sandbox.faults.settings()
+    assert (settings.login_host, settings.jwt_audience) == (False, None)
 
 
 def test_admin_secret_guards_control_endpoint() -> None:

@@ -5,7 +5,8 @@ Not part of Salesforce's API; production code never calls it.
 
     GET  /__sandbox__/info                      the start-up info (same as the printed JSON line)
     GET  /__sandbox__/faults                    current fault settings
-    POST /__sandbox__/faults      {…}           change some settings (see faults.FaultSettings)
+    POST /__sandbox__/faults      {…}           change some settings (see faults.FaultSettings: REST and token
+                                                endpoint faults, and the `login_host` / `jwt_audience` org shapes)
     POST /__sandbox__/reset                     faults off, counters and API usage to zero
     GET  /__sandbox__/counters                  calls per endpoint, logins, api_usage
     POST /__sandbox__/revoke      {"token"?}    revoke one token, or all of them

@@ -24,17 +24,38 @@ class FaultSettings:
     limit_exceeded: bool = False  # every REST call answers 403 REQUEST_LIMIT_EXCEEDED
     expire_sessions_after: int | None = None  # after N more authenticated calls, every current token dies
     drop_after_commit: int = 0  # the next N successful writes commit, then the TCP connection is dropped
+    # The token endpoint (POST /services/oauth2/token), whichever grant: the next N requests get, in this order of
+    # precedence, a 503 HTML maintenance page, a 429, or a connection dropped without an answer.
+    token_unavailable_next: int = 0
+    token_rate_limited_next: int = 0
+    token_drop_next: int = 0
+    # Not faults but org shapes only some real orgs have; `reset()` turns them off like the faults.
+    login_host: bool = False  # the token endpoint plays login/test.salesforce.com: client_credentials is refused
+    jwt_audience: str | None = None  # the only JWT `aud` accepted; None: the sandbox's URL or login.salesforce.com
+
+
+_COUNTS = ("fail_next", "drop_after_commit", "token_unavailable_next", "token_rate_limited_next", "token_drop_next")
+# Which token-endpoint fault a `take_token_fault()` answers, by the setting that arms it.
+TOKEN_FAULTS = {
+    "token_unavailable_next": "unavailable",
+    "token_rate_limited_next": "rate_limited",
+    "token_drop_next": "drop",
+}
 
 
 def _typed(name: str, value: Any) -> Any:
     """Settings arrive as JSON from the control endpoint too: coerce, and refuse nonsense early."""
     if name == "expire_sessions_after":
         return None if value is None else int(value)
-    if name == "limit_exceeded":
+    if name in ("limit_exceeded", "login_host"):
         if not isinstance(value, bool):
-            raise ValueError("limit_exceeded must be true or false")
+            raise ValueError(f"{name} must be true or false")
         return value
-    number = int(value) if name in ("fail_next", "drop_after_commit") else float(value)
+    if name == "jwt_audience":
+        if value is not None and not (isinstance(value, str) and value.startswith(("https://", "http://"))):
+            raise ValueError("jwt_audience must be a URL or null")
+        return value
+    number = int(value) if name in _COUNTS else float(value)
     if number < 0 or (name == "fail_rate" and number > 1):
         raise ValueError(f"{name} out of range: {value}")
     return number
@@ -100,6 +121,16 @@ class Faults:
                 s.expire_sessions_after = None
                 return True
             return False
+
+    def take_token_fault(self) -> str | None:
+        """Count one token request against the armed token faults: "unavailable", "rate_limited", "drop" or None."""
+        with self._lock:
+            for name, fault in TOKEN_FAULTS.items():
+                left = getattr(self._settings, name)
+                if left > 0:
+                    setattr(self._settings, name, left - 1)
+                    return fault
+            return None
 
     def take_drop(self) -> bool:
         with self._lock:

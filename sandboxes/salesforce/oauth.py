@@ -1,7 +1,7 @@
 """The OAuth token endpoint (client credentials, JWT bearer, username-password) and the session table.
 
 Error bodies follow Salesforce's token endpoint: HTTP 400 `{"error","error_description"}`.
-Tokens are never logged.
+Tokens are never logged. Two org shapes are switched through the faults (`login_host`, `jwt_audience`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,17 @@ from typing import Any
 import jwt
 
 from sandboxes.salesforce.clock import Clock
+from sandboxes.salesforce.faults import Faults
 
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-REAL_LOGIN_URLS = ("https://login.salesforce.com", "https://test.salesforce.com")
+# The sandbox plays a production org: it takes login.salesforce.com as `aud`, and a sandbox org's
+# test.salesforce.com only when `jwt_audience` says so (Salesforce Help "OAuth 2.0 JWT Bearer Flow for
+# Server-to-Server Integration": aud is login.salesforce.com, test.salesforce.com or an Experience Cloud site URL).
+PRODUCTION_LOGIN_URL = "https://login.salesforce.com"
+# Salesforce Help 000886201: the client-credentials flow is not supported on login.salesforce.com or
+# test.salesforce.com. The answer, as orgs report it (pozil/pub-sub-api-node-client issue #58), is HTTP 400
+# invalid_grant "request not supported on this domain".
+LOGIN_HOST_REFUSAL = ("invalid_grant", "request not supported on this domain")
 
 
 @dataclass(frozen=True)
@@ -52,10 +60,11 @@ class OAuthError(Exception):
 
 
 class OAuth:
-    def __init__(self, config: OAuthConfig, clock: Clock, user_id: str) -> None:
+    def __init__(self, config: OAuthConfig, clock: Clock, user_id: str, faults: Faults | None = None) -> None:
         self.config = config
         self.clock = clock
         self.user_id = user_id
+        self.faults = faults or Faults()
         self.base_url = ""  # set once the server knows its port
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
@@ -65,6 +74,8 @@ class OAuth:
         """Returns (grant type, success body) or raises OAuthError."""
         grant = form.get("grant_type", "")
         if grant == "client_credentials":
+            if self.faults.settings().login_host:
+                raise OAuthError(*LOGIN_HOST_REFUSAL)
             client_id, secret = basic or (form.get("client_id", ""), form.get("client_secret", ""))
             self._check_client(client_id, secret)
         elif grant == "password":
@@ -95,7 +106,7 @@ class OAuth:
                 assertion,
                 key,
                 algorithms=["RS256"],
-                audience=[self.base_url, *REAL_LOGIN_URLS],
+                audience=self._audiences(),
                 options={"require": ["iss", "sub", "aud", "exp"], "verify_exp": False},
             )
         except jwt.InvalidAudienceError:
@@ -108,6 +119,10 @@ class OAuth:
             raise OAuthError("invalid_grant", "user hasn't approved this consumer")
         if not isinstance(claims["exp"], (int, float)) or claims["exp"] <= self.clock.time():
             raise OAuthError("invalid_grant", "expired authorization code")
+
+    def _audiences(self) -> list[str]:
+        only = self.faults.settings().jwt_audience
+        return [only] if only else [self.base_url, PRODUCTION_LOGIN_URL]
 
     def _issue(self) -> dict[str, str]:
         now = self.clock.time()

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from flexsf.salesforce_client import SalesforceCredentials
 from sandboxes.http_common import timed
-from sandboxes.salesforce import control, demo
+from sandboxes.salesforce import control, demo, server
 from sandboxes.salesforce.clock import Clock
 from sandboxes.salesforce.errors import not_found
 from sandboxes.salesforce.faults import Counters, Faults, FaultSettings
@@ -36,6 +36,32 @@ log = logging.getLogger("flexsf.sandbox.salesforce")
 DEFAULT_API_VERSION = "62.0"
 DEFAULT_CLIENT_ID = "3MVG9flexsf.sandbox.client"
 DEFAULT_USERNAME = "integration@flexsf-sandbox.example.com"
+# What answers while an org is down for maintenance is a web page, not an OAuth error (the page's wording is not
+# verified; what matters is that it is HTML with a 503, so a client that expects JSON finds none).
+MAINTENANCE_PAGE = (
+    "<!DOCTYPE html><html><head><title>Down for maintenance</title></head>"
+    "<body><h1>Salesforce is down for maintenance</h1><p>Please try again later.</p></body></html>"
+)
+
+
+class Page(str):
+    """A response body written as is (HTML) instead of as JSON."""
+
+
+class _Handler(server._Handler):
+    def _write(self, response: Response) -> None:
+        if not isinstance(response.body, Page):
+            super()._write(response)
+            return
+        payload = response.body.encode()
+        self.send_response(response.status)
+        self.send_header("Content-Type", "text/html;charset=UTF-8")
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
 
 
 class SalesforceSandbox:
@@ -94,7 +120,7 @@ class SalesforceSandbox:
             token_lifetime_s=token_lifetime_s,
             org_id=demo.ORG_ID,
         )
-        self.oauth = OAuth(self._oauth_config, self.clock, self.org.integration_user_id)
+        self.oauth = OAuth(self._oauth_config, self.clock, self.org.integration_user_id, self.faults)
         self.api = RestApi(self.org, self.oauth, self.faults, self._counters)
         self._server: SandboxHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -109,6 +135,7 @@ class SalesforceSandbox:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
         self._server = SandboxHTTPServer((self.host, self.port), context, self._dispatch)
+        self._server.RequestHandlerClass = _Handler  # the server module writes JSON only; a fault writes HTML
         self.port = self._server.server_address[1]
         url = f"https://{self.host}:{self.port}"
         self.oauth.base_url = url
@@ -227,12 +254,27 @@ class SalesforceSandbox:
             time.sleep(delay)  # injected latency: the point is to hold this request thread
         trimmed = path.rstrip("/")
         if trimmed == "/services/oauth2/token":
-            return self.api.token(req)
+            return self._token_fault() or self.api.token(req)
         if trimmed == "/services/oauth2/revoke":
             return self.api.revoke(req)
         if trimmed == "/services/data" or path.startswith("/services/data/"):
             return self.api.data(req)
         return Response(404, not_found().body())
+
+    def _token_fault(self) -> Response | None:
+        fault = self.faults.take_token_fault()
+        if fault == "unavailable":
+            self._counters.inc("token_fault_503")
+            return Response(503, Page(MAINTENANCE_PAGE))
+        if fault == "rate_limited":
+            # Shape unverified: Salesforce documents a per-user login rate limit (Help 000381578, 3,600 an hour)
+            # but not the token endpoint's answer to it; a client must not need more than the status.
+            self._counters.inc("token_fault_429")
+            return Response(429, {"error": "rate_limit_exceeded", "error_description": "too many login attempts"})
+        if fault == "drop":
+            self._counters.inc("token_dropped")
+            return Response(503, None, drop_connection=True)
+        return None
 
     def _jwt_keys(self, private_file: str | None, certificate_file: str | None) -> tuple[str | None, Any]:
         if certificate_file:
