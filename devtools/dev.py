@@ -218,7 +218,14 @@ class DevStack:
             "ca_bundle": sf_info["ca_bundle"] if sf_info else None,
             "salesforce": sf_info,
             "twilio": tw_info,
-            "env": sandbox_env(sf_info, tw_info, settings.flexsf_task_queue, TEMPORAL_ADDRESS=self.temporal.address),
+            # What `flexsf simulate` and `flexsf doctor` need to reach this stack as an admin's environment would.
+            "env": sandbox_env(
+                sf_info,
+                tw_info,
+                settings.flexsf_task_queue,
+                TEMPORAL_ADDRESS=self.temporal.address,
+                FLEXSF_PUBLIC_BASE_URL=gateway_url,
+            ),
         }
 
     def _write_info(self, info: dict[str, Any]) -> None:

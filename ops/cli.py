@@ -254,6 +254,38 @@ def search_attributes_command(
     _ops_exit(1 if missing and not create else 0)
 
 
+@app.command("doctor")
+def doctor_command(
+    as_json: bool = typer.Option(
+        False, "--json", help='One JSON object: {"ok": bool, "checks": [{name, ok, detail, fix}]}.'
+    ),
+) -> None:
+    """Check a real org and Flex account with the configured settings: Salesforce login and fields, the TaskRouter
+    workspace's callback and events, the Flex flags, Temporal's search attributes and a polling worker. Exits 1 when
+    any check fails; every failed row says what to change."""
+    import asyncio
+
+    from flexsf.settings import ConfigurationError, load_settings
+    from ops.doctor import diagnose, diagnose_settings_error
+
+    try:
+        report = asyncio.run(diagnose(load_settings()))
+    except ConfigurationError as exc:
+        report = diagnose_settings_error(exc)
+    if as_json:
+        typer.echo(report.as_json())
+    else:
+        from rich.table import Table
+
+        table = Table(title="flexsf doctor", show_lines=False)
+        for column in ("", "Check", "Detail", "Fix"):
+            table.add_column(column)
+        for check in report.checks:
+            table.add_row("[green]✔[/]" if check.ok else "[red]✘[/]", check.name, check.detail, check.fix)
+        _console().print(table)
+    _ops_exit(0 if report.ok else 1)
+
+
 # ---- development commands: found through the `flexsf.dev_commands` entry points, loaded only when one runs -------
 
 DEV_EXTRA_HINT = "pip install 'flex-salesforce-temporal[dev]'"

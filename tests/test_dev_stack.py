@@ -118,6 +118,14 @@ def test_flexsf_dev_runs_an_inbound_call_end_to_end_and_stops_cleanly(dev_stack)
     http.trust_env = False
     assert http.get(f"{urls['gateway']}/readyz", timeout=10).status_code == 200
 
+    # The admin's first command, against this stack: every check passes.
+    doctor_env = {**proc.args_env, **info["env"]}
+    doctor = subprocess.run(
+        [str(FLEXSF), "doctor", "--json"], env=doctor_env, cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+    report = json.loads(doctor.stdout.strip().splitlines()[-1])
+    assert doctor.returncode == 0 and report["ok"], [c for c in report["checks"] if not c["ok"]]
+
     # One inbound call from a demo contact with a unique phone number, through the Twilio sandbox's control API.
     control = urls["twilio_control"]
     task = http.post(f"{control}/tasks", json={"attributes": {"from": "(628) 555-0147"}}, timeout=10).json()
