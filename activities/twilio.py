@@ -6,7 +6,7 @@ import json
 
 from temporalio.exceptions import ApplicationError
 from twilio.base import values
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 
 from activities.errors import twilio_errors
@@ -19,6 +19,7 @@ from activities.models import (
 )
 from flexsf import metrics, vocabulary
 from flexsf.task_events import event_from_events_api
+from flexsf.twilio_client import response_header
 
 # Concurrent writers (Flex UI, Studio, other plugins) may keep moving the ETag; past this, let Temporal back off.
 MAX_MERGE_ATTEMPTS = 8
@@ -35,6 +36,24 @@ def merged_attributes(current: dict, record_id: str, record_type: str | None) ->
     if record_type:
         merged["sfdcObjectType"] = record_type
     return merged
+
+
+def _refused(exc: TwilioException) -> tuple[int, int | None] | None:
+    """(HTTP status, Twilio error code) when Twilio refused our credentials (401/403), else None.
+
+    List calls raise a plain `TwilioException("Unable to fetch page", response)` on any non-200 (twilio/base/page.py),
+    not a `TwilioRestException`, so the status and code are read from the response it carries."""
+    if isinstance(exc, TwilioRestException):
+        status, code = exc.status, exc.code
+    else:
+        response = exc.args[1] if len(exc.args) > 1 else None
+        status, code = getattr(response, "status_code", None), None
+        try:
+            body = json.loads(getattr(response, "text", None) or "")
+            code = body.get("code") if isinstance(body, dict) else None
+        except (TypeError, ValueError):
+            pass
+    return (status, code) if status in (401, 403) else None
 
 
 class TwilioActivities(TwilioSteps):
@@ -65,8 +84,17 @@ class TwilioActivities(TwilioSteps):
                 merged = merged_attributes(attributes, req.record.id, req.record.type)
                 if merged is None:
                     return SaveRecordResult(written=False, attempts=attempt)
+                etag = response_header(fetched.headers, "ETag")
+                if not etag:
+                    # Without If-Match TaskRouter applies the write unconditionally, over whatever the Flex UI or
+                    # another plugin wrote since our fetch; a later fetch may carry the ETag, so let Temporal retry.
+                    raise ApplicationError(
+                        f"save_record_on_task: TaskRouter answered the fetch of {req.task_sid} without an ETag; "
+                        "the attributes are not written without If-Match",
+                        type=vocabulary.TASK_ATTRIBUTES_UNGUARDED,
+                    )
                 try:
-                    task.update_with_http_info(attributes=json.dumps(merged), if_match=fetched.headers.get("ETag"))
+                    task.update_with_http_info(attributes=json.dumps(merged), if_match=etag)
                     return SaveRecordResult(written=True, attempts=attempt)
                 except TwilioRestException as exc:
                     if exc.status == 412:
@@ -96,9 +124,23 @@ class TwilioActivities(TwilioSteps):
         """Ask TaskRouter's Events list what happened to a task whose callbacks went quiet."""
         metrics.note_attempt("twilio")
         with twilio_errors("reconcile_task"):
-            rows = self._client.taskrouter.v1.workspaces(self._workspace_sid).events.list(
-                task_sid=req.task_sid, start_date=req.since or values.unset
-            )
+            try:
+                rows = self._client.taskrouter.v1.workspaces(self._workspace_sid).events.list(
+                    task_sid=req.task_sid, start_date=req.since or values.unset
+                )
+            except TwilioException as exc:
+                if (refused := _refused(exc)) is None:
+                    raise
+                # A key without this permission stays without it: retrying for half an hour only hides the cause.
+                status, code = refused
+                raise ApplicationError(
+                    f"reconcile_task: Twilio refused to list the TaskRouter Events of workspace {self._workspace_sid} "
+                    f"(HTTP {status}, code {code}): the worker's credentials may not read TaskRouter Events. "
+                    "If TWILIO_API_KEY is a restricted key, grant it read access to the workspace's Events "
+                    "(or use a standard key); otherwise check TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN",
+                    type=vocabulary.TWILIO_CONFIGURATION,
+                    non_retryable=True,
+                ) from None
         events = [e for e in (event_from_events_api(row, req.task_sid) for row in rows) if e is not None]
         events.sort(key=lambda e: e.timestamp_ms)
         if any(e.event_type in FINISHED_EVENTS for e in events):

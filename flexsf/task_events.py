@@ -6,8 +6,10 @@ without case or underscores.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from flexsf.models import TaskEvent
@@ -42,6 +44,42 @@ def _int(value: Any) -> int | None:
         return None
 
 
+def _timestamp_ms(p: Mapping[str, Any]) -> int:
+    """`TimestampMs`, else `Timestamp` (epoch seconds; ISO 8601 accepted too: the docs only say "the time")."""
+    if ms := _int(p.get("timestampms")):
+        return ms
+    value = p.get("timestamp")
+    if value in (None, ""):
+        return 0
+    try:
+        return int(float(value) * 1000)
+    except (TypeError, ValueError):
+        pass
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return 0
+    return int((parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+def dedupe_key(params: Mapping[str, Any]) -> str:
+    """What identifies a callback that has no `Sid`: the same for every delivery of one event, different for two.
+
+    Twilio's documented callback parameters have no `Sid` (twilio.com/docs/taskrouter/api/event/reference), and the
+    workflow drops an event whose sid it has seen. An event is its type, its resource and its time; when the time is
+    only `Timestamp`'s whole seconds, two events of one type on one resource in one second (two attribute writes)
+    differ only in content, so a digest of every parameter joins the key.
+    """
+    p = _normalized(params)
+    kind = p.get("eventtype") or ""
+    resource = p.get("resourcesid") or (p.get("reservationsid") if kind.startswith("reservation.") else None)
+    resource = resource or p.get("tasksid") or ""
+    if ms := _int(p.get("timestampms")):
+        return f"{kind}@{resource}@{ms}"
+    digest = hashlib.sha256(json.dumps(sorted(p.items()), default=str).encode()).hexdigest()[:16]
+    return f"{kind}@{resource}@{p.get('timestamp') or ''}#{digest}"
+
+
 def task_event(
     params: Mapping[str, Any], *, sid: str | None = None, event_type: str | None = None, timestamp_ms: int | None = None
 ) -> TaskEvent:
@@ -52,11 +90,9 @@ def task_event(
     kind = event_type or p.get("eventtype")
     if not kind:
         raise MalformedEvent("EventType is missing")
-    event_sid = sid or p.get("sid")
-    if not event_sid:
-        raise MalformedEvent("Sid is missing")
+    event_sid = sid or p.get("sid") or dedupe_key({**params, "EventType": kind})
     if timestamp_ms is None:
-        timestamp_ms = _int(p.get("timestampms")) or (_int(p.get("timestamp")) or 0) * 1000
+        timestamp_ms = _timestamp_ms(p)
     return TaskEvent(
         sid=event_sid,
         event_type=kind,

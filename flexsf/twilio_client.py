@@ -8,6 +8,7 @@ that swaps scheme and host for that base URL; with no base URL the SDK talks to 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -35,6 +36,14 @@ def rebase_url(url: str, base_url: str | None) -> str:
         return url
     base = urlsplit(base_url)
     return urlunsplit((base.scheme, base.netloc, base.path.rstrip("/") + parts.path, parts.query, parts.fragment))
+
+
+def response_header(headers: Mapping[str, str] | None, name: str) -> str | None:
+    """One response header, whatever its case: twilio-python 9.x hands `*_with_http_info().headers` over as
+    `dict(response.headers)` (twilio/base/version.py, `fetch_with_response_info`), a plain dict keeping the server's
+    spelling, and HTTP/2 front ends and proxies spell names in lower case."""
+    wanted = name.lower()
+    return next((value for key, value in (headers or {}).items() if key.lower() == wanted), None)
 
 
 class CountingTwilioHttpClient(TwilioHttpClient):

@@ -1,7 +1,9 @@
 """Who is calling the agent API: the agent's Flex token, validated by Twilio and remembered until it expires.
 
 Flex tokens are opaque to us (real ones are JWEs only Twilio can open), so we ask Twilio's token validation endpoint,
-as twilio-flex-token-validator does, and cache a valid answer until the token's `expiration`. The cache is keyed by a
+as twilio-flex-token-validator does, and cache a valid answer until the token's `expiration`. The answer's body
+decides, not its status: a 2xx or 4xx saying the token is invalid is a 401; a 5xx, a timeout, a body that is not
+JSON, or a 4xx about our own credentials is a 503 (the token may be fine). The cache is keyed by a
 SHA-256 of the token; the token itself is never stored, logged or echoed.
 """
 
@@ -25,6 +27,8 @@ log = logging.getLogger("flexsf.gateway.auth")
 
 VALIDATE_URL = "https://iam.twilio.com/v1/Accounts/{account_sid}/Tokens/validate"
 SUPERVISOR_ROLE = "supervisor"
+# Twilio's "Invalid Access Token" family: 20101 invalid, 20104 expired, 20107 bad signature, …
+ACCESS_TOKEN_ERRORS = range(20100, 20200)
 
 
 class Agent(BaseModel):
@@ -65,6 +69,22 @@ def _parse_expiration(value: object) -> float | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()
+
+
+def _refusal_of_token_or_raise(status: int, body: dict) -> None:
+    """A 4xx from token validation: return if it says the token is invalid, else raise TokenServiceUnavailable.
+
+    Whether IAM ever answers an invalid token with a 4xx is unverified (twilio-flex-token-validator reads only
+    `valid`); if it does, the body is either the validate body (`valid: false`) or Twilio's error body with an
+    access-token code (201xx, twilio.com/docs/api/errors/20101). Any other 4xx — 20003 for our own credentials, 20404
+    for a wrong account, 429 — says nothing about the agent's token, so the agent is not told it is invalid.
+    """
+    code = body.get("code")
+    if body.get("valid") is False or (isinstance(code, int) and code in ACCESS_TOKEN_ERRORS):
+        return
+    log.warning("Twilio token validation refused the gateway's request: HTTP %s, code %s", status, code)
+    hint = " (check TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN or TWILIO_API_KEY/SECRET)" if status in (401, 403) else ""
+    raise TokenServiceUnavailable(f"Twilio token validation answered HTTP {status}, code {code}{hint}")
 
 
 class TokenValidator:
@@ -147,15 +167,20 @@ class TokenValidator:
         except httpx.HTTPError as exc:
             log.warning("Twilio token validation is unreachable: %s", type(exc).__name__)
             raise TokenServiceUnavailable(f"Twilio token validation is unreachable ({type(exc).__name__})") from None
-        if response.status_code != 200:
-            log.warning("Twilio token validation answered HTTP %s", response.status_code)
-            raise TokenServiceUnavailable(f"Twilio token validation answered HTTP {response.status_code}")
+        status = response.status_code
+        if not (200 <= status < 300 or 400 <= status < 500):
+            log.warning("Twilio token validation answered HTTP %s", status)
+            raise TokenServiceUnavailable(f"Twilio token validation answered HTTP {status}")
         try:
             body = response.json()
         except ValueError:
-            raise TokenServiceUnavailable("Twilio token validation answered with something other than JSON") from None
+            raise TokenServiceUnavailable(
+                f"Twilio token validation answered HTTP {status} with something other than JSON"
+            ) from None
         if not isinstance(body, dict):
-            raise TokenServiceUnavailable("Twilio token validation answered with an unexpected body")
+            raise TokenServiceUnavailable(f"Twilio token validation answered HTTP {status} with an unexpected body")
+        if status >= 400:
+            _refusal_of_token_or_raise(status, body)
         if body.get("valid") is not True:
             reason = body.get("message") if isinstance(body.get("message"), str) else None
             log.info("rejected a Flex token (key %s…): %s", key[:12], reason or "not valid")

@@ -347,6 +347,21 @@ async def test_twilio_refusing_the_gateways_credentials_is_503_not_401(stack):
         assert response.status_code == 503 and "HTTP 401" in response.json()["detail"]
 
 
+@pytest.mark.parametrize("body", ["validation", "error"])
+async def test_an_invalid_token_refused_with_a_4xx_is_401_and_a_5xx_is_503(api: Api, stack, body: str):
+    url = f"{api.url}/agent/config"
+    stack.tw.faults.update(token_invalid_status=401, token_invalid_body=body)
+    response = await api.http.get(url, headers={"Authorization": f"Bearer {api.token(ttl_s=-60)}"})
+    assert response.status_code == 401 and "expired" in response.json()["detail"]
+    assert response.headers["www-authenticate"] == "Bearer"
+
+    stack.tw.faults.update(fail_next=[502], endpoints=["token_validate"])
+    headers = api.auth()
+    response = await api.http.get(url, headers=headers)
+    assert response.status_code == 503 and "HTTP 502" in response.json()["detail"]
+    assert (await api.http.get(url, headers=headers)).status_code == 200  # an outage answer is not remembered
+
+
 # ---- click-to-dial and config ---------------------------------------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from flexsf.flex_config import apply_overrides, flags_from_ui_attributes
 from flexsf.settings import FeatureOverrides
-from flexsf.task_events import MalformedEvent, event_from_events_api, task_event
+from flexsf.task_events import MalformedEvent, dedupe_key, event_from_events_api, task_event
 
 CALLBACK = {
     "EventType": "reservation.accepted",
@@ -43,12 +43,57 @@ def test_callback_form_parameters() -> None:
         ({"TaskSid": ""}, "TaskSid is missing"),
         ({"TaskAttributes": "{not json"}, "TaskAttributes is not valid JSON"),
         ({"TaskAttributes": "[1]"}, "TaskAttributes must be a JSON object"),
-        ({"Sid": None}, "Sid is missing"),
+        ({"EventType": ""}, "EventType is missing"),
     ],
 )
 def test_malformed_callbacks_say_why(change: dict, reason: str) -> None:
     with pytest.raises(MalformedEvent, match=reason):
         task_event({**CALLBACK, **change})
+
+
+# What Twilio documents a callback to carry: no Sid, no TimestampMs (twilio.com/docs/taskrouter/api/event/reference).
+DOCUMENTED = {k: v for k, v in CALLBACK.items() if k not in ("Sid", "TimestampMs")} | {
+    "ResourceType": "Reservation",
+    "ResourceSid": "WR1",
+    "Timestamp": "1764079973",
+}
+
+
+def test_a_callback_without_sid_gets_a_key_every_delivery_of_it_shares() -> None:
+    first, again = task_event(DOCUMENTED), task_event(dict(reversed(list(DOCUMENTED.items()))))
+    assert first.sid == again.sid and first.sid.startswith("reservation.accepted@WR1@1764079973")
+    assert first.timestamp_ms == 1764079973000
+    with_ms = {**DOCUMENTED, "TimestampMs": "1764079973123"}
+    assert task_event(with_ms).sid == "reservation.accepted@WR1@1764079973123"
+    assert task_event(with_ms).timestamp_ms == 1764079973123
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"EventType": "reservation.wrapup"},
+        {"ResourceSid": "WR2", "ReservationSid": "WR2"},
+        {"Timestamp": "1764079974"},
+        # Two attribute writes in the same second are two events, though type, resource and second agree.
+        {"TaskAttributes": '{"name": "Ada", "direction": "inbound", "sfdcObjectId": "003"}'},
+    ],
+)
+def test_different_events_without_sid_get_different_keys(change: dict) -> None:
+    assert task_event({**DOCUMENTED, **change}).sid != task_event(DOCUMENTED).sid
+
+
+def test_the_key_falls_back_to_the_reservation_or_task_sid() -> None:
+    bare = {k: v for k, v in DOCUMENTED.items() if k not in ("ResourceSid", "ResourceType")}
+    assert dedupe_key(bare).startswith("reservation.accepted@WR1@")
+    assert dedupe_key({**bare, "EventType": "task.updated"}).startswith("task.updated@WT1@")
+
+
+def test_an_iso_timestamp_is_read_too() -> None:
+    assert task_event({**DOCUMENTED, "Timestamp": "2025-11-25T14:12:53Z"}).timestamp_ms == 1764079973000
+
+
+def test_a_callback_with_sid_keeps_it() -> None:
+    assert task_event({**DOCUMENTED, "Sid": "EV9"}).sid == "EV9"
 
 
 def test_events_list_rows_use_snake_case() -> None:

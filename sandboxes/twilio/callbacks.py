@@ -49,6 +49,7 @@ class _Job:
     url: str
     duplicate: bool
     generation: int
+    params: dict[str, str]  # what is posted (and signed): the event's parameters less any the faults omit
 
 
 def _url_for_log(url: str) -> str:
@@ -106,12 +107,13 @@ class CallbackDispatcher:
                     )
                 )
             return
+        params = {k: v for k, v in event.params.items() if k not in cfg.callback_omit_params}
         with self._lock:
-            jobs = [_Job(event, url, False, self._generation)]
+            jobs = [_Job(event, url, False, self._generation, params)]
             if event.event_type in cfg.callback_duplicate_event_types or self._faults.roll(
                 cfg.callback_duplicate_fraction
             ):
-                jobs.append(_Job(event, url, True, self._generation))
+                jobs.append(_Job(event, url, True, self._generation, params))
             key = event.task_sid or event.sid
             self._outstanding += len(jobs)
             if cfg.callback_reorder == "none":
@@ -190,7 +192,7 @@ class CallbackDispatcher:
         cfg = self._faults.config
         if cfg.callback_delay_s > 0:
             time.sleep(cfg.callback_delay_s)
-        params = job.event.params
+        params = job.params
         headers = {
             "X-Twilio-Signature": self._validator.compute_signature(job.url, params),
             "Content-Type": "application/x-www-form-urlencoded",

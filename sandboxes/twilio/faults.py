@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 ReorderMode = Literal["none", "swap_pairs", "shuffle"]
+HeaderCase = Literal["canonical", "lower"]
+TokenInvalidBody = Literal["validation", "error"]
 
 
 @dataclass
@@ -28,6 +30,25 @@ class FaultConfig:
     # A "412 storm": before an attribute write is applied, another writer modifies the task, so an If-Match is stale.
     conflict_fraction: float = 0.0
     conflict_next: int = 0
+    # A restricted API key: these endpoints (counter names) answer every call 401 (code 20003) or 403 (code 20403).
+    # twilio.com/docs/api/errors/20003 ("not valid for the resource you are trying to access"), .../errors/403
+    # ("a Restricted API key that does not include permission for the resource").
+    refused_endpoints: dict[str, int] = field(default_factory=dict)
+
+    # --- response headers ---
+    # "lower": names as HTTP/2 carries them (RFC 9113 §8.2.2: field names MUST be lowercase), which twilio-python 9.x
+    # passes on as `dict(response.headers)` in the server's spelling (twilio/base/version.py, fetch_with_response_info).
+    response_header_case: HeaderCase = "canonical"
+    # A task fetch answered without an ETag (a front end that strips it): a client must not write blind.
+    task_fetch_without_etag: bool = False
+
+    # --- Flex token validation (IAM `Tokens/validate`) ---
+    # twilio-flex-token-validator reads only the body's `valid`, never the status, and stubs an invalid token as
+    # HTTP 200 (src/index.ts, src/index.test.ts); whether IAM ever answers 4xx is unverified, so that is a mode.
+    token_invalid_status: int = 200
+    # With a 4xx status: "validation" keeps the validate body (`valid: false`, `code`, `message`); "error" sends
+    # Twilio's classic error body instead ({"code": 20101|20104, "message", "more_info", "status"}, no `valid`).
+    token_invalid_body: TokenInvalidBody = "validation"
 
     # --- event callbacks ---
     callback_drop_fraction: float = 0.0
@@ -41,6 +62,10 @@ class FaultConfig:
     callback_attempts: int = 1  # TaskRouter documents no retry; >1 retries non-2xx and timeouts
     callback_backoff_s: float = 0.05  # doubled per retry
     callback_timeout_s: float = 15.0  # TaskRouter's answer deadline
+    # Parameters left out of every callback (and of its signature). Twilio's documented callback parameters have no
+    # `Sid` or `TimestampMs` (twilio.com/docs/taskrouter/api/event/reference), so ["Sid", "TimestampMs"] is a
+    # workspace that sends only what the docs promise.
+    callback_omit_params: list[str] = field(default_factory=list)
 
 
 FAULT_FIELDS = frozenset(f.name for f in dataclasses.fields(FaultConfig))
@@ -58,7 +83,13 @@ class Faults:
     @property
     def config(self) -> FaultConfig:
         with self._lock:
-            return dataclasses.replace(self._config, fail_next=list(self._config.fail_next))
+            c = self._config
+            return dataclasses.replace(
+                c,
+                fail_next=list(c.fail_next),
+                refused_endpoints=dict(c.refused_endpoints),
+                callback_omit_params=list(c.callback_omit_params),
+            )
 
     def update(self, **changes: Any) -> FaultConfig:
         unknown = set(changes) - FAULT_FIELDS
@@ -66,6 +97,12 @@ class Faults:
             raise ValueError(f"unknown fault settings: {sorted(unknown)}")
         if "callback_reorder" in changes and changes["callback_reorder"] not in ("none", "swap_pairs", "shuffle"):
             raise ValueError("callback_reorder must be one of none, swap_pairs, shuffle")
+        if "response_header_case" in changes and changes["response_header_case"] not in ("canonical", "lower"):
+            raise ValueError("response_header_case must be canonical or lower")
+        if "token_invalid_body" in changes and changes["token_invalid_body"] not in ("validation", "error"):
+            raise ValueError("token_invalid_body must be validation or error")
+        if any(status not in (401, 403) for status in (changes.get("refused_endpoints") or {}).values()):
+            raise ValueError("refused_endpoints answers 401 or 403")
         with self._lock:
             self._config = dataclasses.replace(self._config, **changes)
         return self.config
@@ -94,6 +131,8 @@ class Faults:
         """The HTTP status to fail this REST call with, or None to serve it."""
         with self._lock:
             cfg = self._config
+            if endpoint in cfg.refused_endpoints:
+                return cfg.refused_endpoints[endpoint]
             if cfg.endpoints is not None and endpoint not in cfg.endpoints:
                 return None
             if cfg.fail_next:

@@ -62,12 +62,12 @@ class TwilioSandbox:
         self._tokens = TokenAuthority(
             account_sid=self.account_sid, api_key_sid=self.api_key_sid, secret=secrets.token_hex(32)
         )
-        self._taskrouter = TaskRouterApi(self.state, lambda: self.url)
+        self._taskrouter = TaskRouterApi(self.state, lambda: self.url, self._counters)
         self._router = Router(faults=self.faults, counters=self._counters, credentials=self._credentials)
         self._router.add(
             *self._taskrouter.routes(),
             *flex.routes(self.flex_configuration, lambda: self.url),
-            *tokens.routes(self._tokens, self.account_sid),
+            *tokens.routes(self._tokens, self.account_sid, self.faults),
             *control.routes(self),
         )
         self._server: SandboxHTTPServer | None = None

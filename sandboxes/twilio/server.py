@@ -148,12 +148,18 @@ class Router:
                 fault = self._injected_fault(chosen.endpoint)
                 if fault is not None:
                     return error_response(fault)
+                return self._as_sent(chosen.handler(req, match))
             return chosen.handler(req, match)
         except TwilioError as exc:
             return error_response(exc)
         except Exception:
             log.exception("sandbox handler failed: %s %s", req.method, req.path)
             return error_response(TwilioError(500, 20500, "Internal Server Error"))
+
+    def _as_sent(self, response: Response) -> Response:
+        if self._faults.config.response_header_case == "lower":
+            response.headers = {name.lower(): value for name, value in response.headers.items()}
+        return response
 
     def _injected_fault(self, endpoint: str) -> TwilioError | None:
         cfg = self._faults.config
@@ -166,6 +172,10 @@ class Router:
             return TwilioError(429, 20429, "Too Many Requests")
         if status == 412:
             return TwilioError(412, 20412, "The ETag provided does not match the current version")
+        if status == 401:
+            return TwilioError(401, 20003, "Authentication Error - invalid username")
+        if status == 403:
+            return TwilioError(403, 20403, "Forbidden")
         return TwilioError(status, 20000 + status if status >= 500 else 20001, f"Injected failure ({status})")
 
 

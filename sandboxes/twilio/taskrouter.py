@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 from sandboxes.twilio import demo
 from sandboxes.twilio.errors import bad_request, not_found
-from sandboxes.twilio.server import Request, Response, Route, route
+from sandboxes.twilio.server import Counters, Request, Response, Route, route
 from sandboxes.twilio.state import Event, Reservation, Task, TaskRouterState, Worker
 from sandboxes.twilio.timefmt import iso, parse_iso
 
@@ -29,10 +29,15 @@ def _int_param(req: Request, name: str) -> int | None:
         raise bad_request(f"{name} must be an integer") from None
 
 
+# Counter of attribute writes that arrived without If-Match: each could have overwritten another writer's change.
+UNCONDITIONAL_ATTRIBUTE_WRITES = "task_update_without_if_match"
+
+
 class TaskRouterApi:
-    def __init__(self, state: TaskRouterState, base_url: Callable[[], str]) -> None:
+    def __init__(self, state: TaskRouterState, base_url: Callable[[], str], counters: Counters | None = None) -> None:
         self.state = state
         self._base_url = base_url
+        self._counters = counters or Counters()
 
     def routes(self) -> list[Route]:
         ws = r"/v1/Workspaces/(?P<ws>[^/]+)"
@@ -197,8 +202,8 @@ class TaskRouterApi:
         if match["ws"] != self.state.workspace_sid:
             raise not_found(f"/Workspaces/{match['ws']}")
 
-    def _task_response(self, task: Task, status: int = 200) -> Response:
-        return Response(status, self.render_task(task), {"ETag": task.etag})
+    def _task_response(self, task: Task, status: int = 200, *, etag: bool = True) -> Response:
+        return Response(status, self.render_task(task), {"ETag": task.etag} if etag else {})
 
     def fetch_workspace(self, req: Request, match: re.Match[str]) -> Response:
         self._check_ws(match)
@@ -226,10 +231,14 @@ class TaskRouterApi:
 
     def fetch_task(self, req: Request, match: re.Match[str]) -> Response:
         self._check_ws(match)
-        return self._task_response(self.state.task(match["sid"]))
+        return self._task_response(
+            self.state.task(match["sid"]), etag=not self.state.faults.config.task_fetch_without_etag
+        )
 
     def update_task(self, req: Request, match: re.Match[str]) -> Response:
         self._check_ws(match)
+        if req.param("Attributes") is not None and not req.headers.get("If-Match"):
+            self._counters.add(UNCONDITIONAL_ATTRIBUTE_WRITES)
         task = self.state.update_task(
             match["sid"],
             attributes=req.param("Attributes"),

@@ -14,7 +14,8 @@ from typing import Any
 import jwt
 
 from sandboxes.twilio import demo
-from sandboxes.twilio.errors import not_found
+from sandboxes.twilio.errors import TwilioError, not_found
+from sandboxes.twilio.faults import Faults
 from sandboxes.twilio.server import Request, Response, Route, route
 from sandboxes.twilio.timefmt import iso
 
@@ -94,11 +95,18 @@ class TokenAuthority:
         }
 
 
-def routes(authority: TokenAuthority, account_sid: str) -> list[Route]:
+def routes(authority: TokenAuthority, account_sid: str, faults: Faults) -> list[Route]:
     def validate(req: Request, match: re.Match[str]) -> Response:
         if match["account"] != account_sid:
             raise not_found(f"/Accounts/{match['account']}")
         body = req.json
-        return Response(200, authority.validate(body.get("token") if isinstance(body, dict) else None))
+        answer = authority.validate(body.get("token") if isinstance(body, dict) else None)
+        cfg = faults.config
+        if answer["valid"] or cfg.token_invalid_status == 200:
+            return Response(200, answer)
+        if cfg.token_invalid_body == "error":
+            refused = TwilioError(cfg.token_invalid_status, answer["code"], answer["message"])
+            return Response(refused.status, refused.body())
+        return Response(cfg.token_invalid_status, answer)
 
     return [route("POST", "/v1/Accounts/(?P<account>[^/]+)/Tokens/validate", "token_validate", validate)]
