@@ -13,7 +13,7 @@ from flexsf.salesforce_ids import object_type_for_id
 
 # Salesforce's own limits on these Task fields; longer values are cut rather than refused.
 _LIMITS = {"Subject": 255, "CallDisposition": 255, "CallObject": 255, "Description": 32000}
-# TaskSubtype can only be set on create: an update that sends it fails.
+# TaskSubtype can only be set on create: an update that sends it is refused, an upsert that matches a Task included.
 CREATE_ONLY_FIELDS = frozenset({"TaskSubtype"})
 WHO_TYPES = frozenset({"Contact", "Lead"})
 
@@ -24,6 +24,9 @@ class ActivityFieldConfig:
     external_id_field: str | None = None
     topics_field: str | None = None
     sentiment_field: str | None = None
+    # Task Type of a voice call: a value of the org's Type picklist (standard: Call, Email, Meeting, Other), which an
+    # org may restrict. None or "": Type is not sent, for an integration user that field-level security keeps from it.
+    activity_type: str | None = "Call"
 
 
 def subject(req: ActivityLogRequest) -> str:
@@ -43,15 +46,19 @@ def relation_fields(req: ActivityLogRequest) -> dict[str, str]:
 
 
 def task_fields(req: ActivityLogRequest, config: ActivityFieldConfig, owner_id: str | None) -> dict:
+    """The direction of a call is its CallType (Inbound/Outbound); Type is the kind of activity. Other channels carry
+    neither: the Call* fields describe phone calls, and a chat logged with a CallType counts as a call in every report
+    grouped by call type. Their direction is in the Subject."""
     notes = req.notes
+    voice = req.channel == "voice"
     fields: dict = {
         "Subject": subject(req),
         "Status": "Completed",
         "Priority": config.priority,
         "ActivityDate": req.finished_at.date().isoformat(),
-        "CallType": req.direction,
-        "Type": req.direction,
-        "TaskSubtype": "Call" if req.channel == "voice" else "Task",
+        "CallType": req.direction if voice else None,
+        "Type": (config.activity_type or None) if voice else None,
+        "TaskSubtype": "Call" if voice else "Task",
         "CallObject": req.call_sid,
         "CallDisposition": req.disposition or (notes.disposition if notes else None),
         "Description": req.description or (notes.summary if notes else None),

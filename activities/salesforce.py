@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
+from simple_salesforce.exceptions import SalesforceError, SalesforceMalformedRequest
+from simple_salesforce.format import format_external_id, format_soql
 from temporalio import activity
 
-from activities.activity_fields import ActivityFieldConfig, task_fields, update_fields
-from activities.errors import salesforce_errors
+from activities.activity_fields import CREATE_ONLY_FIELDS, ActivityFieldConfig, task_fields, update_fields
+from activities.errors import salesforce_error_code, salesforce_errors
 from activities.interfaces import SalesforceSteps, implements
 from activities.models import ActivityLogRequest, ActivityLogResult, SearchRequest, SearchResult
 from activities.salesforce_connection import SalesforceConnection
@@ -24,12 +28,12 @@ _RETURNING = {
 }
 _DISPLAY_FIELD = {"Case": "CaseNumber"}
 _PERSON_ACCOUNT_FIELDS = ["IsPersonAccount", "PersonContactId"]
+# A converted lead stays in the org, read-only, and search finds it for users allowed to see converted leads; the
+# caller is the contact it became.
+_SEARCH_FILTERS = {"Lead": "IsConverted = false"}
+_UNWRITABLE_FIELDS = re.compile(r"Unable to create/update fields: ([\w, ]+)")
 
 log = logging.getLogger("flexsf.activities.salesforce")
-
-
-def soql_literal(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 @dataclass
@@ -44,6 +48,28 @@ class SearchConfig:
         if self.person_accounts and "Account" in fields:
             fields["Account"] += _PERSON_ACCOUNT_FIELDS
         return fields
+
+    def filters(self) -> dict[str, str]:
+        return {obj: cond for obj, cond in _SEARCH_FILTERS.items() if obj in self.objects}
+
+
+def lookback_days(finished_at: datetime, now: datetime) -> int:
+    """`n` of `CreatedDate = LAST_N_DAYS:n` that reaches a Task written any time since the Flex task ended: a day more
+    for the integration user's time zone and for clocks that disagree, so a live call searches three days, a relog a
+    week later ten."""
+    return max((now - finished_at).days, 0) + 2
+
+
+def refused_create_only(exc: SalesforceError, sent: dict) -> bool:
+    """Salesforce's answer to a write that carried a create-only field to a record that already exists."""
+    errors = [e for e in exc.content if isinstance(e, dict)] if isinstance(exc.content, list) else []
+    refused: set[str] = set()
+    for error in errors:
+        if error.get("errorCode") != "INVALID_FIELD_FOR_INSERT_UPDATE":
+            return False
+        named = error.get("fields") or _UNWRITABLE_FIELDS.findall(error.get("message") or "")
+        refused.update(part.strip() for name in named for part in name.split(","))
+    return bool(refused) and refused <= (CREATE_ONLY_FIELDS & sent.keys())
 
 
 def record_from_search(raw: dict) -> RecordRef:
@@ -81,7 +107,7 @@ class SalesforceActivities(SalesforceSteps):
         plan = plan_search(req.term, self._search.region)
         if plan is None:
             return SearchResult()
-        sosl = build_sosl(plan, self._search.returning(), self._search.limit)
+        sosl = build_sosl(plan, self._search.returning(), self._search.limit, self._search.filters())
         with salesforce_errors("search_salesforce"):
             raw = self._sf.call(lambda sf: sf.search(sosl))
         records = [record_from_search(r) for r in (raw or {}).get("searchRecords", [])]
@@ -102,30 +128,73 @@ class SalesforceActivities(SalesforceSteps):
 
     def _log_activity(self, req: ActivityLogRequest) -> ActivityLogResult:
         with salesforce_errors("log_activity"):
-            related = self._resolve_person_account(req.related)
-            fields = task_fields(req.model_copy(update={"related": related}), self._fields, self._owner_for(req))
-            if req.activity_id:
-                return self._amend(req.activity_id, fields)
-            if self._fields.external_id_field:
-                return self._upsert(req.task_sid, fields)
-            return self._find_or_create(req.task_sid, fields)
+            req = req.model_copy(update={"related": self._resolve_person_account(req.related)})
+            try:
+                return self._write(req)
+            except SalesforceMalformedRequest as exc:
+                became = self._contact_the_lead_became(req.related, exc)
+                if became is None:
+                    raise
+            # The refused write changed nothing; the person is now that contact.
+            return self._write(req.model_copy(update={"related": RecordRef(id=became, type="Contact")}))
+
+    def _write(self, req: ActivityLogRequest) -> ActivityLogResult:
+        fields = task_fields(req, self._fields, self._owner_for(req))
+        if req.activity_id:
+            return self._amend(req.activity_id, fields)
+        if self._fields.external_id_field:
+            return self._upsert(req.task_sid, fields)
+        return self._find_or_create(req, fields)
+
+    def _contact_the_lead_became(self, related: RecordRef | None, exc: SalesforceError) -> str | None:
+        """A lead converted since it was chosen (during the call, as sales teams do) can no longer be referenced."""
+        if related is None or salesforce_error_code(exc) != "CANNOT_UPDATE_CONVERTED_LEAD":
+            return None
+        soql = format_soql("SELECT ConvertedContactId FROM Lead WHERE Id = {} AND IsConverted = true", related.id)
+        rows = self._sf.call(lambda sf: sf.query(soql))["records"]
+        return rows[0]["ConvertedContactId"] if rows else None
 
     def _upsert(self, task_sid: str, fields: dict) -> ActivityLogResult:
-        key = f"{self._fields.external_id_field}/{task_sid}"
+        """Create-only fields (TaskSubtype) may only reach Salesforce in a write that creates the Task."""
         if activity.info().attempt > 1:
             # An earlier attempt may have committed before its answer was lost: amend, never re-create.
-            field_name = self._fields.external_id_field
-            existing = self._first_id(f"SELECT Id FROM Task WHERE {field_name} = {soql_literal(task_sid)} LIMIT 1")
+            existing = self._task_by_external_id(task_sid)
             if existing:
                 return self._amend(existing, fields)
+        try:
+            return self._upsert_once(task_sid, fields)
+        except SalesforceMalformedRequest as exc:
+            if not refused_create_only(exc, fields):
+                raise
+        # The Task exists after all: an earlier attempt's write landed after the look-up, or this is a relog (a new
+        # activity, attempt 1) after a failed log whose write had committed. Refused whole, so write it as an update.
+        return self._upsert_once(task_sid, update_fields(fields))
+
+    def _upsert_once(self, task_sid: str, fields: dict) -> ActivityLogResult:
+        key = format_external_id(self._fields.external_id_field or "", task_sid)
         response = self._sf.call(lambda sf: sf.Task.upsert(key, fields, raw_response=True))
         body = response.json() if response.content else {}
-        return ActivityLogResult(activity_id=body["id"], created=response.status_code == 201, fields=fields)
+        # 201 created; 200 updated; before API 46.0 an update answers 204 with no body, so its id has to be asked for.
+        activity_id = body.get("id") or self._task_by_external_id(task_sid)
+        if activity_id is None:
+            raise RuntimeError(
+                f"Salesforce answered {response.status_code} to the upsert of {key} but holds no such Task"
+            )
+        return ActivityLogResult(activity_id=activity_id, created=response.status_code == 201, fields=fields)
 
-    def _find_or_create(self, task_sid: str, fields: dict) -> ActivityLogResult:
+    def _task_by_external_id(self, task_sid: str) -> str | None:
+        field_name = self._fields.external_id_field
+        return self._first_id(format_soql("SELECT Id FROM Task WHERE {:literal} = {} LIMIT 1", field_name, task_sid))
+
+    def _find_or_create(self, req: ActivityLogRequest, fields: dict) -> ActivityLogResult:
         """Without an external-id field, CallObject carries the call leg (or the task sid) as the key."""
-        key = fields.setdefault("CallObject", task_sid)
-        existing = self._first_id(f"SELECT Id FROM Task WHERE CallObject = {soql_literal(key)} LIMIT 1")
+        key = fields.setdefault("CallObject", req.task_sid)
+        # CallObject has no index: in an org with millions of Tasks the look-up alone would time out. CreatedDate is
+        # indexed on every object and no one can edit it (ActivityDate is the user's due date), so it bounds the scan.
+        days = lookback_days(req.finished_at, datetime.now(UTC))
+        existing = self._first_id(
+            format_soql("SELECT Id FROM Task WHERE CallObject = {} AND CreatedDate = LAST_N_DAYS:{} LIMIT 1", key, days)
+        )
         if existing:
             return self._amend(existing, fields)
         created = self._sf.call(lambda sf: sf.Task.create(fields))
@@ -133,7 +202,7 @@ class SalesforceActivities(SalesforceSteps):
 
     def _amend(self, activity_id: str, fields: dict) -> ActivityLogResult:
         written = update_fields(fields)
-        self._sf.call(lambda sf: sf.Task.update(activity_id, written))
+        self._sf.call(lambda sf: sf.Task.update(activity_id, written))  # 204, no body
         return ActivityLogResult(activity_id=activity_id, created=False, fields=written)
 
     def _first_id(self, soql: str) -> str | None:
@@ -145,7 +214,7 @@ class SalesforceActivities(SalesforceSteps):
             return record
         if (record.type or object_type_for_id(record.id)) != "Account":
             return record
-        soql = f"SELECT IsPersonAccount, PersonContactId FROM Account WHERE Id = {soql_literal(record.id)}"
+        soql = format_soql("SELECT IsPersonAccount, PersonContactId FROM Account WHERE Id = {}", record.id)
         rows = self._sf.call(lambda sf: sf.query(soql))["records"]
         if rows and rows[0].get("IsPersonAccount"):
             return record.model_copy(update={"person_contact_id": rows[0]["PersonContactId"]})
@@ -161,7 +230,7 @@ class SalesforceActivities(SalesforceSteps):
         with self._owners_lock:
             if email in self._owners:
                 return self._owners[email]
-        owner = self._first_id(f"SELECT Id FROM User WHERE Email = {soql_literal(email)} AND IsActive = true LIMIT 1")
+        owner = self._first_id(format_soql("SELECT Id FROM User WHERE Email = {} AND IsActive = true LIMIT 1", email))
         with self._owners_lock:
             self._owners[email] = owner
         return owner

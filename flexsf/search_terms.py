@@ -41,7 +41,10 @@ class SearchPlan:
 
 
 def phone_variants(value: str, region: str = "US") -> tuple[str, ...] | None:
-    """E.164 and national digits of a phone-like value, or None when it is not a phone number."""
+    """The forms an org stores a phone number in, or None when the value is not one: E.164 (`+442079460018`), the
+    national form as that country writes it, trunk prefix and spacing included (`020 7946 0018`, `(415) 555-0100`),
+    and that form's bare digits (`02079460018`). SOSL matches the stored text, so the national significant number
+    alone (`2079460018`) finds nothing outside North America."""
     if not re.fullmatch(r"[\d\s().+\-]{7,}", value) or sum(ch.isdigit() for ch in value) < 7:
         return None
     try:
@@ -51,8 +54,8 @@ def phone_variants(value: str, region: str = "US") -> tuple[str, ...] | None:
     if not phonenumbers.is_possible_number(number):
         return None
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    national = str(number.national_number)
-    return tuple(dict.fromkeys([e164, national]))
+    national = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+    return tuple(dict.fromkeys([e164, national, re.sub(r"\D", "", national)]))
 
 
 def plan_search(term: str, region: str = "US") -> SearchPlan | None:
@@ -67,6 +70,15 @@ def plan_search(term: str, region: str = "US") -> SearchPlan | None:
     return SearchPlan("NAME", (value,))
 
 
-def build_sosl(plan: SearchPlan, returning: dict[str, list[str]], limit: int) -> str:
-    objects = ", ".join(f"{obj}({', '.join(fields)})" for obj, fields in returning.items())
+def build_sosl(
+    plan: SearchPlan, returning: dict[str, list[str]], limit: int, where: dict[str, str] | None = None
+) -> str:
+    """`where` filters an object's results (`{"Lead": "IsConverted = false"}`)."""
+    filters = where or {}
+
+    def spec(obj: str, fields: list[str]) -> str:
+        condition = f" WHERE {filters[obj]}" if obj in filters else ""
+        return f"{obj}({', '.join(fields)}{condition})"
+
+    objects = ", ".join(spec(obj, fields) for obj, fields in returning.items())
     return f"{plan.find_clause()} IN {plan.kind} FIELDS RETURNING {objects} LIMIT {limit}"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from activities.activity_fields import ActivityFieldConfig, task_fields, update_fields
 from activities.models import ActivityLogRequest
 from flexsf.models import Notes, RecordRef
@@ -28,7 +30,7 @@ def test_inbound_voice_defaults() -> None:
         "Priority": "Normal",
         "ActivityDate": "2026-11-25",
         "CallType": "Inbound",
-        "Type": "Inbound",
+        "Type": "Call",
         "TaskSubtype": "Call",
         "CallObject": "CA1",
         "CallDurationInSeconds": 42,
@@ -53,7 +55,8 @@ def test_canceled_outbound_chat_with_copilot_notes_and_custom_fields() -> None:
     notes = Notes(disposition="Resolved", summary="s" * 40000, topics=["billing", "refund"], sentiment="positive")
     fields = task_fields(request(outcome="Canceled", direction="Outbound", channel="chat", notes=notes), cfg, None)
     assert fields["Subject"].startswith("Canceled Outbound chat at")
-    assert fields["TaskSubtype"] == "Task" and fields["CallType"] == "Outbound" and fields["Priority"] == "High"
+    assert fields["TaskSubtype"] == "Task" and fields["Priority"] == "High"
+    assert "CallType" not in fields and "Type" not in fields  # call fields describe calls; the Subject has the rest
     assert fields["CallDisposition"] == "Resolved"
     assert len(fields["Description"]) == 32000
     assert fields["Topics__c"] == "billing, refund" and fields["Sentiment__c"] == "positive"
@@ -67,3 +70,15 @@ def test_task_attributes_win_over_copilot_notes_and_updates_drop_create_only_fie
     )
     assert (fields["CallDisposition"], fields["Description"]) == ("Sale", "from flex")
     assert "TaskSubtype" not in update_fields(fields) and "Subject" in update_fields(fields)
+
+
+@pytest.mark.parametrize("direction", ["Inbound", "Outbound"])
+def test_the_direction_is_the_call_type_and_type_is_the_orgs_activity_type(direction: str) -> None:
+    """Type's standard values are Call, Email, Meeting, Other; Inbound/Outbound belong to the restricted CallType."""
+    fields = task_fields(request(direction=direction), ActivityFieldConfig(), None)
+    assert (fields["CallType"], fields["Type"]) == (direction, "Call")
+    assert task_fields(request(direction=direction), ActivityFieldConfig(activity_type="Phone Call"), None)["Type"] == (
+        "Phone Call"
+    )
+    for hidden in (None, ""):
+        assert "Type" not in task_fields(request(), ActivityFieldConfig(activity_type=hidden), None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 import pytest
 from simple_salesforce import (
@@ -13,10 +14,11 @@ from simple_salesforce import (
 )
 from simple_salesforce.format import format_external_id
 
-from flexsf.salesforce_client import connect
+from flexsf.salesforce_client import connect, make_session
 from flexsf.salesforce_ids import is_valid_id, object_type_for_id
 from sandboxes.salesforce import SalesforceSandbox
 from sandboxes.salesforce.demo import (
+    CONVERTED_LEAD,
     DEMO_CASE,
     DUPLICATE_LEGACY_ID,
     INTEGRATION_USER_ID,
@@ -71,18 +73,42 @@ def test_upsert_created_then_updated(sf: Salesforce, clean_salesforce_sandbox: S
     response = sf.Task.upsert(path, _call_task(), raw_response=True)
     assert response.status_code == 201
     assert response.json()["created"] is True
-    again = sf.Task.upsert(path, _call_task(CallDisposition="Follow-up"), raw_response=True)
+    update = {k: v for k, v in _call_task(CallDisposition="Follow-up").items() if k != "TaskSubtype"}
+    again = sf.Task.upsert(path, update, raw_response=True)
     assert again.status_code == 200
     assert again.json() == {"id": response.json()["id"], "success": True, "errors": [], "created": False}
     record = sf.Task.get_by_custom_id("Flex_Task_Sid__c", sid)
     assert record["CallDisposition"] == "Follow-up"
-    # TaskSubtype is create-only: repeating its value is fine, changing it is not.
-    with pytest.raises(SalesforceMalformedRequest) as caught:
-        sf.Task.upsert(path, _call_task(TaskSubtype="Task"))
-    assert _error(caught)["errorCode"] == "INVALID_FIELD_FOR_INSERT_UPDATE"
+    # TaskSubtype is create-only: an upsert that updates may not carry it, not even repeating the stored value.
+    for subtype in ("Call", "Task"):
+        with pytest.raises(SalesforceMalformedRequest) as caught:
+            sf.Task.upsert(path, _call_task(TaskSubtype=subtype))
+        assert _error(caught)["errorCode"] == "INVALID_FIELD_FOR_INSERT_UPDATE"
+        assert _error(caught)["fields"] == ["TaskSubtype"]
     matching = [t for t in clean_salesforce_sandbox.records("Task") if t["Flex_Task_Sid__c"] == sid]
-    assert len(matching) == 1
-    assert clean_salesforce_sandbox.counters()["sobject_upsert:Task"] == 3
+    assert len(matching) == 1 and matching[0]["TaskSubtype"] == "Call"
+    assert clean_salesforce_sandbox.counters()["sobject_upsert:Task"] == 4
+
+
+def test_update_by_id_refuses_create_only_fields(sf: Salesforce) -> None:
+    created = sf.Task.create(_call_task())
+    with pytest.raises(SalesforceMalformedRequest) as caught:
+        sf.Task.update(created["id"], {"TaskSubtype": "Call", "CallDisposition": "x"})
+    assert _error(caught)["errorCode"] == "INVALID_FIELD_FOR_INSERT_UPDATE"
+    assert _error(caught)["fields"] == ["TaskSubtype"]
+    assert sf.Task.get(created["id"])["CallDisposition"] is None  # nothing of the refused update was written
+
+
+def test_upsert_answers_before_api_46_have_no_created_flag_and_an_update_no_body(
+    clean_salesforce_sandbox: SalesforceSandbox,
+) -> None:
+    creds = replace(clean_salesforce_sandbox.credentials(), api_version="45.0")
+    sf = connect(creds, make_session(creds.ca_bundle))
+    path = f"Flex_Task_Sid__c/WT{uuid.uuid4().hex}"
+    created = sf.Task.upsert(path, _call_task(), raw_response=True)
+    assert created.status_code == 201 and set(created.json()) == {"id", "success", "errors"}
+    updated = sf.Task.upsert(path, {"CallDisposition": "Follow-up"}, raw_response=True)
+    assert (updated.status_code, updated.content) == (204, b"")
 
 
 def test_upsert_several_matches_is_300(sf: Salesforce) -> None:
@@ -122,6 +148,7 @@ def test_unique_external_id_refuses_duplicates(sf: Salesforce) -> None:
         ({"WhoId": "003nonsense"}, "MALFORMED_ID", ["WhoId"]),
         ({"Status": None}, "REQUIRED_FIELD_MISSING", ["Status"]),
         ({"IsClosed": True}, "INVALID_FIELD_FOR_INSERT_UPDATE", ["IsClosed"]),
+        ({"WhoId": CONVERTED_LEAD.id}, "CANNOT_UPDATE_CONVERTED_LEAD", ["WhoId"]),
     ],
 )
 def test_task_validation_errors(sf: Salesforce, values: dict, code: str, fields: list[str]) -> None:
@@ -187,7 +214,7 @@ def test_unknown_sobject_and_old_version_are_404(sf: Salesforce, clean_salesforc
         sf.Widget__c.create({"Name": "x"})
     assert _error(caught)["errorCode"] == "NOT_FOUND"
     response = sf.session.get(
-        f"{sf.base_url.replace('v62.0', 'v49.0')}sobjects/Contact/",
+        f"{sf.base_url.replace('v62.0', 'v30.0')}sobjects/Contact/",  # retired in Summer '25
         headers={"Authorization": f"Bearer {sf.session_id}"},
     )
     assert response.status_code == 404

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import pytest
 from simple_salesforce import Salesforce, SalesforceMalformedRequest
+from simple_salesforce.format import format_soql
 
+from flexsf.salesforce_client import connect, make_session
+from sandboxes.salesforce import SalesforceSandbox
 from sandboxes.salesforce.demo import (
     ACCENTED_CONTACTS,
     APOSTROPHE_CONTACT,
+    CONVERTED_LEAD,
     DEMO_LEAD,
     DUPLICATE_NAME,
     DUPLICATE_NAME_CONTACTS,
@@ -15,6 +19,8 @@ from sandboxes.salesforce.demo import (
     PERSON_ACCOUNT,
     RESERVED_CHARS_ACCOUNT,
     SHARED_PHONE_RECORDS,
+    UK_CONTACT,
+    UK_CONTACT_E164,
     UNIQUE_PHONE_ACCOUNT,
     UNIQUE_PHONE_CONTACT,
 )
@@ -69,6 +75,7 @@ def test_query_escapes_quotes(sf: Salesforce) -> None:
         ("SELECT Id FROM Contact WHERE", "MALFORMED_QUERY"),
         ("SELECT Id Contact", "MALFORMED_QUERY"),
         ("SELECT Id FROM Contact LIMIT many", "MALFORMED_QUERY"),
+        ("SELECT Id FROM Contact WHERE Name = 'a\\qb'", "MALFORMED_QUERY"),  # not an escape sequence
     ],
 )
 def test_query_errors(sf: Salesforce, soql: str, code: str) -> None:
@@ -77,22 +84,104 @@ def test_query_errors(sf: Salesforce, soql: str, code: str) -> None:
     assert _error(caught)["errorCode"] == code
 
 
+def test_values_quoted_by_simple_salesforce_round_trip(sf: Salesforce) -> None:
+    last = 'Quote\'s "double" back\\slash\ttab\nline'
+    created = sf.Contact.create({"LastName": last})["id"]
+    found = sf.query(format_soql("SELECT Id, LastName FROM Contact WHERE LastName = {}", last))["records"]
+    assert [(r["Id"], r["LastName"]) for r in found] == [(created, last)]
+
+
+def test_query_dates_and_date_literals(sf: Salesforce, clean_salesforce_sandbox: SalesforceSandbox) -> None:
+    task = sf.Task.create({"Subject": "dated", "ActivityDate": "2024-05-01"})["id"]
+
+    def found(sf: Salesforce, where: str) -> bool:
+        return sf.query(f"SELECT Id FROM Task WHERE Id = '{task}' AND {where}")["totalSize"] == 1
+
+    # Each check holds on either side of a midnight passing during the test.
+    assert found(sf, "CreatedDate = LAST_N_DAYS:1") and found(sf, "CreatedDate > 2024-05-01T00:00:00Z")
+    assert not found(sf, "CreatedDate > TOMORROW") and not found(sf, "CreatedDate = NEXT_N_DAYS:3")
+    assert found(sf, "ActivityDate = 2024-05-01") and found(sf, "ActivityDate < LAST_N_DAYS:30")
+    assert not found(sf, "ActivityDate = LAST_N_DAYS:30")
+
+    clean_salesforce_sandbox.advance_clock(3 * 86400)
+    creds = clean_salesforce_sandbox.credentials()
+    later = connect(creds, make_session(creds.ca_bundle))  # the old token expired with the clock
+    assert not found(later, "CreatedDate = LAST_N_DAYS:1") and found(later, "CreatedDate = LAST_N_DAYS:5")
+    assert found(later, "CreatedDate < TODAY") and not found(later, "CreatedDate = YESTERDAY")
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "CreatedDate >= '2024-01-01T00:00:00Z'",  # quoted
+        "CreatedDate >= 2024-01-01",  # a date on a dateTime field
+        "ActivityDate = 2024-01-01T00:00:00Z",  # a dateTime on a date field
+        "CallObject = LAST_N_DAYS:3",
+        "Subject = TODAY",
+    ],
+)
+def test_date_values_must_fit_the_field(sf: Salesforce, where: str) -> None:
+    with pytest.raises(SalesforceMalformedRequest) as caught:
+        sf.query(f"SELECT Id FROM Task WHERE {where}")
+    assert _error(caught)["errorCode"] == "INVALID_FIELD"
+    assert "value of filter criterion" in _error(caught)["message"]
+
+
 # ---- SOSL ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("term", [r"\(415\) 555\-0100", "415.555.0100", r"\+1 415 555 0100", "4155550100"])
-def test_phone_search_matches_across_formats(sf: Salesforce, term: str) -> None:
+# Stored as "(415) 555-0100", "415.555.0100" (contacts) and "+1 415 555 0100" (lead).
+DANIEL, GRACE, SAM = SHARED_PHONE_RECORDS
+
+
+@pytest.mark.parametrize(
+    ("term", "found"),
+    [
+        (r"\(415\) 555\-0100", {DANIEL, GRACE, SAM}),  # the national form's digit runs, in order
+        ("415.555.0100", {DANIEL, GRACE, SAM}),
+        ("4155550100", {DANIEL, GRACE}),  # all the digits of a nationally written number
+        (r"\+14155550100", {SAM}),  # all the digits of a number written with its country code
+        (r"\+1 415 555 0100", {SAM}),
+        (r"\+14155550100 OR \(415\) 555\-0100", {DANIEL, GRACE, SAM}),
+    ],
+)
+def test_phone_search_matches_digit_runs_or_all_digits(sf: Salesforce, term: str, found: set) -> None:
     result = sf.search(f"FIND {{{term}}} IN PHONE FIELDS {RETURNING_PEOPLE}")
-    assert _ids(result) == {r.id for r in SHARED_PHONE_RECORDS}
-    types = {r["attributes"]["type"] for r in result["searchRecords"]}
-    assert types == {"Contact", "Lead"}
+    assert _ids(result) == {r.id for r in found}
+
+
+def test_phone_search_strips_neither_country_code_nor_trunk_prefix(sf: Salesforce) -> None:
+    """SOSL matches the phone string as stored: no last-ten-digits normalization."""
+    assert _ids(sf.search(f"FIND {{2079460018}} IN PHONE FIELDS {RETURNING_PEOPLE}")) == set()
+    assert _ids(sf.search(f"FIND {{\\{UK_CONTACT_E164}}} IN PHONE FIELDS {RETURNING_PEOPLE}")) == set()
+    assert _ids(sf.search(f"FIND {{020 7946 0018}} IN PHONE FIELDS {RETURNING_PEOPLE}")) == {UK_CONTACT.id}
+    assert _ids(sf.search(f"FIND {{02079460018}} IN PHONE FIELDS {RETURNING_PEOPLE}")) == {UK_CONTACT.id}
+    assert _ids(sf.search(f"FIND {{\\+1 628 555 0147}} IN PHONE FIELDS {RETURNING_PEOPLE}")) == set()
 
 
 def test_unique_phones(sf: Salesforce) -> None:
-    contact = sf.search(r"FIND {\+1 628 555 0147} IN PHONE FIELDS " + RETURNING_PEOPLE)
+    contact = sf.search(r"FIND {\(628\) 555\-0147} IN PHONE FIELDS RETURNING Contact(Id), Account(Id)")
     assert _ids(contact) == {UNIQUE_PHONE_CONTACT.id}
     account = sf.search("FIND {2125550188} IN PHONE FIELDS RETURNING Account(Id, Name, Phone)")
     assert [r["Name"] for r in account["searchRecords"]] == [UNIQUE_PHONE_ACCOUNT.name]
-    person = sf.search("FIND {6285550162} IN PHONE FIELDS RETURNING Account(Id, IsPersonAccount), Contact(Id)")
+    person = sf.search(r"FIND {\+16285550162} IN PHONE FIELDS RETURNING Account(Id, IsPersonAccount), Contact(Id)")
     assert _ids(person) >= {PERSON_ACCOUNT.id}
+
+
+def test_converted_leads_are_found_unless_filtered(sf: Salesforce) -> None:
+    unfiltered = sf.search(r"FIND {\(628\) 555\-0147} IN PHONE FIELDS " + RETURNING_PEOPLE)
+    assert _ids(unfiltered) == {UNIQUE_PHONE_CONTACT.id, CONVERTED_LEAD.id}
+    by_name = sf.search(f"FIND {{{CONVERTED_LEAD.name}}} IN NAME FIELDS RETURNING Lead(Id, IsConverted)")
+    assert by_name["searchRecords"][0]["IsConverted"] is True
+    filtered = sf.search(
+        r"FIND {\(628\) 555\-0147} IN PHONE FIELDS "
+        "RETURNING Contact(Id, Name), Lead(Id, Name WHERE IsConverted = false), Account(Id, Name)"
+    )
+    assert _ids(filtered) == {UNIQUE_PHONE_CONTACT.id}
+    lead = sf.Lead.get(CONVERTED_LEAD.id)
+    assert (lead["Status"], lead["ConvertedContactId"], lead["ConvertedAccountId"]) == (
+        "Closed - Converted",
+        UNIQUE_PHONE_CONTACT.id,
+        UNIQUE_PHONE_ACCOUNT.id,
+    )
 
 
 @pytest.mark.parametrize(

@@ -31,11 +31,26 @@ def test_every_reserved_character_is_escaped(raw: str, escaped: str) -> None:
 
 
 @pytest.mark.parametrize("raw", ["(415) 555-0100", "415.555.0100", "+1 415 555 0100", "tel:+14155550100"])
-def test_phone_numbers_search_e164_and_national_digits(raw: str) -> None:
+def test_phone_numbers_search_e164_and_the_national_form(raw: str) -> None:
     plan = plan_search(raw)
     assert plan is not None and plan.kind == "PHONE"
-    assert plan.variants == ("+14155550100", "4155550100")
-    assert plan.find_clause() == "FIND {\\+14155550100 OR 4155550100}"
+    assert plan.variants == ("+14155550100", "(415) 555-0100", "4155550100")
+    assert plan.find_clause() == "FIND {\\+14155550100 OR \\(415\\) 555\\-0100 OR 4155550100}"
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "variants"),
+    [
+        # The trunk prefix is part of how the country writes the number, and of what SOSL matches.
+        ("+442079460018", "US", ("+442079460018", "020 7946 0018", "02079460018")),
+        ("020 7946 0018", "GB", ("+442079460018", "020 7946 0018", "02079460018")),
+        ("whatsapp:+33123456789", "US", ("+33123456789", "01 23 45 67 89", "0123456789")),
+        ("+61 2 9374 4000", "US", ("+61293744000", "(02) 9374 4000", "0293744000")),
+    ],
+)
+def test_numbers_outside_north_america_keep_their_national_form(raw: str, region: str, variants: tuple) -> None:
+    plan = plan_search(raw, region)
+    assert plan is not None and plan.variants == variants
 
 
 def test_names_emails_and_chat_identities() -> None:
@@ -49,3 +64,9 @@ def test_names_emails_and_chat_identities() -> None:
 def test_sosl_statement_shape() -> None:
     sosl = build_sosl(plan_search("O'Brien"), {"Contact": ["Id", "Name"], "Lead": ["Id", "Name"]}, 20)
     assert sosl == "FIND {O\\'Brien} IN NAME FIELDS RETURNING Contact(Id, Name), Lead(Id, Name) LIMIT 20"
+    filtered = build_sosl(
+        plan_search("Ada"), {"Contact": ["Id"], "Lead": ["Id", "Name"]}, 5, {"Lead": "IsConverted = false"}
+    )
+    assert (
+        filtered == "FIND {Ada} IN NAME FIELDS RETURNING Contact(Id), Lead(Id, Name WHERE IsConverted = false) LIMIT 5"
+    )

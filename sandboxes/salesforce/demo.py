@@ -3,7 +3,8 @@
 Well-known records have fixed ids (sequence numbers below 1000); everything else is generated from
 a fixed random seed, so two runs seed identical orgs. Phone numbers use the fictional 555-01xx
 range. Deliberate traps: duplicate names, a phone shared by several records in different formats,
-reserved SOSL characters and non-ASCII letters in names, person accounts.
+reserved SOSL characters and non-ASCII letters in names, person accounts, a converted lead that
+shares a contact's number and name, a UK number stored in its national form.
 """
 
 from __future__ import annotations
@@ -42,10 +43,22 @@ AGENT_USERS = (
     DemoRecord("User", _rid("User", 5), "Katherine Johnson", email="katherine.johnson@example.com"),
 )
 
-# Exactly one record in the org has this number (in any field or format).
+# Exactly one live record has this number (in any field or format); the lead she was converted from keeps it too.
 UNIQUE_PHONE_CONTACT = DemoRecord(
     "Contact", _rid("Contact", 1), "Maria Garcia", phone="(628) 555-0147", email="maria.garcia@example.com"
 )
+# Search returns a converted lead (indexed before its conversion) to users with "View and Edit Converted Leads", as the
+# integration user here: Salesforce Help, "Let Users View and Edit Converted Leads". Filter on IsConverted.
+CONVERTED_LEAD = DemoRecord(
+    "Lead",
+    _rid("Lead", 3),
+    UNIQUE_PHONE_CONTACT.name,
+    phone=UNIQUE_PHONE_CONTACT.phone,
+    email=UNIQUE_PHONE_CONTACT.email,
+)
+# A London number stored as the UK writes it, trunk prefix and all (Ofcom's drama range 020 7946 0xxx).
+UK_CONTACT = DemoRecord("Contact", _rid("Contact", 21), "Oliver Bennett", phone="020 7946 0018")
+UK_CONTACT_E164 = "+442079460018"
 # One number, three records, three formats.
 SHARED_PHONE = "+14155550100"
 SHARED_PHONE_RECORDS = (
@@ -257,7 +270,7 @@ def _seed_well_known(org: Org) -> None:
     contact(UNIQUE_PHONE_CONTACT, AccountId=UNIQUE_PHONE_ACCOUNT.id)
     for rec in SHARED_PHONE_RECORDS[:2]:
         contact(rec)
-    for rec in (APOSTROPHE_CONTACT, HYPHEN_CONTACT, *ACCENTED_CONTACTS):
+    for rec in (APOSTROPHE_CONTACT, HYPHEN_CONTACT, *ACCENTED_CONTACTS, UK_CONTACT):
         contact(rec)
     for i, rec in enumerate(DUPLICATE_NAME_CONTACTS):
         contact(
@@ -284,6 +297,20 @@ def _seed_well_known(org: Org) -> None:
         me,
         record_id=DEMO_LEAD.id,
     )
+    first, last = _split(CONVERTED_LEAD.name)
+    org.create(
+        s["Lead"],
+        {
+            "FirstName": first,
+            "LastName": last,
+            "Company": UNIQUE_PHONE_ACCOUNT.name,
+            "Phone": CONVERTED_LEAD.phone,
+            "Email": CONVERTED_LEAD.email,
+        },
+        me,
+        record_id=CONVERTED_LEAD.id,
+    )
+    org.convert_lead(CONVERTED_LEAD.id, UNIQUE_PHONE_CONTACT.id, UNIQUE_PHONE_ACCOUNT.id, me)
     org.create(
         s["Case"],
         {

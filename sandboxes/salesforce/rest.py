@@ -21,7 +21,11 @@ from sandboxes.salesforce.schema import describe
 from sandboxes.salesforce.soql import run_query
 from sandboxes.salesforce.sosl import run_parameterized, run_search
 
-MIN_API_VERSION = 50.0
+# Salesforce Help, "Salesforce Platform API Versions 21.0 through 30.0 Retirement" (enforced from Summer '25).
+MIN_API_VERSION = 31.0
+# REST API Developer Guide, "Insert or Update (Upsert) a Record Using an External ID": from 46.0 an upsert answers
+# `created` in its body and an update 200; before, an update answers 204 with no body.
+UPSERT_RESULT_VERSION = 46.0
 _VERSION_RE = re.compile(r"^v(\d{2,3}\.\d)$")
 _WRITE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
 UNAVAILABLE = ApiError(503, "SERVER_UNAVAILABLE", "Server is temporarily unavailable. Please try again later.")
@@ -242,6 +246,10 @@ class RestApi:
                     return Response(300, [sobject_url(version, name, r["Id"]) for r in result])
                 assert isinstance(result, dict)
                 created = outcome == "created"
+                if float(version) < UPSERT_RESULT_VERSION:
+                    return (
+                        Response(201, {"id": result["Id"], "success": True, "errors": []}) if created else Response(204)
+                    )
                 return Response(
                     201 if created else 200, {"id": result["Id"], "success": True, "errors": [], "created": created}
                 )

@@ -6,7 +6,7 @@ unknown field, exactly as it would be for a profile without access to it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from flexsf.salesforce_ids import KEY_PREFIXES
@@ -28,6 +28,17 @@ class Field:
     unique: bool = False
     custom: bool = False
     label: str = ""
+
+    @property
+    def indexed(self) -> bool:
+        """Fields Salesforce indexes without being asked: what a query must filter on to stay selective.
+        Apex Developer Guide, "Working with Very Large SOQL Queries" (standard and custom indexed fields)."""
+        return (
+            self.name in ("Id", "Name", "OwnerId", "CreatedDate", "SystemModstamp")
+            or self.type == "reference"
+            or self.external_id
+            or self.unique
+        )
 
     @property
     def relationship_name(self) -> str | None:
@@ -88,6 +99,12 @@ class SObject:
     def field(self, name: str) -> Field | None:
         """Field names are case-insensitive in SOQL and in REST bodies."""
         return self._lower.get(name.lower())
+
+    def remove(self, name: str) -> None:
+        f = self.field(name)
+        if f is not None:
+            del self.fields[f.name]
+            del self._lower[f.name.lower()]
 
     def relationship(self, name: str) -> Field | None:
         lowered = name.lower()
@@ -233,6 +250,9 @@ def build_schema(
         ),
         _pick("LeadSource", ("Web", "Phone Inquiry", "Partner Referral", "Other")),
         _ro("IsConverted", "boolean"),
+        _ro("ConvertedContactId", "reference", 18, reference_to=("Contact",)),
+        _ro("ConvertedAccountId", "reference", 18, reference_to=("Account",)),
+        _ro("ConvertedDate", "date"),
         Field("Description", "textarea", 32000),
     )
 
@@ -284,6 +304,8 @@ def build_schema(
         ),
         _pick("Priority", ("High", "Normal", "Low"), required=True, default="Normal"),
         Field("ActivityDate", "date"),
+        # Object Reference for the Salesforce Platform, Task: TaskSubtype is "Create, Filter, Group, Nillable,
+        # Restricted picklist" (no Update).
         _pick(
             "TaskSubtype",
             ("Task", "Email", "ListEmail", "Cadence", "Call", "LinkedIn"),
@@ -291,11 +313,14 @@ def build_schema(
             updateable=False,
             default="Task",
         ),
+        # Object Reference, Task: CallType is a restricted picklist of Inbound, Internal, Outbound in every org.
         _pick("CallType", ("Inbound", "Internal", "Outbound"), restricted=True),
         _s("CallDisposition", 255),
         _s("CallObject", 255),
         Field("CallDurationInSeconds", "int"),
         Field("Description", "textarea", 32000),
+        # Unrestricted by default; an org can restrict it (`restrict_picklist`) or hide it from the integration user
+        # (`hide_field`).
         _pick("Type", ("Call", "Email", "Meeting", "Other")),
         _ro("IsClosed", "boolean"),
     )
@@ -316,6 +341,33 @@ def build_schema(
             )
         )
     return schema
+
+
+# ---- org settings some orgs have and others do not ----------------------------------------------------------------
+def _split_spec(schema: dict[str, SObject], spec: str) -> tuple[SObject, Field]:
+    sobject, _, name = spec.partition(".")
+    obj = schema.get(sobject)
+    f = obj.field(name) if obj else None
+    if obj is None or f is None:
+        raise ValueError(f"no field {spec!r}: use Object.Field")
+    return obj, f
+
+
+def restrict_picklist(schema: dict[str, SObject], spec: str, values: tuple[str, ...] | None = None) -> None:
+    """`Task.Type`: the org ticked "Restrict picklist to the values defined in the value set", after which the API
+    refuses other values too, 400 INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST (Metadata API Developer Guide, ValueSet:
+    `restricted`; describe shows `restrictedPicklist`)."""
+    obj, f = _split_spec(schema, spec)
+    if f.type != "picklist":
+        raise ValueError(f"{spec} is not a picklist")
+    obj.add(replace(f, restricted=True, picklist=tuple(values) if values else f.picklist))
+
+
+def hide_field(schema: dict[str, SObject], spec: str) -> None:
+    """`Task.Type`: field-level security hides the field from the integration user, who then gets INVALID_FIELD
+    ("No such column") for it. Salesforce Help, "Field-Level Security": a hidden field is invisible through the API."""
+    obj, f = _split_spec(schema, spec)
+    obj.remove(f.name)
 
 
 def describe(obj: SObject) -> dict[str, Any]:

@@ -2,8 +2,14 @@
 [LIMIT n] [OFFSET n]`, where cond combines `= != <> < <= > >= LIKE IN NOT IN` with AND / OR / NOT and parentheses.
 
 Like Salesforce, names are case-insensitive, `=` and LIKE on text ignore case, and ids compare
-equal in their 15- and 18-character forms. Subqueries, aggregates other than COUNT(), date
-literals such as TODAY, and `nextRecordsUrl` paging are not supported.
+equal in their 15- and 18-character forms. Date and dateTime fields take unquoted `YYYY-MM-DD` and
+`YYYY-MM-DDThh:mm:ssZ` values (each only on its own type) and the date literals TODAY, YESTERDAY,
+TOMORROW and LAST_N_DAYS:n / NEXT_N_DAYS:n, evaluated in UTC (Salesforce uses the user's time zone).
+Subqueries, aggregates other than COUNT(), other date literals and `nextRecordsUrl` paging are not supported.
+
+In an org whose `large_objects` name the queried object, a query with no filter on an indexed field
+is refused with QUERY_TIMEOUT, as a large org's optimizer would time it out (only the shape is
+judged, not the real optimizer's 10–30 % selectivity thresholds).
 """
 
 from __future__ import annotations
@@ -11,9 +17,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sandboxes.salesforce.errors import invalid_type, malformed_query, no_such_column
+from sandboxes.salesforce.errors import ApiError, invalid_field, invalid_type, malformed_query, no_such_column
 from sandboxes.salesforce.records import Org, sobject_url
 from sandboxes.salesforce.schema import Field, SObject
 from sandboxes.salesforce.store import Record
@@ -24,6 +31,7 @@ _TOKEN_RE = re.compile(
     | (?P<datetime>\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})))
     | (?P<date>\d{4}-\d{2}-\d{2})
     | (?P<number>-?\d+(?:\.\d+)?)
+    | (?P<dateliteral>(?i:LAST_N_DAYS|NEXT_N_DAYS):\d+\b)
     | (?P<op><>|!=|<=|>=|=|<|>)
     | (?P<punct>[(),])
     | (?P<ident>[A-Za-z_][A-Za-z0-9_.]*)
@@ -54,6 +62,9 @@ _KEYWORDS = {
     "COUNT",
 }
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f"}
+# SOQL and SOSL Reference, "Quoted String Escape Sequences": a backslash before anything else is an error (\_ and \%
+# are for LIKE patterns).
+_ESCAPABLE = set("nNtTrRbBfF\"'\\_%")
 
 
 @dataclass
@@ -79,9 +90,15 @@ def tokenize(text: str) -> list[Token]:
         raw = m.group(kind)
         value: Any = raw
         if kind == "string":
-            value = re.sub(r"\\(.)", lambda e: _ESCAPES.get(e.group(1), e.group(1)), raw[1:-1])
+            bad = next((e for e in re.findall(r"\\(.)", raw[1:-1], re.DOTALL) if e not in _ESCAPABLE), None)
+            if bad is not None:
+                raise malformed_query(f"Illegal character sequence '\\{bad}' in string literal: {raw}")
+            value = re.sub(r"\\(.)", lambda e: _ESCAPES.get(e.group(1).lower(), e.group(1)), raw[1:-1])
         elif kind == "number":
             value = float(raw) if "." in raw else int(raw)
+        elif kind == "dateliteral":
+            name, _, n = raw.partition(":")
+            value = (name.upper(), int(n))
         tokens.append(Token(kind, raw, value))
     return tokens
 
@@ -96,6 +113,28 @@ class Comparison:
     get: Getter
     op: str
     value: Any
+
+
+@dataclass(frozen=True)
+class DateRange:
+    """A date literal: the days [first, last] it covers."""
+
+    first: date
+    last: date
+
+
+# SOQL and SOSL Reference, "Date Formats and Date Literals in WHERE": LAST_N_DAYS:1 is yesterday and today.
+def date_literal(name: str, n: int, today: date) -> DateRange:
+    day = timedelta(days=1)
+    fixed = {"TODAY": (today, today), "YESTERDAY": (today - day, today - day), "TOMORROW": (today + day, today + day)}
+    if name in fixed:
+        return DateRange(*fixed[name])
+    if name == "LAST_N_DAYS":
+        return DateRange(today - n * day, today)
+    return DateRange(today + day, today + n * day)  # NEXT_N_DAYS
+
+
+_DATE_LITERAL_WORDS = ("TODAY", "YESTERDAY", "TOMORROW")
 
 
 @dataclass
@@ -172,8 +211,14 @@ class Parser:
 
         return f"{ref.relationship_name}.{target_field.name}", target_field, get
 
-    def parse_value(self) -> Any:
+    def parse_value(self, f: Field | None = None) -> Any:
         tok = self.next()
+        if f is not None:
+            _check_value_type(f, tok)
+        if tok.kind == "dateliteral":
+            return date_literal(*tok.value, self.org.clock.now().date())
+        if tok.is_kw(*_DATE_LITERAL_WORDS):
+            return date_literal(tok.text.upper(), 0, self.org.clock.now().date())
         if tok.kind in ("string", "number", "date", "datetime"):
             return tok.value
         if tok.is_kw("NULL"):
@@ -215,10 +260,10 @@ class Parser:
         _, f, get = self.resolve(obj, tok.text)
         op_tok = self.next()
         if op_tok.kind == "op":
-            return Comparison(f, get, "!=" if op_tok.text == "<>" else op_tok.text, self.parse_value())
+            return Comparison(f, get, "!=" if op_tok.text == "<>" else op_tok.text, self.parse_value(f))
         if op_tok.is_kw("LIKE"):
             value = self.parse_value()
-            if not isinstance(value, str):
+            if not isinstance(value, str) or f.type in _SOQL_TYPE_NAMES:
                 raise malformed_query("LIKE needs a string")
             return Comparison(f, get, "LIKE", value)
         negate = False
@@ -227,10 +272,10 @@ class Parser:
             op_tok = self.next()
         if op_tok.is_kw("IN"):
             self.expect_punct("(")
-            values = [self.parse_value()]
+            values = [self.parse_value(f)]
             while self.peek() is not None and self.peek().text == ",":  # type: ignore[union-attr]
                 self.next()
-                values.append(self.parse_value())
+                values.append(self.parse_value(f))
             self.expect_punct(")")
             return Comparison(f, get, "NOT IN" if negate else "IN", values)
         raise malformed_query(f"unexpected token: '{op_tok.text}'")
@@ -259,7 +304,63 @@ class Parser:
         return tok.value
 
 
+_SOQL_TYPE_NAMES = {"date": "date", "datetime": "dateTime"}
+
+
+def _check_value_type(f: Field, tok: Token) -> None:
+    """SOQL and SOSL Reference, "Date Formats and Date Literals in WHERE": a date value filters date fields only, a
+    dateTime value dateTime fields only, never quoted; date literals only on either."""
+    if tok.is_kw("NULL"):
+        return
+    is_literal = tok.kind == "dateliteral" or tok.is_kw(*_DATE_LITERAL_WORDS)
+    if f.type in _SOQL_TYPE_NAMES:
+        if is_literal or tok.kind == f.type:
+            return
+        raise invalid_field(
+            f"value of filter criterion for field '{f.name}' must be of type {_SOQL_TYPE_NAMES[f.type]} and should "
+            "not be enclosed in quotes"
+        )
+    if is_literal or tok.kind in ("date", "datetime"):
+        kind = "string" if f.type not in ("int", "double", "currency", "boolean") else f.type
+        raise invalid_field(
+            f"value of filter criterion for field '{f.name}' must be of type {kind} and should be enclosed in quotes"
+        )
+
+
 # ---- evaluation ---------------------------------------------------------------------------------
+def _as_time(f: Field, value: Any) -> Any:
+    """Date and dateTime values as comparable Python objects (stored values keep Salesforce's text form)."""
+    if not isinstance(value, str):
+        return value
+    if f.type == "date":
+        return date.fromisoformat(value[:10])
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _range_bounds(f: Field, r: DateRange) -> tuple[Any, Any]:
+    if f.type == "date":
+        return r.first, r.last
+    return datetime.combine(r.first, time.min, UTC), datetime.combine(r.last + timedelta(days=1), time.min, UTC)
+
+
+def _compare_range(f: Field, op: str, actual: Any, r: DateRange) -> bool:
+    """A date literal is a range: `=` inside it, `>` after its end, `<` before its start."""
+    if actual is None:
+        return op == "!="
+    low, high = _range_bounds(f, r)
+    # dateTime ranges are half-open at midnight after the last day; date ranges include their last day.
+    before_end = actual <= high if f.type == "date" else actual < high
+    inside = low <= actual and before_end
+    return {
+        "=": inside,
+        "!=": not inside,
+        "<": actual < low,
+        ">=": actual >= low,
+        ">": not before_end,
+        "<=": before_end,
+    }[op]
+
+
 def _norm(f: Field, value: Any) -> Any:
     if isinstance(value, str):
         if f.type in ("id", "reference") and len(value) in (15, 18):
@@ -291,12 +392,28 @@ def matches(cond: Any, record: Record) -> bool:
         return not matches(cond.parts[0], record)
     actual = cond.get(record)
     op = cond.op
+    if cond.field.type in _SOQL_TYPE_NAMES:
+        actual = _as_time(cond.field, actual)
+        if isinstance(cond.value, DateRange):
+            return _compare_range(cond.field, op, actual, cond.value)
+        if op in ("IN", "NOT IN"):
+            found = any(
+                _compare_range(cond.field, "=", actual, v)
+                if isinstance(v, DateRange)
+                else actual == _as_time(cond.field, v)
+                for v in cond.value
+            )
+            return found if op == "IN" else not found
+        return _compare(op, actual, _as_time(cond.field, cond.value))
     if op == "LIKE":
         return isinstance(actual, str) and _like(cond.value).fullmatch(actual) is not None
     if op in ("IN", "NOT IN"):
         found = _norm(cond.field, actual) in {_norm(cond.field, v) for v in cond.value}
         return found if op == "IN" else not found
-    left, right = _norm(cond.field, actual), _norm(cond.field, cond.value)
+    return _compare(op, _norm(cond.field, actual), _norm(cond.field, cond.value))
+
+
+def _compare(op: str, left: Any, right: Any) -> bool:
     if op == "=":
         return left == right
     if op == "!=":
@@ -316,6 +433,29 @@ def sort_records(records: list[Record], order: list[OrderItem]) -> list[Record]:
         present.sort(key=lambda r: v.lower() if isinstance(v := item.get(r), str) else v, reverse=item.descending)
         records = missing + present if item.nulls_first else present + missing
     return records
+
+
+# ---- selectivity --------------------------------------------------------------------------------
+def uses_index(cond: Any) -> bool:
+    """Whether a filter can be answered from an index: a positive comparison on an indexed field, in an AND with
+    anything, or in every branch of an OR (Apex Developer Guide, "Working with Very Large SOQL Queries")."""
+    if cond is None:
+        return False
+    if isinstance(cond, BoolOp):
+        if cond.op == "AND":
+            return any(uses_index(p) for p in cond.parts)
+        if cond.op == "OR":
+            return all(uses_index(p) for p in cond.parts)
+        return False
+    if not cond.field.indexed or cond.op in ("!=", "NOT IN") or cond.value is None:
+        return False
+    return not (cond.op == "LIKE" and cond.value.startswith("%"))
+
+
+def check_selective(org: Org, obj: SObject, condition: Any) -> None:
+    if obj.name in org.large_objects and not uses_index(condition):
+        # The exact text of the real timeout is unverified; the code is what clients see on a long-running query.
+        raise ApiError(400, "QUERY_TIMEOUT", "Your query request was running for too long.")
 
 
 # ---- the query endpoint -------------------------------------------------------------------------
@@ -372,6 +512,7 @@ def run_query(org: Org, soql: str, version: str, include_deleted: bool = False) 
         offset = parser.parse_int()
     if parser.peek() is not None:
         raise malformed_query(f"unexpected token: '{parser.peek().text}'")  # type: ignore[union-attr]
+    check_selective(org, obj, condition)
 
     with org.store.lock:
         records = [r for r in org.store.all(obj.name, include_deleted) if condition is None or matches(condition, r)]
