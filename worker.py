@@ -92,6 +92,7 @@ def build_activities(settings: Settings) -> Activities:
             external_id_field=settings.flexsf_activity_external_id_field,
             topics_field=settings.flexsf_activity_topics_field,
             sentiment_field=settings.flexsf_activity_sentiment_field,
+            activity_type=settings.flexsf_activity_type,
         ),
         owner_mapping=settings.flexsf_owner_mapping,
     )

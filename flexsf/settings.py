@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     flexsf_activity_priority: str = "Normal"
     flexsf_activity_topics_field: str | None = None
     flexsf_activity_sentiment_field: str | None = None
+    flexsf_activity_type: str | None = Field(
+        "Call",
+        description="Task Type of a voice call: a value of the org's Type picklist. Blank: Type is not sent (for an "
+        "integration user whom field-level security keeps from Type). Other channels never send Type or CallType.",
+    )
     flexsf_owner_mapping: Literal["email", "sfdcUserId", "none"] = "email"
 
     # Timers of the task workflow (seconds).
@@ -150,6 +155,7 @@ class Settings(BaseSettings):
         "flexsf_activity_external_id_field",
         "flexsf_activity_topics_field",
         "flexsf_activity_sentiment_field",
+        "flexsf_activity_type",
         mode="before",
     )
     @classmethod

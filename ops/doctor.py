@@ -164,7 +164,8 @@ def _versions(sf) -> list[dict]:
 
 def _check_task_fields(settings: Settings, describe: dict, report: Report) -> None:
     fields = {f["name"]: f for f in describe.get("fields", [])}
-    wanted = list(LOGGED_FIELDS) + [
+    # Type is only written when FLEXSF_ACTIVITY_TYPE names one.
+    wanted = [name for name in LOGGED_FIELDS if name != "Type" or settings.flexsf_activity_type] + [
         f for f in (settings.flexsf_activity_topics_field, settings.flexsf_activity_sentiment_field) if f
     ]
     missing = [name for name in wanted if name not in fields]
@@ -195,12 +196,14 @@ def _check_task_fields(settings: Settings, describe: dict, report: Report) -> No
     )
     type_field = fields.get("Type", {})
     type_values = {v.get("value") for v in type_field.get("picklistValues", []) if v.get("active", True)}
+    wanted_type = settings.flexsf_activity_type
+    restricted = bool(type_field.get("restrictedPicklist"))
     report.add(
-        "Task Type values",
-        not type_field.get("restrictedPicklist") or "Call" in type_values,
-        ("restricted: " if type_field.get("restrictedPicklist") else "")
-        + (", ".join(sorted(type_values)) or "any value"),
-        "add Call to the Task Type picklist, or configure the Type the log sends",
+        "Task Type value",
+        not wanted_type or not restricted or wanted_type in type_values,
+        (f"sends {wanted_type!r}" if wanted_type else "Type is not sent (FLEXSF_ACTIVITY_TYPE blank)")
+        + (f"; restricted to {', '.join(sorted(type_values))}" if restricted else ""),
+        f"add {wanted_type} to the Task Type picklist, set FLEXSF_ACTIVITY_TYPE to one of its values, or blank",
     )
     external = settings.flexsf_activity_external_id_field
     if external:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from ops.doctor import Report, diagnose
+from sandboxes.salesforce.schema import restrict_picklist
 from sandboxes.twilio.state import Worker
 from tests.fixtures_stack import settings_from
 
@@ -90,6 +91,21 @@ async def test_an_unmapped_worker_is_named(stack, temporal_client) -> None:
     problems = failed(report)
     assert set(problems) == {"owner mapping"}
     assert "Stray Agent" in problems["owner mapping"]
+
+
+async def test_a_type_the_orgs_restricted_picklist_lacks_is_named(stack, temporal_client) -> None:
+    task = stack.sf.org.schema["Task"]
+    standard = task.field("Type")
+    restrict_picklist(stack.sf.org.schema, "Task.Type", ("Email", "Meeting", "Other"))
+    try:  # the session's sandbox: the next test needs the standard schema back
+        report = await diagnose(settings_for(stack), temporal_client)
+        blank = await diagnose(settings_for(stack, FLEXSF_ACTIVITY_TYPE=""), temporal_client)
+    finally:
+        task.add(standard)
+    detail = failed(report)
+    assert set(detail) == {"Task Type value"}
+    assert "'Call'" in detail["Task Type value"] and "restricted to Email, Meeting, Other" in detail["Task Type value"]
+    assert blank.ok, failed(blank)
 
 
 async def test_no_worker_polling_is_named(stack, temporal_client) -> None:
