@@ -314,6 +314,7 @@ def check_twilio(settings: Settings, report: Report) -> None:
         + (f"; recovers without {', '.join(slower)} by reconciliation" if slower else ""),
         f"add {', '.join(lacking)} to the workspace's Events Filter (or clear the filter)",
     )
+    _check_etag(client, settings, report)
     config = _guard(
         report,
         "Flex configuration",
@@ -330,6 +331,31 @@ def check_twilio(settings: Settings, report: Report) -> None:
             "turn on ui_attributes.custom_data.features.salesforce_integration.enabled in the Flex "
             "configuration (docs/agent-side.md)",
         )
+
+
+def _check_etag(client, settings: Settings, report: Report) -> None:
+    """What only a live account shows: how its front end spells the ETag header (or whether it sends one). The product
+    reads it in any case and never writes attributes without it, so only a missing ETag fails."""
+    from flexsf.twilio_client import response_header
+
+    tasks = client.taskrouter.v1.workspaces(settings.twilio_workspace_sid).tasks
+    sample = _guard(report, "TaskRouter ETag", "check the credentials' access to tasks", lambda: tasks.list(limit=1))
+    if sample is None:
+        return
+    if not sample:
+        report.add("TaskRouter ETag", True, "no task to look at yet: run again once the workspace has one")
+        return
+    fetched = _guard(report, "TaskRouter ETag", "", lambda: tasks(sample[0].sid).fetch_with_http_info())
+    if fetched is None:
+        return
+    names = [name for name in (fetched.headers or {}) if name.lower() == "etag"]
+    report.add(
+        "TaskRouter ETag",
+        response_header(fetched.headers, "ETag") is not None,
+        f"sent as {names[0]!r}" if names else "no ETag on a task fetch",
+        "a proxy between the worker and Twilio drops the ETag header: the worker will not write sfdcObjectId "
+        "without it (let ETag and If-Match through)",
+    )
 
 
 # ---- Temporal ------------------------------------------------------------------------------------------------------

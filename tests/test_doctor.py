@@ -142,3 +142,15 @@ async def test_a_good_setup_exits_0_from_the_command(stack, temporal_server) -> 
     done = await doctor(env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "✘" not in done.stdout and "✔" in done.stdout
+
+
+async def test_the_etag_probe_reports_the_spelling_and_fails_only_without_one(stack, temporal_client) -> None:
+    stack.tw.create_task({"from": "+15005550006"})
+    stack.tw.faults.update(response_header_case="lower")
+    lower = await diagnose(settings_for(stack), temporal_client)
+    stack.tw.faults.update(response_header_case="canonical", task_fetch_without_etag=True)
+    missing = await diagnose(settings_for(stack), temporal_client)
+    stack.tw.faults.update(task_fetch_without_etag=False)
+    assert lower.ok, failed(lower)
+    assert next(c.detail for c in lower.checks if c.name == "TaskRouter ETag") == "sent as 'etag'"
+    assert set(failed(missing)) == {"TaskRouter ETag"}
