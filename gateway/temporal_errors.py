@@ -1,6 +1,7 @@
 """Temporal's failures as HTTP answers, shared by every route that talks to Temporal.
 
-An outage is 503 (a retrying sender — TaskRouter, the agent's browser — can retry); a refusal is 503 with its reason.
+An outage is 503 and a refusal is 503 with its reason: the agent's browser retries; TaskRouter does not retry a
+callback, so an event refused here is recovered by the workflow's reconciliation or `flexsf reconcile`.
 Routes handle the errors that mean something to them (NOT_FOUND, a closed workflow) before these.
 """
 
