@@ -222,11 +222,16 @@ def reconcile_command(
     for action in actions:
         if action.action == "started":
             typer.echo(f"{action.task_sid}: {action.finished}, no workflow -> started with {action.events} event(s)")
+        elif action.action == "failed":
+            typer.echo(f"{action.task_sid}: {action.finished} -> failed: {action.reason}")
         else:
             typer.echo(f"{action.task_sid}: {action.finished}, workflow exists -> left alone")
     started = sum(a.action == "started" for a in actions)
-    typer.echo(f"{len(actions)} finished task(s) since {start.isoformat(timespec='seconds')}; {started} started")
-    _ops_exit(0)
+    failed = sum(a.action == "failed" for a in actions)
+    summary = f"{len(actions)} finished task(s) since {start.isoformat(timespec='seconds')}; {started} started"
+    typer.echo(summary + (f", {failed} failed" if failed else ""))
+    # A failed task still has no log: a script or cron job running this must notice.
+    _ops_exit(1 if failed else 0)
 
 
 @app.command("search-attributes")

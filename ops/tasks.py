@@ -18,10 +18,12 @@ from temporalio.client import (
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
+from twilio.base.exceptions import TwilioException
 
 from flexsf import search_attributes as sa
 from flexsf.models import RelogRequest, RelogResult, Stage, TaskEvent, TaskView
 from flexsf.settings import ConfigurationError, Settings
+from flexsf.task_events import clean_text, event_from_events_api
 from flexsf.vocabulary import FINISHED_EVENTS, WORKFLOW_TYPE, task_sid_of, workflow_id
 from workflows.delivery import signal_event
 from workflows.task_workflow import FlexTaskWorkflow
@@ -168,9 +170,12 @@ def twilio_client_from(settings: Settings):
 @dataclass
 class ReconcileAction:
     task_sid: str
-    action: str  # "started": its events were delivered to a new workflow; "exists": left alone
+    # "started": its events were delivered to a new workflow; "exists": left alone; "failed": not (or not fully)
+    # delivered, `reason` says why
+    action: str
     events: int = 0
     finished: str | None = None
+    reason: str | None = None
 
 
 def _events(twilio, workspace_sid: str, **filters) -> list:
@@ -192,32 +197,70 @@ async def reconcile(
 ) -> list[ReconcileAction]:
     """Every task TaskRouter finished since `since` that has no workflow gets one, fed its events from the Events list
     (created, accepted, completed …, looked up to `history` before the window), so it is logged like any other.
-    Tasks whose workflow exists (running or closed) are left alone."""
+    Tasks whose workflow exists (running or closed) are left alone. A task that cannot be done is reported "failed"
+    and the others still are; only Temporal being unreachable stops the run (every other task would fail too)."""
     import asyncio
-
-    from flexsf.task_events import event_from_events_api
 
     finished: dict[str, str] = {}
     for event_type in FINISHED_EVENT_TYPES:
         rows = await asyncio.to_thread(_events, twilio, workspace_sid, event_type=event_type, start_date=since)
         for row in rows:
-            sid = (getattr(row, "event_data", None) or {}).get("task_sid") or getattr(row, "resource_sid", None)
-            if sid and sid.startswith("WT"):
-                finished.setdefault(sid, event_type)
+            data = getattr(row, "event_data", None)
+            sid = (data.get("task_sid") if isinstance(data, dict) else None) or getattr(row, "resource_sid", None)
+            if isinstance(sid, str) and sid.startswith("WT"):
+                finished.setdefault(clean_text(sid), event_type)  # printed, and sent to Temporal: must be UTF-8
     actions: list[ReconcileAction] = []
     for task_sid in sorted(finished):
-        if await workflow_exists(client, task_sid):
-            actions.append(ReconcileAction(task_sid, "exists", finished=finished[task_sid]))
-            continue
-        rows = await asyncio.to_thread(_events, twilio, workspace_sid, task_sid=task_sid, start_date=since - history)
-        events: list[TaskEvent] = sorted(
-            (e for e in (event_from_events_api(r, task_sid) for r in rows) if e is not None),
-            key=lambda e: e.timestamp_ms,
-        )
-        for event in events:
-            try:
-                await signal_event(client, task_queue, event)
-            except WorkflowAlreadyStartedError:
-                break  # it finished between two of our events (or someone else started it): it has its log
-        actions.append(ReconcileAction(task_sid, "started", events=len(events), finished=finished[task_sid]))
+        try:
+            action = await _reconcile_task(client, twilio, workspace_sid, task_queue, task_sid, since - history)
+        except Exception as exc:  # one task must not stop the others
+            if _temporal_down(exc):
+                raise
+            action = ReconcileAction(task_sid, "failed", reason=_why(exc))
+        action.finished = finished[task_sid]
+        actions.append(action)
     return actions
+
+
+async def _reconcile_task(
+    client: Client, twilio, workspace_sid: str, task_queue: str, task_sid: str, start: datetime
+) -> ReconcileAction:
+    import asyncio
+
+    if await workflow_exists(client, task_sid):
+        return ReconcileAction(task_sid, "exists")
+    rows = await asyncio.to_thread(_events, twilio, workspace_sid, task_sid=task_sid, start_date=start)
+    events: list[TaskEvent] = sorted(
+        (e for e in (event_from_events_api(r, task_sid) for r in rows) if e is not None),
+        key=lambda e: e.timestamp_ms,
+    )
+    if not events:
+        # Nothing was started: "started with 0 events" would hide a task that still has no log.
+        reason = f"none of its {len(rows)} Events-list row(s) could be read" if rows else "no Events-list rows for it"
+        return ReconcileAction(task_sid, "failed", reason=reason)
+    for index, event in enumerate(events):
+        try:
+            await signal_event(client, task_queue, event)
+        except WorkflowAlreadyStartedError:
+            break  # it finished between two of our events (or someone else started it): it has its log
+        except Exception as exc:
+            if _temporal_down(exc):
+                raise
+            reason = f"event {index + 1} of {len(events)} ({event.event_type}) not delivered: {_why(exc)}"
+            return ReconcileAction(task_sid, "failed", events=index, reason=reason)
+    return ReconcileAction(task_sid, "started", events=len(events))
+
+
+def _temporal_down(exc: Exception) -> bool:
+    """Unreachable Temporal fails every task alike: the run stops, as it always has."""
+    return isinstance(exc, RPCError) and exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED)
+
+
+def _why(exc: Exception) -> str:
+    """Why a task failed, in words that carry no event content (an exception's message may quote it)."""
+    if isinstance(exc, RPCError):
+        return f"Temporal refused it ({exc.status.name if exc.status else 'unknown'}: {exc.message})"
+    if isinstance(exc, TwilioException):
+        status, code = getattr(exc, "status", None), getattr(exc, "code", None)
+        return f"Twilio refused to list its events (HTTP {status}, code {code})" if status else type(exc).__name__
+    return f"unexpected {type(exc).__name__}"

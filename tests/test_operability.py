@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,14 +19,17 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from temporalio.service import RPCError, RPCStatusCode
+from twilio.base.exceptions import TwilioRestException
 
-from flexsf.models import Notes, Stage
+from flexsf.models import Notes, Stage, TaskEvent
 from flexsf.vocabulary import workflow_id
 from ops import tasks as ops
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
+from sandboxes.twilio.sids import new_sid
+from sandboxes.twilio.state import Event
 from tests.fixtures_stack import Stack, stack_env, stack_gateway, start_stack_worker
-from workflows.delivery import signal_notes
+from workflows.delivery import signal_event, signal_notes
 
 AGENT = tw_demo.DEMO_WORKERS[0]
 CONTACT = sf_demo.UNIQUE_PHONE_CONTACT
@@ -223,3 +228,113 @@ async def test_reconcile_starts_a_workflow_for_a_task_whose_callbacks_were_all_l
     again = await cli(stack, temporal_server, "reconcile", "--since", "10m")
     assert f"{lost}: task.completed, workflow exists -> left alone" in again.stdout
     assert len(sf_tasks_for(stack.sf, lost)) == 1
+
+
+# ---- reconcile with poisoned rows ----------------------------------------------------------------------------------
+
+
+def nested(levels: int, leaf: object) -> dict:
+    value: object = leaf
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return {"a": value}
+
+
+def add_completed_row(sandbox, task_sid: str) -> None:
+    """A task.completed row in the sandbox's Events list for `task_sid`, as if TaskRouter had recorded one."""
+    state = sandbox.state
+    with state.lock:
+        state._event_seq += 1
+        state._last_event_ms = date_ms = max(int(time.time() * 1000), state._last_event_ms + 1)
+        params = {"EventType": "task.completed", "TaskSid": task_sid, "TaskAttributes": "{}"}
+        state.events.append(
+            Event(
+                seq=state._event_seq,
+                sid=new_sid("EV"),
+                event_type="task.completed",
+                description="Task completed",
+                resource_type="Task",
+                resource_sid=task_sid,
+                date_ms=date_ms,
+                params=params,
+                task_sid=task_sid,
+            )
+        )
+
+
+async def test_reconcile_recovers_poisoned_tasks_and_reports_the_one_it_cannot(stack, temporal_server) -> None:
+    stack.tw.faults.update(callback_drop_fraction=1.0)
+    # Nested deeper than Temporal's encoder goes, and a lone surrogate no UTF-8 encoder takes: once, the run stopped.
+    attributes = {"from": CONTACT.phone, "note": "Zelda \ud800", "custom": nested(300, "Zelda")}
+    poisoned = stack.tw.lifecycle(attributes, worker_sid=AGENT.sid, complete=True)["sid"]
+    lost = stack.tw.lifecycle({"from": CONTACT.phone}, worker_sid=AGENT.sid, complete=True)["sid"]
+    # A row naming a task no workflow can be named after (Temporal's ids stop at 1000 characters); sorts first.
+    unusable = "WT" + "0" * 1200
+    add_completed_row(stack.tw, unusable)
+    stack.tw.wait_callbacks_idle()
+
+    done = await cli(stack, temporal_server, "reconcile", "--since", "10m")
+    assert done.returncode == 1, done.stderr + done.stdout
+    assert f"{unusable}: task.completed -> failed: none of its 1 Events-list row(s) could be read" in done.stdout
+    assert f"{poisoned}: task.completed, no workflow -> started" in done.stdout
+    assert f"{lost}: task.completed, no workflow -> started" in done.stdout
+    assert "3 finished task(s)" in done.stdout and "2 started, 1 failed" in done.stdout
+    assert CONTACT.phone not in done.stdout + done.stderr and "Zelda" not in done.stdout + done.stderr
+
+    for sid in (poisoned, lost):
+        view = await stack.result(sid)
+        assert view.stage == Stage.LOGGED and view.worker_sid == AGENT.sid
+        [task] = sf_tasks_for(stack.sf, sid)
+        assert task["WhoId"] == CONTACT.id  # the caller's number survived the trimming
+
+
+@pytest.fixture
+def reconcile_faults(monkeypatch):
+    """Per-task faults for `ops.reconcile`: Twilio fails listing one task's events, Temporal refuses another's."""
+    faults: dict[str, str] = {}
+    list_events, deliver = ops._events, ops.signal_event
+
+    def events(twilio, workspace_sid, **filters):
+        if faults.get(filters.get("task_sid")) == "twilio":
+            raise TwilioRestException(503, "/Events", "Service Unavailable", code=20503)
+        return list_events(twilio, workspace_sid, **filters)
+
+    async def signal(client, task_queue, event):
+        if faults.get(event.task_sid) == "temporal":
+            raise RPCError("Namespace is not allowed to start workflows", RPCStatusCode.PERMISSION_DENIED, b"")
+        return await deliver(client, task_queue, event)
+
+    monkeypatch.setattr(ops, "_events", events)
+    monkeypatch.setattr(ops, "signal_event", signal)
+    return faults
+
+
+async def test_reconcile_reports_each_task_it_cannot_deliver_and_goes_on(
+    temporal_client, fresh_twilio_sandbox, twilio_client, reconcile_faults
+) -> None:
+    sandbox, queue = fresh_twilio_sandbox, f"reconcile-{uuid.uuid4()}"
+    since = ops.parse_since("10m")
+    sids = [sandbox.lifecycle({"from": CONTACT.phone}, worker_sid=AGENT.sid, complete=True)["sid"] for _ in range(4)]
+    unlisted, refused, fine, exists = sids
+    reconcile_faults.update({unlisted: "twilio", refused: "temporal"})
+    await signal_event(temporal_client, queue, TaskEvent(sid=new_sid("EV"), event_type="task.created", task_sid=exists))
+
+    actions = await ops.reconcile(temporal_client, twilio_client, sandbox.workspace_sid, queue, since)
+
+    got = {a.task_sid: a for a in actions}
+    assert {sid: a.action for sid, a in got.items()} == {
+        unlisted: "failed",
+        refused: "failed",
+        fine: "started",
+        exists: "exists",
+    }
+    assert got[unlisted].reason == "Twilio refused to list its events (HTTP 503, code 20503)"
+    assert re.fullmatch(
+        r"event 1 of \d+ \(task\.created\) not delivered: Temporal refused it "
+        r"\(PERMISSION_DENIED: Namespace is not allowed to start workflows\)",
+        got[refused].reason,
+    )
+    assert all(a.finished == "task.completed" for a in actions)
+    assert await ops.workflow_exists(temporal_client, fine)
+    assert not await ops.workflow_exists(temporal_client, refused)
+    assert not await ops.workflow_exists(temporal_client, unlisted)

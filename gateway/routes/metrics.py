@@ -20,12 +20,15 @@ from flexsf.vocabulary import HANDLED_EVENTS
 
 router = APIRouter(tags=["metrics"])
 
-# Outcomes of one TaskRouter callback.
-SIGNALLED, IGNORED, REJECTED_SIGNATURE, MALFORMED, UNAVAILABLE = (
+# Outcomes of one TaskRouter callback. Malformed: not an event we can read (no TaskSid, attributes not a JSON object).
+# Poison: readable, but over a bound of what is carried into Temporal (body or attributes too large, too deeply
+# nested, not encodable).
+SIGNALLED, IGNORED, REJECTED_SIGNATURE, MALFORMED, POISON, UNAVAILABLE = (
     "signalled",
     "ignored",
     "rejected_signature",
     "malformed",
+    "poison",
     "unavailable",
 )
 _EVENT_TYPE = re.compile(r"[a-z][a-z0-9-]*(?:\.[a-z0-9-]+){1,3}")
@@ -53,19 +56,30 @@ class GatewayMetrics:
             ["type", "outcome"],
             registry=self.registry,
         )
+        self.repaired = Counter(
+            "flexsf_taskrouter_events_repaired",
+            "TaskRouter callbacks signalled with unreadable text (lone surrogates, bytes not UTF-8) replaced by U+FFFD",
+            ["type"],
+            registry=self.registry,
+        )
 
     def taskrouter_event(self, event_type: str | None, outcome: str, *, verified: bool) -> None:
         """`event_type` is only trusted (used as a label) once the signature checked out; else `unverified`."""
-        if not verified:
-            label = "unverified"
-        elif event_type in HANDLED_EVENTS or (event_type and _EVENT_TYPE.fullmatch(event_type)):
-            label = event_type
-        else:
-            label = "other"
-        self.events.labels(type=label, outcome=outcome).inc()
+        self.events.labels(type=_type_label(event_type, verified), outcome=outcome).inc()
+
+    def taskrouter_repaired(self, event_type: str) -> None:
+        self.repaired.labels(type=_type_label(event_type, True)).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _type_label(event_type: str | None, verified: bool) -> str:
+    if not verified:
+        return "unverified"
+    if event_type in HANDLED_EVENTS or (event_type and _EVENT_TYPE.fullmatch(event_type)):
+        return event_type
+    return "other"
 
 
 class MetricsMiddleware:
