@@ -71,6 +71,7 @@ def salesforce_credentials(settings: Settings) -> SalesforceCredentials:
         api_version=settings.salesforce_api_version,
         ca_bundle=str(settings.salesforce_ca_bundle) if settings.salesforce_ca_bundle else None,
         jwt_audience=settings.salesforce_jwt_audience,
+        timeout_s=settings.salesforce_timeout_s,
     )
 
 

@@ -19,6 +19,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from flexsf import metrics
 from flexsf.salesforce_client import SalesforceAuthError, SalesforceLoginUnavailable
 from flexsf.vocabulary import (
+    NON_RETRYABLE_TYPES,
     SALESFORCE_AUTH,
     SALESFORCE_CONFIGURATION,
     SALESFORCE_NOT_FOUND,
@@ -30,6 +31,36 @@ from flexsf.vocabulary import (
     TWILIO_UNAVAILABLE,
     TWILIO_UNREACHABLE,
 )
+
+# Salesforce's errorCode decides before the HTTP status: some 400s are not final, and a 403 can be a rate limit.
+# A code not listed here is classed by its status (`_by_status`). Retryable types are those not in
+# flexsf.vocabulary.NON_RETRYABLE_TYPES; the workflow's retry policy backs off between attempts.
+SALESFORCE_ERROR_CLASSES: dict[str, str] = {
+    # 400, yet transient: another transaction (a trigger, a flow, a data load) holds a lock on the record or its
+    # parent, and releases it within seconds, so a later attempt succeeds.
+    "UNABLE_TO_LOCK_ROW": SALESFORCE_UNAVAILABLE,
+    # 503 usually, but the code says it wherever it arrives: maintenance or overload.
+    "SERVER_UNAVAILABLE": SALESFORCE_UNAVAILABLE,
+    # 403: an API limit (the org's rolling 24-hour allowance, or too many long requests at once); it lifts by itself.
+    "REQUEST_LIMIT_EXCEEDED": SALESFORCE_UNAVAILABLE,
+    # 401 that the connection's one re-login did not cure (revoked again at once): the next attempt logs in anew.
+    "INVALID_SESSION_ID": SALESFORCE_UNAVAILABLE,
+}
+
+
+def _by_status(status: int) -> str:
+    if status >= 500 or status == 401:
+        return SALESFORCE_UNAVAILABLE
+    if status == 404:
+        return SALESFORCE_NOT_FOUND
+    if status == 403:
+        return SALESFORCE_REFUSED
+    return SALESFORCE_VALIDATION
+
+
+def salesforce_error_class(exc: SalesforceError) -> str:
+    """The failure type (flexsf.vocabulary) of a Salesforce error answer: by errorCode, else by HTTP status."""
+    return SALESFORCE_ERROR_CLASSES.get(salesforce_error_code(exc) or "") or _by_status(exc.status)
 
 
 def salesforce_error_summary(exc: SalesforceError) -> str:
@@ -58,14 +89,8 @@ def salesforce_errors(step: str) -> Iterator[None]:
         raise ApplicationError(f"{step}: Salesforce login unavailable: {exc}", type=SALESFORCE_UNAVAILABLE) from None
     except SalesforceError as exc:
         summary = f"{step}: Salesforce answered {exc.status}: {salesforce_error_summary(exc)}"
-        code = salesforce_error_code(exc)
-        if exc.status >= 500 or exc.status == 401 or code == "REQUEST_LIMIT_EXCEEDED":
-            raise ApplicationError(summary, type=SALESFORCE_UNAVAILABLE) from None
-        if exc.status == 404:
-            raise ApplicationError(summary, type=SALESFORCE_NOT_FOUND, non_retryable=True) from None
-        if exc.status == 403:
-            raise ApplicationError(summary, type=SALESFORCE_REFUSED, non_retryable=True) from None
-        raise ApplicationError(summary, type=SALESFORCE_VALIDATION, non_retryable=True) from None
+        kind = salesforce_error_class(exc)
+        raise ApplicationError(summary, type=kind, non_retryable=kind in NON_RETRYABLE_TYPES) from None
     except requests.RequestException as exc:
         sent = exc.request
         metrics.salesforce_call(getattr(sent, "url", None) or "", getattr(sent, "method", None) or "", "unreachable")

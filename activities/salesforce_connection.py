@@ -37,7 +37,7 @@ class SalesforceConnection:
         login_retry_after_s: float = LOGIN_RETRY_AFTER_S,
     ) -> None:
         self._credentials = credentials
-        self._session = session or make_session(credentials.ca_bundle)
+        self._session = session or make_session(credentials.ca_bundle, timeout=credentials.timeout_s)
         self._lock = threading.Lock()
         self._client: Salesforce | None = None
         self.login_retry_after_s = login_retry_after_s

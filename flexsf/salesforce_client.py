@@ -7,6 +7,9 @@ simple-salesforce never refreshes: callers re-run `fetch_token` on `SalesforceEx
 A failed login is one of two kinds: `SalesforceLoginUnavailable` (the endpoint is down, busy or answered something
 that is not OAuth: try again later) or `SalesforceAuthError` (the endpoint refused the credentials: a setting to
 fix, named in `settings`). Connection errors and timeouts stay `requests` exceptions.
+
+Every call through `make_session` gives up after a timeout (`SalesforceCredentials.timeout_s`, set by
+SALESFORCE_TIMEOUT_S): simple-salesforce passes none, and requests' default is to wait forever.
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ MY_DOMAIN_TOKEN_URL_EXAMPLE = "https://<mydomain>.my.salesforce.com/services/oau
 _JWT_LIFETIME_S = 180
 # (connect, read): well inside the start-to-close timeouts of the activities that log in.
 _TOKEN_TIMEOUT_S = (5, 10)
+# For connecting and for each wait on the answer (requests' meaning of one number). The steps that call Salesforce
+# have 20-30 s each (workflows/policies.py) and some make two or three calls, so one hung call must end well inside
+# that; a slow SOSL search or upsert answers within a few seconds.
+DEFAULT_TIMEOUT_S = 10.0
 # Worth another try later: the endpoint is down or busy, not refusing these credentials. 408/425/429 and 5xx by
 # status; `rate_limit_exceeded` by OAuth error code (Salesforce's per-user login rate limit, Help 000381578).
 _TRANSIENT_STATUS = frozenset({408, 425, 429})
@@ -72,6 +79,7 @@ class SalesforceCredentials:
     api_version: str = "62.0"
     ca_bundle: str | None = None
     jwt_audience: str | None = None  # default: see `login_url`
+    timeout_s: float = DEFAULT_TIMEOUT_S  # every REST call after login (see `make_session`)
 
     @property
     def grant_type(self) -> str:
@@ -138,13 +146,34 @@ class SalesforceLoginUnavailable(SalesforceLoginError):
         self.status = status
 
 
-def make_session(ca_bundle: str | None = None, pool_size: int = 64) -> requests.Session:
-    """A requests session that trusts `ca_bundle` even when REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE are set.
+class TimeoutSession(requests.Session):
+    """A session whose calls give up after `timeout` unless the caller passes its own.
+
+    simple-salesforce never passes one, and without it a socket that stops answering holds the calling activity
+    thread indefinitely: Temporal's start-to-close timeout ends the attempt but cannot free the thread, and enough
+    of them starve the worker's pool.
+    """
+
+    def __init__(self, timeout: float | tuple[float, float]) -> None:
+        super().__init__()
+        self.timeout = timeout
+
+    def request(self, method, url, *args, **kwargs):
+        if kwargs.get("timeout") is None and len(args) < 7:  # timeout is request()'s 9th positional parameter
+            kwargs["timeout"] = self.timeout
+        return super().request(method, url, *args, **kwargs)
+
+
+def make_session(
+    ca_bundle: str | None = None, pool_size: int = 64, timeout: float | tuple[float, float] = DEFAULT_TIMEOUT_S
+) -> TimeoutSession:
+    """A requests session that trusts `ca_bundle` even when REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE are set, and gives up
+    on a call after `timeout` seconds (connect, and each read) when the call names none.
 
     requests lets those variables override `session.verify` unless `trust_env` is off, which
     also disables proxy settings from the environment.
     """
-    session = requests.Session()
+    session = TimeoutSession(timeout)
     # Retries stay off: a retried write is a duplicate write; callers decide.
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
     session.mount("http://", adapter)
@@ -272,7 +301,7 @@ def _token(body: dict) -> Token:
 
 
 def connect(creds: SalesforceCredentials, session: requests.Session | None = None) -> Salesforce:
-    session = session or make_session(creds.ca_bundle)
+    session = session or make_session(creds.ca_bundle, timeout=creds.timeout_s)
     token = fetch_token(creds, session)
     return Salesforce(
         instance_url=token.instance_url,

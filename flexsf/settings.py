@@ -60,6 +60,13 @@ class Settings(BaseSettings):
         "test.salesforce.com and sandbox My Domains, `https://login.salesforce.com` for other Salesforce hosts, the "
         "token URL's origin elsewhere (a local emulator).",
     )
+    salesforce_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a Salesforce REST call may wait to connect, and then for each part of the answer, "
+        "before it is given up and retried (as unreachable) by the step that made it. Keep it well under the "
+        "steps' 20-30 s budgets. Logging in has its own (5 s connect, 10 s read).",
+    )
 
     # Twilio: account + auth token, or an API key pair.
     twilio_account_sid: str | None = None
@@ -68,7 +75,7 @@ class Settings(BaseSettings):
     twilio_api_secret: SecretStr | None = None
     twilio_workspace_sid: str | None = None
     twilio_api_base_url: str | None = None
-    twilio_timeout_s: float = 10.0
+    twilio_timeout_s: float = Field(10.0, gt=0)
 
     flexsf_task_queue: str = "flex-salesforce"
     # host:port the worker serves Prometheus metrics on (`/metrics`: Temporal SDK and flexsf_* metrics); unset: off.

@@ -21,7 +21,7 @@ import httpx
 from pydantic import BaseModel, Field
 
 from flexsf.settings import Settings
-from flexsf.twilio_client import rebase_url
+from flexsf.twilio_client import DEFAULT_TIMEOUT_S, rebase_url
 
 log = logging.getLogger("flexsf.gateway.auth")
 
@@ -97,8 +97,12 @@ class TokenValidator:
         auth: tuple[str, str],
         max_entries: int = 1024,
         clock: Callable[[], float] = time.time,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         self._http = http
+        # Per call, not left to the shared client's default: an agent's request waits on this answer, and a Twilio
+        # that never answers must become a 503 after TWILIO_TIMEOUT_S, however the client was built.
+        self._timeout_s = timeout_s
         self._url = url
         self._auth = auth
         self._max_entries = max_entries
@@ -115,7 +119,7 @@ class TokenValidator:
         else:
             auth = (account_sid, settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else "")
         url = rebase_url(VALIDATE_URL.format(account_sid=account_sid), settings.twilio_api_base_url)
-        return cls(http, url, auth, max_entries=settings.flexsf_token_cache_size)
+        return cls(http, url, auth, max_entries=settings.flexsf_token_cache_size, timeout_s=settings.twilio_timeout_s)
 
     async def validate(self, token: str) -> Agent:
         key = token_key(token)
@@ -163,7 +167,7 @@ class TokenValidator:
 
     async def _ask_twilio(self, token: str, key: str) -> Agent:
         try:
-            response = await self._http.post(self._url, json={"token": token}, auth=self._auth)
+            response = await self._http.post(self._url, json={"token": token}, auth=self._auth, timeout=self._timeout_s)
         except httpx.HTTPError as exc:
             log.warning("Twilio token validation is unreachable: %s", type(exc).__name__)
             raise TokenServiceUnavailable(f"Twilio token validation is unreachable ({type(exc).__name__})") from None

@@ -14,6 +14,16 @@ SALESFORCE_ID_PATTERN = r"^[a-zA-Z0-9]{15}([a-zA-Z0-9]{3})?$"
 SalesforceId = Annotated[str, StringConstraints(pattern=SALESFORCE_ID_PATTERN)]
 ShortText = Annotated[str, StringConstraints(max_length=255)]
 
+# Caps of the copilot's notes; a body over one is answered 422 with the field's name in `loc`. Summary and disposition
+# get what the Task fields they land in hold (Description 32,000, CallDisposition 255). Topics and sentiment go to
+# custom fields each org sizes: room for what Agent Copilot sends (a short topic path, one word), and no more.
+# One submission replaces the last (the workflow keeps one set of notes), so these also bound what a task holds.
+NOTES_SUMMARY_MAX = 32_000
+NOTES_DISPOSITION_MAX = 255
+NOTES_TOPICS_MAX = 20
+NOTES_TOPIC_MAX = 100
+NOTES_SENTIMENT_MAX = 64
+
 
 class RecordOut(BaseModel):
     id: str
@@ -95,10 +105,12 @@ class RecordChoice(BaseModel):
 class NotesIn(BaseModel):
     """What Flex's agent copilot hands over when the agent wraps up."""
 
-    disposition: ShortText | None = None
-    summary: Annotated[str, StringConstraints(max_length=32000)] | None = None
-    topics: list[ShortText] = Field(default_factory=list, max_length=50)
-    sentiment: Annotated[str, StringConstraints(max_length=64)] | None = None
+    disposition: Annotated[str, StringConstraints(max_length=NOTES_DISPOSITION_MAX)] | None = None
+    summary: Annotated[str, StringConstraints(max_length=NOTES_SUMMARY_MAX)] | None = None
+    topics: list[Annotated[str, StringConstraints(max_length=NOTES_TOPIC_MAX)]] = Field(
+        default_factory=list, max_length=NOTES_TOPICS_MAX
+    )
+    sentiment: Annotated[str, StringConstraints(max_length=NOTES_SENTIMENT_MAX)] | None = None
 
     def to_notes(self) -> Notes:
         return Notes(**self.model_dump())

@@ -238,6 +238,36 @@ async def test_bad_bodies_are_422_and_reach_nothing(api: Api, stack, path, body)
     assert view.stage == Stage.AWAITING_SELECTION and view.notes is None
 
 
+NOTES_AT_THE_CAPS = {
+    "disposition": "d" * 255,  # CallDisposition's length
+    "summary": "s" * 32_000,  # Task Description's length
+    "topics": ["t" * 100] * 20,
+    "sentiment": "m" * 64,
+}
+NOTES_OVER_A_CAP = [
+    ({"disposition": "d" * 256}, ["body", "disposition"]),
+    ({"summary": "s" * 32_001}, ["body", "summary"]),
+    ({"topics": ["t"] * 21}, ["body", "topics"]),
+    ({"topics": ["t", "t" * 101]}, ["body", "topics", 1]),
+    ({"sentiment": "m" * 65}, ["body", "sentiment"]),
+]
+
+
+async def test_notes_over_a_cap_are_422_naming_the_field_and_notes_at_the_caps_arrive(api: Api, stack):
+    sid = await popped(stack, sf_demo.UNIQUE_PHONE_CONTACT.phone)
+    for body, field in NOTES_OVER_A_CAP:
+        response = await api.post(f"/agent/tasks/{sid}/notes", {**NOTES_AT_THE_CAPS, **body})
+        assert response.status_code == 422, (field, response.text[:300])
+        [problem] = response.json()["detail"]
+        assert problem["loc"] == field and "at most" in problem["msg"], problem["msg"]
+    assert (await stack.view(sid)).notes is None
+
+    response = await api.post(f"/agent/tasks/{sid}/notes", NOTES_AT_THE_CAPS)
+    assert response.status_code == 204, response.text[:300]
+    view = await stack.wait_for(sid, lambda v: v.notes is not None)
+    assert view.notes.model_dump() == NOTES_AT_THE_CAPS
+
+
 async def test_a_malformed_task_sid_is_422(api: Api):
     response = await api.get("/agent/tasks/not-a-task")
     assert response.status_code == 422

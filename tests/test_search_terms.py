@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+import re
+
 import pytest
 
-from flexsf.search_terms import build_sosl, escape_sosl, first_search_term, plan_search
+from flexsf.search_terms import MAX_SEARCH_TERM, build_sosl, escape_sosl, first_search_term, is_email, plan_search
 
 
 def test_first_present_attribute_in_the_plugins_order() -> None:
@@ -70,3 +73,51 @@ def test_sosl_statement_shape() -> None:
     assert (
         filtered == "FIND {Ada} IN NAME FIELDS RETURNING Contact(Id), Lead(Id, Name WHERE IsConverted = false) LIMIT 5"
     )
+
+
+# ---- caller data of any length --------------------------------------------------------------------------------------
+
+# What the email check replaced: backtracking from each `.` of a domain that fails at its end made it quadratic.
+_OLD_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def test_the_email_check_accepts_exactly_what_the_old_pattern_did() -> None:
+    # Every string of up to 6 characters over the characters that matter (an em space is whitespace to both).
+    for length in range(1, 7):
+        for chars in itertools.product("a@. \u2003", repeat=length):
+            value = "".join(chars)
+            assert is_email(value) == bool(_OLD_EMAIL.match(value)), repr(value)
+
+
+def test_the_email_check_reads_100k_adversarial_characters() -> None:
+    # The old pattern's worst cases: many dots after the @, then something that fails only at the very end.
+    assert not is_email("a@" + "." * 100_000 + "@")
+    assert not is_email("a@" + "b." * 50_000 + " ")
+    assert is_email("a@" + "b." * 50_000 + "c")
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind"),
+    [
+        ("a@" + "." * 100_000 + "@", "EMAIL"),  # cut to `a@` and dots: an address as far as the check can tell
+        ("a@" + "b." * 50_000 + " ", "EMAIL"),
+        ("Ada " * 25_000, "NAME"),
+        ("(" * 100_000, "NAME"),  # all phone punctuation, no digits
+        ("1" * 100_000, "NAME"),  # too long to be a phone number
+        ("whatsapp:" + "+1 415 555 0100 " * 6_250, "NAME"),
+    ],
+    ids=["dots-after-at", "labels-then-space", "repeated-name", "parentheses", "digits", "repeated-number"],
+)
+def test_a_100k_character_attribute_is_searched_by_its_first_256_characters(raw: str, kind: str) -> None:
+    assert MAX_SEARCH_TERM == 256
+    plan = plan_search(raw)
+    expected = re.sub(r"^whatsapp:", "", raw[:MAX_SEARCH_TERM]).strip()
+    assert plan is not None and plan.kind == kind
+    assert plan.variants == (expected,) and len(expected) <= MAX_SEARCH_TERM
+
+
+def test_the_cap_leaves_every_real_value_whole() -> None:
+    # Salesforce's longest searched field (Account Name) holds 255 characters.
+    name = "N" * 255
+    assert plan_search(name).variants == (name,)
+    assert plan_search(f"  {name}  ").variants == (name,)

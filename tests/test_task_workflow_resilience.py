@@ -302,6 +302,16 @@ async def test_a_few_503s_are_retried_and_logged_once(stack) -> None:
     assert counters["fault_503"] == 2 and counters.get("sobject_upsert:Task") == 1
 
 
+async def test_a_log_meeting_two_locked_rows_is_retried_and_written_once(stack) -> None:
+    sid, _ = await popped(stack, {"from": CONTACT.phone})
+    stack.sf.faults.set(lock_row_next=2)
+    view = await finished(stack, sid)
+
+    assert_logged_once_to(stack, sid, view, CONTACT.id)
+    counters = stack.sf.counters()
+    assert counters["fault_lock_row"] == 2 and counters.get("sobject_upsert:Task") == 1
+
+
 @pytest.mark.parametrize("outage", ["unavailable", "limit_fault", "daily_limit"])
 async def test_log_waits_out_an_outage_and_writes_once_after_recovery(stack, outage) -> None:
     sid, _ = await popped(stack, {"from": CONTACT.phone})

@@ -152,10 +152,15 @@ async def select_record(
     "/tasks/{task_sid}/notes",
     status_code=204,
     response_class=Response,
-    responses={**_TASK, 409: {"model": Problem, "description": "The task's workflow has finished"}},
+    responses={
+        **_TASK,
+        409: {"model": Problem, "description": "The task's workflow has finished"},
+        422: {"description": "A field over its cap (named in the error's `loc`), or a malformed body"},
+    },
 )
 async def submit_notes(task_sid: TaskSid, notes: NotesIn, agent: AgentDep, client: TemporalClientDep) -> Response:
-    """The agent copilot's wrap-up notes; they go into the Salesforce log (answered once Temporal has them)."""
+    """The agent copilot's wrap-up notes; they go into the Salesforce log (answered once Temporal has them). Each
+    submission replaces the last."""
     view = await _view(client, task_sid)
     _authorize(agent, view, act=True)
     async with _temporal(task_sid, closed_is_conflict=True):

@@ -24,6 +24,9 @@ class FaultSettings:
     limit_exceeded: bool = False  # every REST call answers 403 REQUEST_LIMIT_EXCEEDED
     expire_sessions_after: int | None = None  # after N more authenticated calls, every current token dies
     drop_after_commit: int = 0  # the next N successful writes commit, then the TCP connection is dropped
+    # The next N record writes (POST/PATCH/PUT/DELETE under sobjects/) answer 400 UNABLE_TO_LOCK_ROW and change
+    # nothing, as when another transaction holds the record: transient, though it comes as a 400.
+    lock_row_next: int = 0
     # The token endpoint (POST /services/oauth2/token), whichever grant: the next N requests get, in this order of
     # precedence, a 503 HTML maintenance page, a 429, or a connection dropped without an answer.
     token_unavailable_next: int = 0
@@ -34,7 +37,14 @@ class FaultSettings:
     jwt_audience: str | None = None  # the only JWT `aud` accepted; None: the sandbox's URL or login.salesforce.com
 
 
-_COUNTS = ("fail_next", "drop_after_commit", "token_unavailable_next", "token_rate_limited_next", "token_drop_next")
+_COUNTS = (
+    "fail_next",
+    "drop_after_commit",
+    "lock_row_next",
+    "token_unavailable_next",
+    "token_rate_limited_next",
+    "token_drop_next",
+)
 # Which token-endpoint fault a `take_token_fault()` answers, by the setting that arms it.
 TOKEN_FAULTS = {
     "token_unavailable_next": "unavailable",
@@ -131,6 +141,13 @@ class Faults:
                     setattr(self._settings, name, left - 1)
                     return fault
             return None
+
+    def take_lock_row(self) -> bool:
+        with self._lock:
+            if self._settings.lock_row_next > 0:
+                self._settings.lock_row_next -= 1
+                return True
+            return False
 
     def take_drop(self) -> bool:
         with self._lock:

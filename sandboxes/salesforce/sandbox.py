@@ -22,7 +22,7 @@ from flexsf.salesforce_client import SalesforceCredentials
 from sandboxes.http_common import timed
 from sandboxes.salesforce import control, demo, server
 from sandboxes.salesforce.clock import Clock
-from sandboxes.salesforce.errors import not_found
+from sandboxes.salesforce.errors import ApiError, not_found
 from sandboxes.salesforce.faults import Counters, Faults, FaultSettings
 from sandboxes.salesforce.oauth import OAuth, OAuthConfig
 from sandboxes.salesforce.records import Org, render
@@ -42,6 +42,9 @@ MAINTENANCE_PAGE = (
     "<!DOCTYPE html><html><head><title>Down for maintenance</title></head>"
     "<body><h1>Salesforce is down for maintenance</h1><p>Please try again later.</p></body></html>"
 )
+# The refusal Salesforce gives a write while another transaction holds the record (the `lock_row_next` fault).
+UNABLE_TO_LOCK_ROW = ApiError(400, "UNABLE_TO_LOCK_ROW", "unable to obtain exclusive access to this record", [])
+LOCKABLE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 
 
 class Page(str):
@@ -258,8 +261,18 @@ class SalesforceSandbox:
         if trimmed == "/services/oauth2/revoke":
             return self.api.revoke(req)
         if trimmed == "/services/data" or path.startswith("/services/data/"):
-            return self.api.data(req)
+            return self._lock_row_fault(req) or self.api.data(req)
         return Response(404, not_found().body())
+
+    def _lock_row_fault(self, req: Request) -> Response | None:
+        """An authenticated record write refused as if another transaction held the record; anything else (a read,
+        a search, a caller without a session) goes on to the API unchanged and counts nothing."""
+        if req.method not in LOCKABLE_METHODS or "/sobjects/" not in req.path:
+            return None
+        if self.oauth.session_for(req.headers.get("authorization")) is None or not self.faults.take_lock_row():
+            return None
+        self._counters.inc("fault_lock_row")
+        return Response(400, UNABLE_TO_LOCK_ROW.body(), {"Sforce-Limit-Info": self._counters.limit_info()})
 
     def _token_fault(self) -> Response | None:
         fault = self.faults.take_token_fault()
