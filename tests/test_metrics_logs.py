@@ -258,3 +258,13 @@ async def test_gateway_metrics_count_requests_and_taskrouter_outcomes(
     [signalled] = [line for line in lines if line["task_sid"] == signed["TaskSid"]]
     assert signalled["workflow_id"] == workflow_id(signed["TaskSid"]) and "signalled" in signalled["message"]
     assert fresh_twilio_sandbox.auth_token not in captured_logs.getvalue()
+
+
+def test_redaction_of_a_very_long_caller_name_keeps_it_and_masks_what_follows() -> None:
+    # A caller's name is caller data: 100k word characters once kept the redaction scan busy for minutes
+    # (quadratic backtracking); the name must come through untouched and the secret after it masked.
+    name = "a" * 100_000
+    text = f"caller {name} then client_secret=hunter22 and x_{name}_token=abc123"
+    redacted = logs.redact(text)
+    assert "hunter22" not in redacted and "abc123" not in redacted
+    assert redacted.startswith(f"caller {name} then client_secret=")
