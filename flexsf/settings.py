@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     twilio_timeout_s: float = Field(10.0, gt=0)
 
     flexsf_task_queue: str = "flex-salesforce"
+    flexsf_temporal_ui_url: str | None = None
     # host:port the worker serves Prometheus metrics on (`/metrics`: Temporal SDK and flexsf_* metrics); unset: off.
     flexsf_worker_metrics_address: str | None = None
     # Log level of `flexsf worker`, `flexsf gateway` and `flexsf dev` (DEBUG, INFO, WARNING …).
@@ -188,6 +189,18 @@ class Settings(BaseSettings):
                 return None
             if not v.startswith(("https://", "http://")):
                 raise ValueError("must be a URL such as https://test.salesforce.com")
+        return v
+
+    @field_validator("flexsf_temporal_ui_url", mode="before")
+    @classmethod
+    def _ui_url(cls, v):
+        # Links are built as base + "/namespaces/…": a bare host or a trailing slash would make them wrong.
+        if isinstance(v, str):
+            v = v.strip().rstrip("/")
+            if not v:
+                return None
+            if not v.startswith(("https://", "http://")):
+                raise ValueError("must be a URL such as http://127.0.0.1:8233 or https://cloud.temporal.io")
         return v
 
     @field_validator("salesforce_private_key_file", "salesforce_ca_bundle")

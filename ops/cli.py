@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import typer
 
+from flexsf.models import Stage
+
 app = typer.Typer(no_args_is_help=True, help="Durable Salesforce integration for Twilio Flex.")
 
 
@@ -72,8 +74,11 @@ tasks_app = typer.Typer(no_args_is_help=True, help="Find and inspect task workfl
 app.add_typer(tasks_app, name="tasks")
 
 
-def _ops(coro_fn):
-    """Run one ops coroutine against Temporal (connected as the worker connects: TEMPORAL_* env / profile)."""
+def _ops(coro_fn, as_json: bool = False):
+    """Run one ops coroutine against Temporal (connected as the worker connects: TEMPORAL_* env / profile).
+
+    A failure leaves with exit 1 and one line on stderr; with `as_json` also `{"ok": false, "error": …}` on stdout, so
+    a script reading stdout always gets one JSON object."""
     import asyncio
 
     from temporalio.service import RPCError
@@ -90,16 +95,28 @@ def _ops(coro_fn):
     try:
         return asyncio.run(go())
     except (OpsError, ConfigurationError, ValueError) as exc:
-        typer.echo(f"flexsf: {exc}", err=True)
-        _ops_exit(1)
+        _fail(str(exc), as_json)
     except RPCError as exc:
         # Refused by Temporal (permissions, a namespace that does not exist …): one line an operator can act on.
-        typer.echo(f"flexsf: Temporal refused the request: {exc.status.name}: {exc.message}", err=True)
-        _ops_exit(1)
+        _fail(f"Temporal refused the request: {exc.status.name}: {exc.message}", as_json)
     except RuntimeError as exc:
         # The SDK's connect failure (nothing listening, TLS mismatch) arrives as a RuntimeError.
-        typer.echo(f"flexsf: cannot reach Temporal: {exc}", err=True)
-        _ops_exit(1)
+        _fail(f"cannot reach Temporal: {exc}", as_json)
+
+
+def _fail(message: str, as_json: bool) -> None:
+    # Messages from the SDK can span lines (a gRPC status with details): the promise is one line.
+    line = " ".join(message.split())
+    typer.echo(f"flexsf: {line}", err=True)
+    if as_json:
+        _emit({"ok": False, "error": line})
+    _ops_exit(1)
+
+
+def _emit(document: dict) -> None:
+    import json
+
+    typer.echo(json.dumps(document, default=str))
 
 
 def _ops_exit(code: int = 0) -> None:
@@ -121,12 +138,16 @@ def _console():
     return console if console.is_terminal else Console(width=200)
 
 
+_JSON_HELP = 'One JSON object on stdout (errors: {"ok": false, "error": …} too); same exit codes.'
+
+
 @tasks_app.command("list")
 def tasks_list_command(
-    stage: str = typer.Option(None, help="Only tasks at this stage (e.g. awaiting_selection, failed, logged)."),
+    stage: Stage = typer.Option(None, case_sensitive=False, help="Only tasks at this stage (failed: repairable)."),
     worker_sid: str = typer.Option(None, "--worker", help="Only tasks accepted by this worker (WK…)."),
     since: str = typer.Option(None, help="Only workflows started since: a duration (30m, 1h, 1d) or ISO-8601."),
     limit: int = typer.Option(100, min=1, help="At most this many rows."),
+    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
     """List task workflows, newest first: task sid, stage, worker, record, Salesforce Task, start time."""
     from rich.table import Table
@@ -137,7 +158,10 @@ def tasks_list_command(
         query = tasks_query(stage=stage, worker_sid=worker_sid, since=parse_since(since) if since else None)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--since") from None
-    rows = _ops(lambda client, _: list_tasks(client, query, limit))
+    rows = _ops(lambda client, _: list_tasks(client, query, limit), as_json)
+    if as_json:
+        _emit({"ok": True, "query": query, "tasks": [row.as_json() for row in rows]})
+        _ops_exit(0)
     table = Table(title=f"{len(rows)} task(s) · {query}")
     for column in ("Task", "Stage", "Worker", "Record", "Salesforce Task", "Started (UTC)", "Workflow"):
         table.add_column(column, no_wrap=True)
@@ -156,13 +180,25 @@ def tasks_list_command(
 
 
 @tasks_app.command("show")
-def tasks_show_command(task_sid: str = typer.Argument(..., help="The Flex task (WT…).")) -> None:
-    """Show one task as its workflow sees it: stage, record, Salesforce Task, last error."""
+def tasks_show_command(
+    task_sid: str = typer.Argument(..., help="The Flex task (WT…)."),
+    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
+) -> None:
+    """Show one task as its workflow sees it: stage, record, Salesforce Task, last error, and its Temporal UI link
+    when FLEXSF_TEMPORAL_UI_URL is set."""
     from rich.table import Table
 
-    from ops.tasks import show_task
+    from ops.tasks import show_task, workflow_ui_url
 
-    details = _ops(lambda client, _: show_task(client, task_sid))
+    async def go(client, settings):
+        details = await show_task(client, task_sid)
+        details.ui_url = workflow_ui_url(settings.flexsf_temporal_ui_url, client.namespace, details.workflow_id)
+        return details
+
+    details = _ops(go, as_json)
+    if as_json:
+        _emit({"ok": True, **details.as_json()})
+        _ops_exit(0)
     view = details.view
     table = Table(title=f"task {view.task_sid}", show_header=False)
     record = view.record
@@ -177,6 +213,8 @@ def tasks_show_command(task_sid: str = typer.Argument(..., help="The Flex task (
         "Salesforce Task": view.activity_id or "",
         "Last error": view.error or "",
     }
+    if details.ui_url:
+        rows["Temporal UI"] = details.ui_url
     for label, value in rows.items():
         table.add_row(label, value)
     _console().print(table)
@@ -187,25 +225,33 @@ def tasks_show_command(task_sid: str = typer.Argument(..., help="The Flex task (
 def relog_command(
     task_sid: str = typer.Argument(..., help="The Flex task (WT…) whose log to write again."),
     reason: str = typer.Option(None, help="Why (kept in the workflow's history)."),
+    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
     """Write a finished task's Salesforce activity log again: retries a failed log, or amends the logged Task in
     place (same Task, so repeating it changes nothing). Prints the stage and Salesforce Task afterwards."""
     from ops.tasks import relog
 
-    result = _ops(lambda client, _: relog(client, task_sid, reason))
-    typer.echo(
-        f"{task_sid}: stage {result.stage.value}, Salesforce Task {result.activity_id or '-'}"
-        + (f", error: {result.error}" if result.error else "")
-    )
-    _ops_exit(1 if result.stage.value == "failed" else 0)
+    result = _ops(lambda client, _: relog(client, task_sid, reason), as_json)
+    failed = result.stage == Stage.FAILED
+    if as_json:
+        _emit({"ok": not failed, "task_sid": task_sid, **result.model_dump(mode="json")})
+    else:
+        typer.echo(
+            f"{task_sid}: stage {result.stage.value}, Salesforce Task {result.activity_id or '-'}"
+            + (f", error: {result.error}" if result.error else "")
+        )
+    _ops_exit(1 if failed else 0)
 
 
 @app.command("reconcile")
 def reconcile_command(
     since: str = typer.Option("1h", help="Window of TaskRouter's Events list to walk: 30m, 1h, 1d or ISO-8601."),
+    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
     """Find tasks TaskRouter finished in the window that have no workflow (all callbacks lost) and start one each
     from the Events list, so they get logged. Tasks with a workflow are left alone."""
+    from dataclasses import asdict
+
     from ops.tasks import parse_since, reconcile, twilio_client_from
 
     try:
@@ -218,18 +264,31 @@ def reconcile_command(
             client, twilio_client_from(settings), settings.twilio_workspace_sid, settings.flexsf_task_queue, start
         )
 
-    actions = _ops(go)
-    for action in actions:
-        if action.action == "started":
-            typer.echo(f"{action.task_sid}: {action.finished}, no workflow -> started with {action.events} event(s)")
-        elif action.action == "failed":
-            typer.echo(f"{action.task_sid}: {action.finished} -> failed: {action.reason}")
-        else:
-            typer.echo(f"{action.task_sid}: {action.finished}, workflow exists -> left alone")
+    actions = _ops(go, as_json)
     started = sum(a.action == "started" for a in actions)
     failed = sum(a.action == "failed" for a in actions)
-    summary = f"{len(actions)} finished task(s) since {start.isoformat(timespec='seconds')}; {started} started"
-    typer.echo(summary + (f", {failed} failed" if failed else ""))
+    if as_json:
+        _emit(
+            {
+                "ok": not failed,
+                "since": start.isoformat(timespec="seconds"),
+                "started": started,
+                "failed": failed,
+                "actions": [asdict(a) for a in actions],
+            }
+        )
+    else:
+        for action in actions:
+            if action.action == "started":
+                typer.echo(
+                    f"{action.task_sid}: {action.finished}, no workflow -> started with {action.events} event(s)"
+                )
+            elif action.action == "failed":
+                typer.echo(f"{action.task_sid}: {action.finished} -> failed: {action.reason}")
+            else:
+                typer.echo(f"{action.task_sid}: {action.finished}, workflow exists -> left alone")
+        summary = f"{len(actions)} finished task(s) since {start.isoformat(timespec='seconds')}; {started} started"
+        typer.echo(summary + (f", {failed} failed" if failed else ""))
     # A failed task still has no log: a script or cron job running this must notice.
     _ops_exit(1 if failed else 0)
 
@@ -239,6 +298,7 @@ def search_attributes_command(
     create: bool = typer.Option(
         False, "--create", help="Create the missing ones (self-hosted clusters; Temporal Cloud: use tcld or the UI)."
     ),
+    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
     """Check that the namespace has the task workflow's search attributes (FlexStage, FlexWorkerSid …)."""
     from flexsf.search_attributes import create_search_attributes, missing_search_attributes
@@ -249,14 +309,18 @@ def search_attributes_command(
             await create_search_attributes(client, missing)
         return missing
 
-    missing = _ops(go)
-    if not missing:
+    missing = _ops(go, as_json)
+    ok = not missing or create
+    if as_json:
+        created = list(missing) if create else []
+        _emit({"ok": ok, "missing": [] if create else list(missing), "created": created})
+    elif not missing:
         typer.echo("all search attributes are registered")
     elif create:
         typer.echo(f"created: {', '.join(missing)}")
     else:
         typer.echo(f"missing: {', '.join(missing)} (run with --create, or see docs/operating.md)")
-    _ops_exit(1 if missing and not create else 0)
+    _ops_exit(0 if ok else 1)
 
 
 @app.command("doctor")

@@ -7,6 +7,7 @@ The CLI runs as a subprocess, configured like an operator's shell (TEMPORAL_ADDR
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import subprocess
@@ -55,8 +56,9 @@ async def eventually(fetch, predicate, timeout: float = 30.0, what: str = "condi
         await asyncio.sleep(0.2)
 
 
-async def cli(stack: Stack, temporal_server, *args: str) -> subprocess.CompletedProcess:
+async def cli(stack: Stack, temporal_server, *args: str, **settings: str) -> subprocess.CompletedProcess:
     env = {**os.environ, **stack.env, "TEMPORAL_ADDRESS": temporal_server.address, "TEMPORAL_NAMESPACE": "default"}
+    env.update(settings)
     env.pop("TEMPORAL_PROFILE", None)
     return await asyncio.to_thread(
         subprocess.run,
@@ -158,14 +160,46 @@ async def test_search_attributes_find_tasks_by_stage_worker_record_and_salesforc
     assert several in listed.stdout and single not in listed.stdout and failed not in listed.stdout
     listed = await cli(stack, temporal_server, "tasks", "list", "--stage", "failed", "--since", "2000-01-01T00:00:00Z")
     assert failed in listed.stdout and single not in listed.stdout
+    listed = await cli(stack, temporal_server, "tasks", "list", "--stage", "failed", "--since", "1h", "--json")
+    assert listed.returncode == 0, listed.stderr
+    document = json.loads(listed.stdout)
+    assert document["ok"] is True and "FlexStage = 'failed'" in document["query"]
+    by_sid = {row["task_sid"]: row for row in document["tasks"]}
+    assert failed in by_sid and single not in by_sid and {row["stage"] for row in by_sid.values()} == {"failed"}
+    assert by_sid[failed]["record_id"] == CONTACT.id and by_sid[failed]["started"].startswith("20")
+
     shown = await cli(stack, temporal_server, "tasks", "show", single)
     assert shown.returncode == 0, shown.stderr
     assert all(text in shown.stdout for text in ("logged", CONTACT.id, logged.activity_id, AGENT.sid))
+    assert "/namespaces/" not in shown.stdout  # no FLEXSF_TEMPORAL_UI_URL, no link
     shown = await cli(stack, temporal_server, "tasks", "show", failed)
     assert "failed" in shown.stdout and "INVALID_FIELD" in shown.stdout
+    link = f"http://127.0.0.1:8233/namespaces/default/workflows/{workflow_id(single)}"
+    shown = await cli(stack, temporal_server, "tasks", "show", single, FLEXSF_TEMPORAL_UI_URL="http://127.0.0.1:8233/")
+    assert shown.returncode == 0, shown.stderr
+    assert link in shown.stdout
+    shown = await cli(
+        stack, temporal_server, "tasks", "show", single, "--json", FLEXSF_TEMPORAL_UI_URL="http://127.0.0.1:8233"
+    )
+    assert shown.returncode == 0, shown.stderr
+    document = json.loads(shown.stdout)
+    assert (document["ok"], document["stage"], document["activity_id"], document["ui_url"]) == (
+        True,
+        "logged",
+        logged.activity_id,
+        link,
+    )
+    assert document["record"]["id"] == CONTACT.id and document["worker_sid"] == AGENT.sid
+    assert "notes" not in document
+    missing = await cli(stack, temporal_server, "tasks", "show", "WT" + "f" * 32, "--json")
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert json.loads(missing.stdout) == {"ok": False, "error": f"no workflow for task {'WT' + 'f' * 32}"}
 
     registered = await cli(stack, temporal_server, "search-attributes")
     assert registered.returncode == 0 and "all search attributes are registered" in registered.stdout
+    registered = await cli(stack, temporal_server, "search-attributes", "--json")
+    assert registered.returncode == 0, registered.stderr
+    assert json.loads(registered.stdout) == {"ok": True, "missing": [], "created": []}
 
     with pytest.raises(ops.OpsError, match="has not finished"):
         await ops.relog(stack.client, several)  # the validator refuses a task still in progress
@@ -177,8 +211,16 @@ async def test_relog_retries_a_failed_log_once_fixed_and_repeating_it_changes_no
     stack, workers = ops_stack
     sid = await failed_log(stack)
 
-    again = await ops.relog(stack.client, sid, reason="still broken")
-    assert again.stage == Stage.FAILED and "INVALID_FIELD" in again.error and again.activity_id is None
+    again = await cli(stack, temporal_server, "relog", sid, "--reason", "still broken", "--json")
+    assert again.returncode == 1, again.stderr
+    document = json.loads(again.stdout)
+    assert (document["ok"], document["task_sid"], document["stage"], document["activity_id"]) == (
+        False,
+        sid,
+        "failed",
+        None,
+    )
+    assert "INVALID_FIELD" in document["error"]
     assert sf_tasks_for(stack.sf, sid) == []
 
     await workers.start(FLEXSF_ACTIVITY_TOPICS_FIELD="")  # the fix: redeploy without the bad mapping
@@ -191,8 +233,15 @@ async def test_relog_retries_a_failed_log_once_fixed_and_repeating_it_changes_no
     assert view.stage == Stage.LOGGED and view.activity_id == task["Id"] and view.error is None
 
     upserts = stack.sf.counters().get("sobject_upsert:Task")
-    repeated = await ops.relog(stack.client, sid)
-    assert (repeated.stage, repeated.activity_id, repeated.error) == (Stage.LOGGED, task["Id"], None)
+    repeated = await cli(stack, temporal_server, "relog", sid, "--json")
+    assert repeated.returncode == 0, repeated.stderr
+    assert json.loads(repeated.stdout) == {
+        "ok": True,
+        "task_sid": sid,
+        "stage": "logged",
+        "activity_id": task["Id"],
+        "error": None,
+    }
     [same] = sf_tasks_for(stack.sf, sid)
     unchanged = {k: v for k, v in task.items() if k not in ("LastModifiedDate", "SystemModstamp")}
     assert {k: v for k, v in same.items() if k in unchanged} == unchanged
@@ -225,8 +274,12 @@ async def test_reconcile_starts_a_workflow_for_a_task_whose_callbacks_were_all_l
     assert task["WhoId"] == CONTACT.id and task["OwnerId"] == sf_demo.AGENT_USERS[0].id
     assert len(sf_tasks_for(stack.sf, delivered)) == 1
 
-    again = await cli(stack, temporal_server, "reconcile", "--since", "10m")
-    assert f"{lost}: task.completed, workflow exists -> left alone" in again.stdout
+    again = await cli(stack, temporal_server, "reconcile", "--since", "10m", "--json")
+    assert again.returncode == 0, again.stderr
+    document = json.loads(again.stdout)
+    assert (document["ok"], document["started"], document["failed"]) == (True, 0, 0)
+    actions = {a["task_sid"]: a for a in document["actions"]}
+    assert actions[lost]["action"] == "exists" and actions[lost]["finished"] == "task.completed"
     assert len(sf_tasks_for(stack.sf, lost)) == 1
 
 
