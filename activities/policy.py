@@ -9,11 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
 from activities.errors import twilio_errors
 from activities.interfaces import PolicySteps, implements
 from flexsf import metrics
 from flexsf.flex_config import FlexConfigCache
 from flexsf.models import TaskPolicy, TaskWorkflowInput
+
+# A transient Twilio failure gets this many attempts before the task goes on without Flex's answer: the screen pop
+# waits on the policy, and is useless once the agent has moved on (a few seconds under workflows.policies.READ).
+TRANSIENT_ATTEMPTS = 3
 
 
 class PolicyActivities(PolicySteps):
@@ -24,6 +31,21 @@ class PolicyActivities(PolicySteps):
 
     @implements(PolicySteps.load_task_policy)
     def load_task_policy(self, req: TaskWorkflowInput) -> TaskPolicy:
+        """Flex's flags, or — when Flex refuses (a rotated credential, a restricted key) or stays unavailable — the
+        last flags this worker read, else the fallback ones: a task must not fail, and so go unlogged, because its
+        flags could not be read. The policy says which it got."""
         metrics.note_attempt("twilio")
-        with twilio_errors("load_task_policy"):
-            return TaskPolicy(flags=self._flex_config.flags(), **self._defaults)
+        try:
+            with twilio_errors("load_task_policy"):
+                return TaskPolicy(flags=self._flex_config.flags(), **self._defaults)
+        except ApplicationError as err:
+            attempt = activity.info().attempt if activity.in_activity() else TRANSIENT_ATTEMPTS
+            if not err.non_retryable and attempt < TRANSIENT_ATTEMPTS:
+                raise
+            flags, seen = self._flex_config.last_known()
+            source = "last_seen" if seen else "defaults"
+            if activity.in_activity():
+                activity.logger.warning(
+                    "Flex configuration unreadable, task %s uses %s flags: %s", req.task_sid, source, err
+                )
+            return TaskPolicy(flags=flags, flags_source=source, flags_error=str(err), **self._defaults)

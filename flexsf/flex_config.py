@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from twilio.rest import Client
 
-from flexsf.models import FeatureFlags
+from flexsf.models import FALLBACK_FLAGS, FeatureFlags
 from flexsf.settings import FeatureOverrides
 
 
@@ -46,3 +46,12 @@ class FlexConfigCache:
                 config = self._client.flex_api.v1.configuration().fetch()
                 self._cached = (now, flags_from_ui_attributes(config.ui_attributes))
             return apply_overrides(self._cached[1], self._overrides)
+
+    def last_known(self) -> tuple[FeatureFlags, bool]:
+        """The flags to use when Flex cannot be asked, and whether they came from Flex: the last configuration this
+        process read, however old (an admin's choice is likelier still right than any default), else
+        `FALLBACK_FLAGS`. The worker's `FLEXSF_FEATURES__*` overrides apply to both."""
+        with self._lock:
+            cached = self._cached
+        flags = cached[1] if cached is not None else FALLBACK_FLAGS
+        return apply_overrides(flags, self._overrides), cached is not None

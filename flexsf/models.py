@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -37,6 +38,16 @@ class FeatureFlags(BaseModel):
     screen_pop: bool = False
 
 
+# The flags a task runs on when Flex's configuration cannot be read and this worker has never read it: the task is
+# still screen-popped and logged, because a call with no Salesforce record is the failure this integration exists to
+# prevent, and an admin who wants it off pins `FLEXSF_FEATURES__ENABLED=false` on the worker. Copilot notes stay off:
+# their content goes to Salesforce only when Flex says so.
+FALLBACK_FLAGS = FeatureFlags(enabled=True, activity_logging=True, screen_pop=True)
+
+# Where a task's flags came from: Flex's configuration, the last one this worker read, or FALLBACK_FLAGS.
+FlagsSource = Literal["flex", "last_seen", "defaults"]
+
+
 class TaskPolicy(BaseModel):
     """Everything the workflow decides with, snapshotted once at start so a config change never
     changes a task mid-flight."""
@@ -46,6 +57,9 @@ class TaskPolicy(BaseModel):
     notes_grace: timedelta = timedelta(minutes=10)
     lost_event_window: timedelta = timedelta(minutes=30)
     repair_window: timedelta = timedelta(days=7)
+    flags_source: FlagsSource = "flex"
+    # Why Flex's configuration could not be used (None when it was).
+    flags_error: str | None = None
 
 
 class RecordRef(BaseModel):
@@ -121,6 +135,9 @@ class TaskView(BaseModel):
     activity_id: str | None = None
     outcome: str | None = None
     error: str | None = None
+    # Kept apart from `error`, which a successful log clears: a task logged on fallback flags says so for good.
+    flags_source: FlagsSource = "flex"
+    flags_error: str | None = None
 
 
 class RelogRequest(BaseModel):

@@ -7,8 +7,9 @@ uses; the CLI (`flexsf tasks …`, `flexsf relog`, `flexsf reconcile`, `flexsf s
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 from temporalio.client import (
     Client,
@@ -111,6 +112,9 @@ class TaskRow:
             status=execution.status.name.lower() if execution.status else "unknown",
         )
 
+    def as_json(self) -> dict:
+        return {**asdict(self), "started": self.started.isoformat() if self.started else None}
+
 
 async def list_tasks(client: Client, query: str, limit: int = 100) -> list[TaskRow]:
     return [TaskRow.from_execution(e) async for e in client.list_workflows(query, limit=limit)]
@@ -120,6 +124,37 @@ async def list_tasks(client: Client, query: str, limit: int = 100) -> list[TaskR
 class TaskDetails:
     view: TaskView
     status: str
+    workflow_id: str = ""
+    ui_url: str | None = None
+
+    def as_json(self) -> dict:
+        """What `flexsf tasks show` prints, as data: ids and states only. The notes and the candidates' names stay
+        out, as they do in the table (a JSON dump ends up in tickets and chat)."""
+        view, record = self.view, self.view.record
+        return {
+            "task_sid": view.task_sid,
+            "workflow_id": self.workflow_id,
+            "workflow_status": self.status,
+            "stage": view.stage.value,
+            "outcome": view.outcome,
+            "channel": view.channel,
+            "direction": view.direction,
+            "worker_sid": view.worker_sid,
+            "record": {"type": record.type, "id": record.id} if record else None,
+            "candidates": [c.id for c in view.pop.candidates],
+            "activity_id": view.activity_id,
+            "error": view.error,
+            "ui_url": self.ui_url,
+        }
+
+
+def workflow_ui_url(base: str | None, namespace: str, workflow: str) -> str | None:
+    """The workflow's page in the Temporal UI at `base` (FLEXSF_TEMPORAL_UI_URL; the same path on Temporal Cloud's
+    https://cloud.temporal.io), or None without one. Task workflow ids carry no reserved characters today; quoting
+    keeps a link right if that changes."""
+    if not base:
+        return None
+    return f"{base.rstrip('/')}/namespaces/{quote(namespace, safe='')}/workflows/{quote(workflow, safe='')}"
 
 
 async def show_task(client: Client, task_sid: str) -> TaskDetails:
@@ -131,7 +166,8 @@ async def show_task(client: Client, task_sid: str) -> TaskDetails:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise OpsError(f"no workflow for task {task_sid}") from None
         raise
-    return TaskDetails(view=view, status=description.status.name.lower() if description.status else "unknown")
+    status = description.status.name.lower() if description.status else "unknown"
+    return TaskDetails(view=view, status=status, workflow_id=description.id)
 
 
 async def relog(client: Client, task_sid: str, reason: str | None = None) -> RelogResult:
@@ -183,13 +219,27 @@ def _events(twilio, workspace_sid: str, **filters) -> list:
 
 
 async def workflow_exists(client: Client, task_sid: str) -> bool:
+    return await _workflow_status(client, task_sid) is not None
+
+
+async def workflow_in_hand(client: Client, task_sid: str) -> bool:
+    """Running or done: its log is (or will be) written. A run that failed, was terminated or timed out is not, and
+    a new run may start (workflows/delivery.py allows a duplicate of a failed run only)."""
+    return await _workflow_status(client, task_sid) in (
+        WorkflowExecutionStatus.RUNNING,
+        WorkflowExecutionStatus.COMPLETED,
+        WorkflowExecutionStatus.CONTINUED_AS_NEW,
+    )
+
+
+async def _workflow_status(client: Client, task_sid: str) -> WorkflowExecutionStatus | None:
     try:
-        await client.get_workflow_handle(workflow_id(task_sid)).describe()
+        description = await client.get_workflow_handle(workflow_id(task_sid)).describe()
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
-            return False
+            return None
         raise
-    return True
+    return description.status
 
 
 async def reconcile(
@@ -227,7 +277,7 @@ async def _reconcile_task(
 ) -> ReconcileAction:
     import asyncio
 
-    if await workflow_exists(client, task_sid):
+    if await workflow_in_hand(client, task_sid):
         return ReconcileAction(task_sid, "exists")
     rows = await asyncio.to_thread(_events, twilio, workspace_sid, task_sid=task_sid, start_date=start)
     events: list[TaskEvent] = sorted(

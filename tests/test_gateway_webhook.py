@@ -119,16 +119,19 @@ async def test_unhandled_event_type_is_204_and_starts_nothing(gateway: Gateway, 
     assert not await workflow_exists(temporal_client, params["TaskSid"])
 
 
-async def test_event_for_a_closed_workflow_is_204(gateway: Gateway, temporal_client):
+async def test_an_event_for_a_terminated_workflow_starts_a_new_run(gateway: Gateway, temporal_client):
+    """A terminated (or failed) run never finished its task: the next event gives it a new run. A completed run is
+    never started again (tests/test_task_workflow_resilience.py sends stragglers to one)."""
     sid = new_task_sid()
     created = event_params(sid)
     handle = await signal_event(temporal_client, gateway.task_queue, task_event(created))
-    await handle.terminate("test: the task was handled")
+    await handle.terminate("test: an operator stopped it")
 
     late = event_params(sid, event_type="task.completed")
     response = await gateway.post(late, gateway.sign(late))
     assert response.status_code == 204
-    assert (await handle.describe()).run_id == handle.result_run_id
+    latest = await temporal_client.get_workflow_handle(workflow_id(sid)).describe()
+    assert latest.run_id != handle.result_run_id
 
 
 async def test_oversized_body_is_413(gateway: Gateway):

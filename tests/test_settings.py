@@ -105,38 +105,15 @@ def test_worker_refuses_to_start_without_credentials_and_says_which(tmp_path) ->
 
 async def test_worker_refuses_a_namespace_without_the_search_attributes(temporal_client) -> None:
     """A dev server started without them (as a self-hosted cluster may be) makes the worker stop with the fix."""
-    import subprocess as sp
-
     from temporalio.client import Client
 
     import worker
-    from devtools.netutil import free_port, wait_for_port
-    from devtools.temporal_server import temporal_binary
+    from devtools.temporal_server import TemporalDevServer
     from flexsf.settings import ConfigurationError
 
-    port = free_port()
-    bare = sp.Popen(
-        [
-            temporal_binary(),
-            "server",
-            "start-dev",
-            "--headless",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "error",
-        ],
-        stdout=sp.DEVNULL,
-        stderr=sp.DEVNULL,
-    )
-    try:
-        wait_for_port("127.0.0.1", port, 60)
-        client = await Client.connect(f"127.0.0.1:{port}")
+    # Started without them, and waited for until it serves (a listening port alone answered "not healthy yet").
+    with TemporalDevServer(search_attributes={}, log_level="error") as bare:
+        client = await Client.connect(bare.address)
         with pytest.raises(ConfigurationError, match="FlexStage.*flexsf search-attributes --create"):
             await worker.require_search_attributes(client)
         await worker.require_search_attributes(temporal_client)  # the fixtures' server has them: no error
-    finally:
-        bare.terminate()
-        bare.wait(30)

@@ -255,3 +255,31 @@ async def wait_until(fetch, timeout: float = 30.0):
             return value
         await asyncio.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+async def test_a_straggler_after_the_log_starts_no_second_run_and_no_second_task(stack) -> None:
+    """A completed task's workflow is never started again (only a failed or terminated one is), so an event delivered
+    after the log — a late duplicate, a replay by a proxy — cannot write a second Salesforce Task."""
+    task = stack.tw.lifecycle({"from": sf_demo.UNIQUE_PHONE_CONTACT.phone}, worker_sid=AGENT.sid)
+    sid = task["sid"]
+    await stack.wait_for(sid, lambda v: v.stage == Stage.IN_PROGRESS)
+    stack.tw.wrapup(sid)
+    stack.tw.complete(sid)
+    await stack.result(sid)
+    first_run = (await stack.handle(sid).describe()).run_id
+
+    late = {
+        "AccountSid": stack.tw.info["account_sid"],
+        "WorkspaceSid": stack.tw.info["workspace_sid"],
+        "Sid": "EV" + "f" * 32,
+        "EventType": "task.completed",
+        "TaskSid": sid,
+        "Timestamp": "1764000000",
+        "TaskAttributes": json.dumps({"from": sf_demo.UNIQUE_PHONE_CONTACT.phone}),
+        "TaskAssignmentStatus": "completed",
+        "TaskChannelUniqueName": "voice",
+    }
+    answer = await stack.gateway.post(late, stack.gateway.sign(late))
+    assert answer.status_code == 204
+    assert (await stack.handle(sid).describe()).run_id == first_run
+    assert len(sf_tasks_for(stack, sid)) == 1

@@ -23,8 +23,9 @@ async def signal_event(client: Client, task_queue: str, event: TaskEvent) -> Wor
         start_signal=FlexTaskWorkflow.task_event.__name__,
         start_signal_args=[event],
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        # A closed workflow stays closed: a straggling event must not start a second log for the same task.
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        # A completed workflow stays closed: a straggling event must not start a second log for the same task. One
+        # that failed, was terminated or timed out never finished its task, so the next event starts it again.
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
     )
 
 

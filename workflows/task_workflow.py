@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from flexsf import search_attributes as sa
     from flexsf.models import (
+        FALLBACK_FLAGS,
         FeatureFlags,
         Notes,
         PopView,
@@ -86,9 +87,7 @@ class FlexTaskWorkflow:
     @workflow.run
     async def run(self, input: TaskWorkflowInput) -> TaskView:
         self._set_stage(Stage.CREATED)
-        self._policy = await workflow.execute_activity_method(
-            PolicySteps.load_task_policy, input, summary="load Flex feature flags", **policies.READ
-        )
+        await self._load_policy(input)
         if not self._flags.enabled:
             self._set_stage(Stage.DISABLED)
             return self.view()
@@ -106,6 +105,19 @@ class FlexTaskWorkflow:
             self._set_stage(Stage.NOT_LOGGED)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.view()
+
+    async def _load_policy(self, input: TaskWorkflowInput) -> None:
+        try:
+            self._policy = await workflow.execute_activity_method(
+                PolicySteps.load_task_policy, input, summary="load Flex feature flags", **policies.READ
+            )
+        except ActivityError as err:
+            # The activity falls back on Flex failures itself; this is for the rest (no worker serving it within the
+            # window, a bug). Older runs failed here, and a query of one must replay to that failure.
+            if not workflow.patched("policy-load-fallback"):
+                raise
+            # The worker's timers are unknown here too: the model's defaults stand in for them.
+            self._policy = TaskPolicy(flags=FALLBACK_FLAGS, flags_source="defaults", flags_error=str(err.cause or err))
 
     async def _screen_pop(self) -> None:
         self._set_stage(Stage.ACCEPTED)
@@ -268,12 +280,22 @@ class FlexTaskWorkflow:
             await self._reconcile()
 
     async def _reconcile(self) -> None:
-        result = await workflow.execute_activity_method(
-            TwilioSteps.reconcile_task,
-            ReconcileRequest(task_sid=self._task_sid, since=workflow.info().start_time - timedelta(hours=1)),
-            summary="read the task's TaskRouter Events list",
-            **policies.READ,
-        )
+        try:
+            result = await workflow.execute_activity_method(
+                TwilioSteps.reconcile_task,
+                ReconcileRequest(task_sid=self._task_sid, since=workflow.info().start_time - timedelta(hours=1)),
+                summary="read the task's TaskRouter Events list",
+                **policies.READ,
+            )
+        except ActivityError as err:
+            # Older runs failed here, and a query of one must replay to that failure.
+            if not workflow.patched("reconcile-failure-waits"):
+                raise
+            # A failed workflow answers every later event "ignored": better to say why and keep waiting, for the
+            # callbacks to resume or the next window's attempt (a credential fixed meanwhile) to succeed.
+            self._error = f"reading the task's TaskRouter Events failed: {err.cause or err}"
+            self._facts.gone = False
+            return
         for event in result.events:
             self._facts.apply(event)
         if result.status != "active" and self._facts.finished is None:
@@ -365,6 +387,8 @@ class FlexTaskWorkflow:
             activity_id=self._activity_id,
             outcome=self._facts.outcome,
             error=self._error,
+            flags_source=self._policy.flags_source if self._policy else "flex",
+            flags_error=self._policy.flags_error if self._policy else None,
         )
 
     # ---- facts -------------------------------------------------------------------------------------------------

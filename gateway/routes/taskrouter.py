@@ -136,7 +136,7 @@ async def _deliver(request: Request, settings: Settings, client, seen: dict) -> 
     try:
         await signal_event(client, settings.flexsf_task_queue, event)
     except WorkflowAlreadyStartedError:
-        # REJECT_DUPLICATE: the task's workflow has closed; this straggler concerns a task already handled.
+        # A completed run refuses a new one (ALLOW_DUPLICATE_FAILED_ONLY): a straggler of a task already handled.
         log.info("event %s for closed task %s ignored", event.event_type, event.task_sid)
         return IGNORED
     except (RPCError, OSError, TimeoutError, RuntimeError) as exc:
