@@ -32,6 +32,10 @@ from flexsf.vocabulary import (
     TWILIO_UNREACHABLE,
 )
 
+# A lookup of the write points at a record that is gone (deleted, never there, or an owner since deactivated): the
+# write stands without that field (activities.salesforce). Where it cannot, it is the validation error it always was.
+SALESFORCE_RELATION_GONE = "SalesforceRelationGone"
+
 # Salesforce's errorCode decides before the HTTP status: some 400s are not final, and a 403 can be a rate limit.
 # A code not listed here is classed by its status (`_by_status`). Retryable types are those not in
 # flexsf.vocabulary.NON_RETRYABLE_TYPES; the workflow's retry policy backs off between attempts.
@@ -45,6 +49,11 @@ SALESFORCE_ERROR_CLASSES: dict[str, str] = {
     "REQUEST_LIMIT_EXCEEDED": SALESFORCE_UNAVAILABLE,
     # 401 that the connection's one re-login did not cure (revoked again at once): the next attempt logs in anew.
     "INVALID_SESSION_ID": SALESFORCE_UNAVAILABLE,
+    # 400: the record a lookup names was deleted (ENTITY_IS_DELETED), or no such record is visible to this user
+    # (INVALID_CROSS_REFERENCE_KEY; `fields` names the lookup), or the owner is an inactive user.
+    "ENTITY_IS_DELETED": SALESFORCE_RELATION_GONE,
+    "INVALID_CROSS_REFERENCE_KEY": SALESFORCE_RELATION_GONE,
+    "INACTIVE_OWNER_OR_USER": SALESFORCE_RELATION_GONE,
 }
 
 
@@ -61,6 +70,11 @@ def _by_status(status: int) -> str:
 def salesforce_error_class(exc: SalesforceError) -> str:
     """The failure type (flexsf.vocabulary) of a Salesforce error answer: by errorCode, else by HTTP status."""
     return SALESFORCE_ERROR_CLASSES.get(salesforce_error_code(exc) or "") or _by_status(exc.status)
+
+
+def salesforce_errors_of(exc: SalesforceError) -> list[dict]:
+    content = exc.content
+    return [e for e in content if isinstance(e, dict)] if isinstance(content, list) else []
 
 
 def salesforce_error_summary(exc: SalesforceError) -> str:
@@ -90,6 +104,8 @@ def salesforce_errors(step: str) -> Iterator[None]:
     except SalesforceError as exc:
         summary = f"{step}: Salesforce answered {exc.status}: {salesforce_error_summary(exc)}"
         kind = salesforce_error_class(exc)
+        if kind == SALESFORCE_RELATION_GONE:
+            kind = SALESFORCE_VALIDATION
         raise ApplicationError(summary, type=kind, non_retryable=kind in NON_RETRYABLE_TYPES) from None
     except requests.RequestException as exc:
         sent = exc.request

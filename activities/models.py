@@ -59,6 +59,10 @@ class ActivityLogResult(BaseModel):
     # The field values sent (on an amend, without the create-only ones); Subject, WhoId/WhatId, OwnerId … Empty in
     # results recorded before they were returned.
     fields: dict = Field(default_factory=dict)
+    # Lookups left out because Salesforce refused them as gone (WhoId/WhatId: the record was deleted; OwnerId: an
+    # inactive user, so the integration user owns the Task), and Salesforce's words for why. Empty in older results.
+    dropped: list[str] = Field(default_factory=list)
+    reason: str | None = None
 
     @property
     def subject(self) -> str | None:

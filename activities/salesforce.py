@@ -13,7 +13,13 @@ from simple_salesforce.format import format_external_id, format_soql
 from temporalio import activity
 
 from activities.activity_fields import CREATE_ONLY_FIELDS, ActivityFieldConfig, task_fields, update_fields
-from activities.errors import salesforce_error_code, salesforce_errors
+from activities.errors import (
+    SALESFORCE_ERROR_CLASSES,
+    SALESFORCE_RELATION_GONE,
+    salesforce_error_code,
+    salesforce_errors,
+    salesforce_errors_of,
+)
 from activities.interfaces import SalesforceSteps, implements
 from activities.models import ActivityLogRequest, ActivityLogResult, SearchRequest, SearchResult
 from activities.salesforce_connection import SalesforceConnection
@@ -32,6 +38,10 @@ _PERSON_ACCOUNT_FIELDS = ["IsPersonAccount", "PersonContactId"]
 # caller is the contact it became.
 _SEARCH_FILTERS = {"Lead": "IsConverted = false"}
 _UNWRITABLE_FIELDS = re.compile(r"Unable to create/update fields: ([\w, ]+)")
+# The lookups a call activity can do without: unrelated, it is still the record that the call happened; without an
+# owner, Salesforce makes the integration user its owner.
+_RELATIONS = frozenset({"WhoId", "WhatId"})
+_INACTIVE_OWNER = "INACTIVE_OWNER_OR_USER"
 
 log = logging.getLogger("flexsf.activities.salesforce")
 
@@ -70,6 +80,22 @@ def refused_create_only(exc: SalesforceError, sent: dict) -> bool:
         named = error.get("fields") or _UNWRITABLE_FIELDS.findall(error.get("message") or "")
         refused.update(part.strip() for name in named for part in name.split(","))
     return bool(refused) and refused <= (CREATE_ONLY_FIELDS & sent.keys())
+
+
+def gone_fields(exc: SalesforceError) -> dict[str, str]:
+    """The lookups Salesforce refused as gone, each with its errorCode; empty when anything else was refused too, or a
+    refusal does not say which lookup (then the write is not guessed at)."""
+    gone: dict[str, str] = {}
+    for error in salesforce_errors_of(exc):
+        code = error.get("errorCode") or ""
+        if SALESFORCE_ERROR_CLASSES.get(code) != SALESFORCE_RELATION_GONE:
+            return {}
+        # The inactive-owner answer names the user in its message, not in `fields`.
+        named = ["OwnerId"] if code == _INACTIVE_OWNER else [f for f in error.get("fields") or [] if f in _RELATIONS]
+        if not named:
+            return {}
+        gone.update(dict.fromkeys(named, code))
+    return gone
 
 
 def record_from_search(raw: dict) -> RecordRef:
@@ -130,16 +156,40 @@ class SalesforceActivities(SalesforceSteps):
         with salesforce_errors("log_activity"):
             req = req.model_copy(update={"related": self._resolve_person_account(req.related)})
             try:
-                return self._write(req)
+                return self._write_what_stands(req)
             except SalesforceMalformedRequest as exc:
                 became = self._contact_the_lead_became(req.related, exc)
                 if became is None:
                     raise
             # The refused write changed nothing; the person is now that contact.
-            return self._write(req.model_copy(update={"related": RecordRef(id=became, type="Contact")}))
+            return self._write_what_stands(req.model_copy(update={"related": RecordRef(id=became, type="Contact")}))
 
-    def _write(self, req: ActivityLogRequest) -> ActivityLogResult:
+    def _write_what_stands(self, req: ActivityLogRequest) -> ActivityLogResult:
+        """A record deleted since the pop, or an owner deactivated since, costs the log that one lookup, not the log:
+        the refused write changed nothing, so it is written again without what Salesforce said is gone."""
+        gone: dict[str, str] = {}
+        reasons: list[str] = []
+        while True:
+            try:
+                result = self._write(req, frozenset(gone))
+                break
+            except SalesforceMalformedRequest as exc:
+                more = {name: code for name, code in gone_fields(exc).items() if name not in gone}
+                if not more:
+                    raise
+                reasons += [f"{e.get('errorCode')}: {e.get('message')}" for e in salesforce_errors_of(exc)]
+            gone.update(more)
+        if not gone:
+            return result
+        for name, code in gone.items():
+            metrics.activity_log_field_dropped(name, code)
+        log.warning("Salesforce Task %s written without %s: %s", result.activity_id, ", ".join(gone), reasons)
+        return result.model_copy(update={"dropped": list(gone), "reason": "; ".join(reasons)})
+
+    def _write(self, req: ActivityLogRequest, drop: frozenset[str] = frozenset()) -> ActivityLogResult:
         fields = task_fields(req, self._fields, self._owner_for(req))
+        for name in drop:
+            fields.pop(name, None)
         if req.activity_id:
             return self._amend(req.activity_id, fields)
         if self._fields.external_id_field:

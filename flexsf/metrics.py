@@ -21,6 +21,7 @@ from temporalio.common import MetricMeter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 ACTIVITY_LOGS = "flexsf_salesforce_task_writes_total"
+ACTIVITY_LOG_FIELDS_DROPPED = "flexsf_activity_log_fields_dropped_total"
 SALESFORCE_CALLS = "flexsf_salesforce_calls_total"
 SALESFORCE_RETRIES = "flexsf_salesforce_retries_total"
 SALESFORCE_API_USAGE = "flexsf_salesforce_api_usage"
@@ -30,6 +31,8 @@ TWILIO_RETRIES = "flexsf_twilio_retries_total"
 
 _DESCRIPTIONS = {
     ACTIVITY_LOGS: "Writes of the call activity (a Salesforce Task) by result: created, amended, failed (an attempt)",
+    ACTIVITY_LOG_FIELDS_DROPPED: "Task fields left out of the call activity because Salesforce refused them as gone, "
+    "by field (WhoId, WhatId, OwnerId) and Salesforce errorCode",
     SALESFORCE_CALLS: "HTTP calls to Salesforce by kind, method and status ('unreachable': no answer)",
     SALESFORCE_RETRIES: "Retried attempts of Salesforce activities",
     SALESFORCE_API_USAGE: "Salesforce API requests used in the org's 24-hour window (Sforce-Limit-Info)",
@@ -73,6 +76,11 @@ def _count(name: str, labels: dict[str, str] | None = None) -> None:
 def activity_logged(result: str) -> None:
     """result: created | amended | failed."""
     _count(ACTIVITY_LOGS, {"result": result})
+
+
+def activity_log_field_dropped(field: str, reason: str) -> None:
+    """reason: the Salesforce errorCode (ENTITY_IS_DELETED, INVALID_CROSS_REFERENCE_KEY, INACTIVE_OWNER_OR_USER)."""
+    _count(ACTIVITY_LOG_FIELDS_DROPPED, {"field": field, "reason": reason})
 
 
 def note_attempt(system: str) -> None:

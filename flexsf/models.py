@@ -138,6 +138,8 @@ class TaskView(BaseModel):
     # Kept apart from `error`, which a successful log clears: a task logged on fallback flags says so for good.
     flags_source: FlagsSource = "flex"
     flags_error: str | None = None
+    # What the written log had to leave out and why (a related record deleted, an inactive owner); None when nothing.
+    log_note: str | None = None
 
 
 class RelogRequest(BaseModel):

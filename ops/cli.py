@@ -212,6 +212,8 @@ def tasks_show_command(
         "Candidates": ", ".join(c.id for c in view.pop.candidates),
         "Salesforce Task": view.activity_id or "",
         "Last error": view.error or "",
+        "Log note": view.log_note or "",
+        "Flags": view.flags_source + (f" ({view.flags_error})" if view.flags_error else ""),
     }
     if details.ui_url:
         rows["Temporal UI"] = details.ui_url

@@ -144,6 +144,8 @@ class TaskDetails:
             "candidates": [c.id for c in view.pop.candidates],
             "activity_id": view.activity_id,
             "error": view.error,
+            "log_note": view.log_note,
+            "flags_source": view.flags_source,
             "ui_url": self.ui_url,
         }
 

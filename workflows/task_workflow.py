@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.task_facts import TaskFacts
 
 LOGGED_STAGES = {Stage.LOGGED, Stage.LOGGED_UNASSOCIATED}
+RELATION_FIELDS = {"WhoId", "WhatId"}
 
 
 @workflow.defn(name=WORKFLOW_TYPE)
@@ -64,6 +65,7 @@ class FlexTaskWorkflow:
         # What the last log wrote (its fields), for a step that follows the log.
         self._logged: ActivityLogResult | None = None
         self._error: str | None = None
+        self._log_note: str | None = None
         self._retry_requested = False
         self._awaiting_repair = False
         # One Salesforce write at a time: the process and an operator's relog never race on the same Task.
@@ -213,7 +215,9 @@ class FlexTaskWorkflow:
             self._logged = result
             self._logged_version = version
             self._error = None
-            self._set_stage(Stage.LOGGED if self._related() else Stage.LOGGED_UNASSOCIATED)
+            self._log_note = self._note_on(result)
+            unrelated = self._related() is None or RELATION_FIELDS & set(result.dropped)
+            self._set_stage(Stage.LOGGED_UNASSOCIATED if unrelated else Stage.LOGGED)
             self._logs.add(1, {"outcome": self._stage.value})
             return None
 
@@ -389,6 +393,7 @@ class FlexTaskWorkflow:
             error=self._error,
             flags_source=self._policy.flags_source if self._policy else "flex",
             flags_error=self._policy.flags_error if self._policy else None,
+            log_note=self._log_note,
         )
 
     # ---- facts -------------------------------------------------------------------------------------------------
@@ -399,6 +404,17 @@ class FlexTaskWorkflow:
 
     def _related(self) -> RecordRef | None:
         return self._record or self._facts.record_from_attributes()
+
+    @staticmethod
+    def _note_on(result: ActivityLogResult) -> str | None:
+        if not result.dropped:
+            return None
+        left_out = []
+        if RELATION_FIELDS & set(result.dropped):
+            left_out.append("the related record (gone from Salesforce)")
+        if "OwnerId" in result.dropped:
+            left_out.append("the agent as owner (the integration user owns it)")
+        return f"logged without {' and '.join(left_out)}: {result.reason}"
 
     def _log_request(self) -> ActivityLogRequest:
         facts, finished, accepted = self._facts, self._facts.finished, self._facts.accepted

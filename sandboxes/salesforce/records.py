@@ -237,6 +237,8 @@ class Org:
                 read_only.append(f.name)
                 continue
             values[f.name] = self._coerce_value(f, value)
+        if values.get("OwnerId"):
+            self._check_owner_active(obj, values["OwnerId"])
         if read_only:
             raise ApiError(
                 400,
@@ -319,12 +321,28 @@ class Org:
             raise ApiError(400, "FIELD_INTEGRITY_EXCEPTION", f"{f.name}: id value of incorrect type: {value}", [f.name])
         record_id = to_18(value)
         found = self.store.get(record_id)
-        if found is None or found[1].get("IsDeleted"):
+        if found is None:
             raise ApiError(400, "INVALID_CROSS_REFERENCE_KEY", f"invalid cross reference id: {value}", [f.name])
+        if found[1].get("IsDeleted"):
+            # SOAP API Developer Guide, StatusCode ENTITY_IS_DELETED: "You can't refer to an object that has been
+            # deleted." The fields list naming the lookup is our assumption (the guide shows no example).
+            raise ApiError(400, "ENTITY_IS_DELETED", "entity is deleted", [f.name])
         if found[0] == "Lead" and found[1].get("IsConverted"):
             # Salesforce Help 000384333: once converted, a lead's id can no longer be referenced.
             raise ApiError(400, "CANNOT_UPDATE_CONVERTED_LEAD", "cannot reference converted lead", [f.name])
         return record_id
+
+    def _check_owner_active(self, obj: SObject, owner_id: str) -> None:
+        """SOAP API Developer Guide, StatusCode INACTIVE_OWNER_OR_USER: the owner is an inactive user. Strict where
+        unsure: refused on update as on create, fields left empty as the message names the user."""
+        found = self.store.get(owner_id)
+        if found is not None and found[0] == "User" and found[1].get("IsActive") is False:
+            raise ApiError(
+                400,
+                "INACTIVE_OWNER_OR_USER",
+                f"operation performed with inactive user [{owner_id}] as owner of {obj.name.lower()}",
+                [],
+            )
 
     def _derive(self, obj: SObject, record: Record, person: bool) -> None:
         if obj.name in ("Contact", "Lead", "User") or (obj.name == "Account" and person):

@@ -225,6 +225,31 @@ class SalesforceSandbox:
             raise ValueError(f"unknown sobject {sobject}")
         return [render(obj, r, self.api_version) for r in self.store.all(obj.name, include_deleted)]
 
+    def create_record(self, sobject: str, fields: dict[str, Any]) -> str:
+        """Tests: a record written as the integration user would through the API, with the same validation."""
+        obj = self.org.sobject(sobject)
+        if obj is None:
+            raise ValueError(f"unknown sobject {sobject}")
+        with self.store.lock:
+            return self.org.create(obj, fields, self.org.integration_user_id or "")["Id"]
+
+    def delete_record(self, record_id: str) -> None:
+        """Tests: someone in the org deletes a record (it goes to the recycle bin: `IsDeleted`, still queryAll-able)."""
+        with self.store.lock:
+            found = self.store.get(record_id)
+            if found is None:
+                raise ValueError(f"no record {record_id}")
+            self.org.delete(self.org.schema[found[0]], found[1], self.org.integration_user_id or "")
+
+    def set_user_active(self, user_id: str, active: bool) -> None:
+        """Tests: an admin deactivates (or reactivates) a user; the API cannot write User here."""
+        with self.store.lock:
+            found = self.store.get(user_id)
+            if found is None or found[0] != "User":
+                raise ValueError(f"no user {user_id}")
+            now = self.clock.iso()
+            self.store.put("User", dict(found[1], IsActive=active, LastModifiedDate=now, SystemModstamp=now))
+
     def credentials(self, grant: str = "client_credentials") -> SalesforceCredentials:
         """Credentials for `flexsf.salesforce_client`: grant is client_credentials, jwt or password."""
         i = self.info
