@@ -6,7 +6,7 @@ running histories.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Literal
 
@@ -96,6 +96,8 @@ class TaskEvent(BaseModel):
 
 class TaskWorkflowInput(BaseModel):
     task_sid: str
+    # Set for an operator's relog of a closed task (`flexsf relog`): this run only amends the log that run wrote.
+    relog_of: RelogSeed | None = None
 
 
 class Notes(BaseModel):
@@ -140,6 +142,17 @@ class TaskView(BaseModel):
     flags_error: str | None = None
     # What the written log had to leave out and why (a related record deleted, an inactive owner); None when nothing.
     log_note: str | None = None
+    # When the task finished, as the last log wrote it (its Subject and ActivityDate): a relog of the closed workflow
+    # writes the same. None before a log, and in results recorded before it was kept.
+    finished_at: datetime | None = None
+
+
+class RelogSeed(BaseModel):
+    """What a relog of a closed task starts its new run from: the closed run's result, and the operator's reason
+    (kept in the new run's history)."""
+
+    view: TaskView
+    reason: str | None = None
 
 
 class RelogRequest(BaseModel):
@@ -154,3 +167,6 @@ class RelogResult(BaseModel):
     stage: Stage
     activity_id: str | None = None
     error: str | None = None
+
+
+TaskWorkflowInput.model_rebuild()

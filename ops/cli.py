@@ -229,8 +229,9 @@ def relog_command(
     reason: str = typer.Option(None, help="Why (kept in the workflow's history)."),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
-    """Write a finished task's Salesforce activity log again: retries a failed log, or amends the logged Task in
-    place (same Task, so repeating it changes nothing). Prints the stage and Salesforce Task afterwards."""
+    """Write a finished task's Salesforce activity log again, any time within the namespace's retention: retries a
+    failed log, or amends the logged Task in place (same Task, so repeating it changes nothing); a closed workflow
+    gets a new run that does only that. Prints the stage and Salesforce Task afterwards."""
     from ops.tasks import relog
 
     result = _ops(lambda client, _: relog(client, task_sid, reason), as_json)

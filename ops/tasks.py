@@ -14,15 +14,18 @@ from urllib.parse import quote
 from temporalio.client import (
     Client,
     WorkflowExecution,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
+    WorkflowFailureError,
     WorkflowUpdateFailedError,
 )
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 from twilio.base.exceptions import TwilioException
 
 from flexsf import search_attributes as sa
-from flexsf.models import RelogRequest, RelogResult, Stage, TaskEvent, TaskView
+from flexsf.models import RelogRequest, RelogResult, RelogSeed, Stage, TaskEvent, TaskView, TaskWorkflowInput
 from flexsf.settings import ConfigurationError, Settings
 from flexsf.task_events import clean_text, event_from_events_api
 from flexsf.vocabulary import FINISHED_EVENTS, WORKFLOW_TYPE, task_sid_of, workflow_id
@@ -173,7 +176,9 @@ async def show_task(client: Client, task_sid: str) -> TaskDetails:
 
 
 async def relog(client: Client, task_sid: str, reason: str | None = None) -> RelogResult:
-    """Write the task's activity log again through the workflow's `relog` update (idempotent; see the workflow)."""
+    """Write the task's activity log again: through the workflow's `relog` update while it runs, or, once it closed,
+    as a new run of the same workflow id seeded from the closed run's result, amending the same Salesforce Task
+    (idempotent either way; see the workflow)."""
     handle = client.get_workflow_handle_for(FlexTaskWorkflow.run, workflow_id(task_sid))
     try:
         description = await handle.describe()
@@ -182,15 +187,46 @@ async def relog(client: Client, task_sid: str, reason: str | None = None) -> Rel
             raise OpsError(f"no workflow for task {task_sid}") from None
         raise
     if description.status != WorkflowExecutionStatus.RUNNING:
-        stage = description.typed_search_attributes.get(sa.FLEX_STAGE)
-        raise OpsError(
-            f"the workflow of task {task_sid} is closed (stage {stage}); its log is final. A failed log "
-            "keeps its workflow open for the repair window (FLEXSF_REPAIR_WINDOW_S)"
-        )
+        return await _relog_closed(client, task_sid, description, reason)
     try:
         return await handle.execute_update(FlexTaskWorkflow.relog, RelogRequest(reason=reason))
     except WorkflowUpdateFailedError as exc:
         raise OpsError(f"relog of task {task_sid} refused: {exc.cause or exc}") from None
+
+
+async def _relog_closed(
+    client: Client, task_sid: str, description: WorkflowExecutionDescription, reason: str | None
+) -> RelogResult:
+    status = description.status.name.lower() if description.status else "unknown"
+    if description.status != WorkflowExecutionStatus.COMPLETED:
+        raise OpsError(
+            f"the workflow of task {task_sid} ended {status} and left no result to relog from; "
+            "the next TaskRouter event for it, or `flexsf reconcile`, starts it again"
+        )
+    closed = client.get_workflow_handle_for(FlexTaskWorkflow.run, description.id, run_id=description.run_id)
+    view = await closed.result(follow_runs=False)
+    if view.stage not in (Stage.LOGGED, Stage.LOGGED_UNASSOCIATED, Stage.FAILED):
+        raise OpsError(f"nothing to relog for task {task_sid} at stage {view.stage.value}; it was never logged")
+    if view.finished_at is None:
+        # A result recorded before it kept the time: the close is the nearest known, at most the notes grace later.
+        view = view.model_copy(update={"finished_at": description.close_time})
+    try:
+        rerun = await client.start_workflow(
+            FlexTaskWorkflow.run,
+            TaskWorkflowInput(task_sid=task_sid, relog_of=RelogSeed(view=view, reason=reason)),
+            id=description.id,
+            task_queue=description.task_queue,
+            # Only this operator action reopens a completed task's id; TaskRouter events never do (delivery.py).
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        )
+    except WorkflowAlreadyStartedError:
+        raise OpsError(f"task {task_sid} has a workflow running again (another relog?); try again") from None
+    try:
+        after = await rerun.result()
+    except WorkflowFailureError as exc:
+        raise OpsError(f"relog of task {task_sid} failed: {exc.cause or exc}") from None
+    return RelogResult(stage=after.stage, activity_id=after.activity_id, error=after.error)
 
 
 # ---- reconciliation ------------------------------------------------------------------------------------------------

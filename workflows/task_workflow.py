@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         RecordSelection,
         RelogRequest,
         RelogResult,
+        RelogSeed,
         Stage,
         TaskEvent,
         TaskPolicy,
@@ -39,7 +40,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from flexsf.salesforce_ids import same_id
     from flexsf.search_terms import first_search_term
-    from flexsf.vocabulary import TASK_CANCELED, TASK_COMPLETED, WORKFLOW_TYPE
+    from flexsf.vocabulary import FINISHED_EVENTS, RESERVATION_ACCEPTED, TASK_CANCELED, TASK_COMPLETED, WORKFLOW_TYPE
     from workflows import policies
     from workflows.task_facts import TaskFacts
 
@@ -66,6 +67,7 @@ class FlexTaskWorkflow:
         self._logged: ActivityLogResult | None = None
         self._error: str | None = None
         self._log_note: str | None = None
+        self._finished_at: datetime | None = None
         self._retry_requested = False
         self._awaiting_repair = False
         # One Salesforce write at a time: the process and an operator's relog never race on the same Task.
@@ -88,6 +90,8 @@ class FlexTaskWorkflow:
 
     @workflow.run
     async def run(self, input: TaskWorkflowInput) -> TaskView:
+        if input.relog_of is not None:
+            return await self._relog_closed(input.relog_of)
         self._set_stage(Stage.CREATED)
         await self._load_policy(input)
         if not self._flags.enabled:
@@ -107,6 +111,40 @@ class FlexTaskWorkflow:
             self._set_stage(Stage.NOT_LOGGED)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.view()
+
+    async def _relog_closed(self, seed: RelogSeed) -> TaskView:
+        """An operator's relog of a closed task: its new run amends the Task the closed run wrote, from that run's
+        result, so repeating it changes nothing. No pop and no waiting: the task is long over."""
+        self._restore(seed.view)
+        error = await self._write_log()
+        if error is not None:
+            # The Task written earlier still stands; the refusal is reported, as a relog of an open workflow does.
+            self._error = f"relog refused: {error}"
+            self._set_stage(seed.view.stage)
+        self._relogs.add(1, {"stage": self._stage.value})
+        return self.view()
+
+    def _restore(self, view: TaskView) -> None:
+        """The facts the log is written from, as the closed run's result states them. What the result does not keep
+        (disposition, description, duration, call leg, owner) is left out of the amend, so Salesforce keeps it."""
+        self._policy = TaskPolicy(flags=view.flags, flags_source=view.flags_source, flags_error=view.flags_error)
+        finished_type = next((t for t, outcome in FINISHED_EVENTS.items() if outcome == view.outcome), TASK_CANCELED)
+        shared = {
+            "task_sid": self._task_sid,
+            "task_channel": view.channel,
+            "task_attributes": {"direction": (view.direction or "Inbound").lower()},
+        }
+        if view.worker_sid:
+            self._facts.apply(
+                TaskEvent(sid="relog-accepted", event_type=RESERVATION_ACCEPTED, worker_sid=view.worker_sid, **shared)
+            )
+        finished_ms = round(view.finished_at.timestamp() * 1000) if view.finished_at else 0
+        self._facts.apply(TaskEvent(sid="relog-finished", event_type=finished_type, timestamp_ms=finished_ms, **shared))
+        self._pop = view.pop
+        self._record = view.record
+        self._notes = view.notes
+        self._activity_id = view.activity_id
+        self._log_note = view.log_note
 
     async def _load_policy(self, input: TaskWorkflowInput) -> None:
         try:
@@ -212,6 +250,7 @@ class FlexTaskWorkflow:
             finally:
                 self._log_attempts += 1
             self._activity_id = result.activity_id
+            self._finished_at = request.finished_at
             self._logged = result
             self._logged_version = version
             self._error = None
@@ -241,7 +280,7 @@ class FlexTaskWorkflow:
                 return
 
     async def _await_repair(self) -> bool:
-        """A failed log waits for an operator's `retry_logging` signal or `relog` update rather than disappearing."""
+        """A failed log waits for an operator's `relog` update rather than disappearing."""
         self._retry_requested = False
         self._awaiting_repair = True
         try:
@@ -325,10 +364,6 @@ class FlexTaskWorkflow:
         if self._policy is None or self._flags.copilot_notes:
             self._version += 1
 
-    @workflow.signal
-    def retry_logging(self) -> None:
-        self._retry_requested = True
-
     @workflow.update
     async def select_record(self, selection: RecordSelection) -> RecordRef:
         record = next(c for c in self._pop.candidates if same_id(c.id, selection.record_id))
@@ -349,7 +384,7 @@ class FlexTaskWorkflow:
 
     @workflow.update
     async def relog(self, request: RelogRequest) -> RelogResult:
-        """Write the log again: a failed one is retried (as `retry_logging` does), a written one is amended in place
+        """Write the log again: a failed one is retried, a written one is amended in place
         (same Salesforce Task, so repeating this changes nothing). Answers once the write is done."""
         if self._stage == Stage.FAILED:
             before = self._log_attempts
@@ -394,6 +429,7 @@ class FlexTaskWorkflow:
             flags_source=self._policy.flags_source if self._policy else "flex",
             flags_error=self._policy.flags_error if self._policy else None,
             log_note=self._log_note,
+            finished_at=self._finished_at,
         )
 
     # ---- facts -------------------------------------------------------------------------------------------------
