@@ -31,6 +31,15 @@ from gateway.server import start_gateway, stop_gateway
 from workflows.task_workflow import FlexTaskWorkflow
 
 
+async def eventually(predicate, timeout: float = 30.0, what: str = "condition") -> None:
+    """Wait for a sandbox-side condition (a counter, a record) without a fixed sleep."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{what} not met within {timeout}s")
+        await asyncio.sleep(0.05)
+
+
 def stack_env(sf: dict, tw: dict, task_queue: str, **extra: str) -> dict[str, str]:
     """Environment variables that point the product at the two sandboxes (the same mapping `flexsf dev` uses)."""
     return sandbox_env(sf, tw, task_queue, **extra)

@@ -6,7 +6,6 @@ in an ActivityEnvironment, then a task end to end through a worker.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import uuid
 from pathlib import Path
@@ -35,6 +34,7 @@ from flexsf.vocabulary import (
 from sandboxes.salesforce import SalesforceSandbox
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
+from tests.fixtures_stack import eventually
 
 CONTACT = sf_demo.UNIQUE_PHONE_CONTACT
 AGENT = tw_demo.DEMO_WORKERS[0]
@@ -327,14 +327,6 @@ def test_the_jwt_audience_setting_reaches_the_assertion(clean_salesforce_sandbox
 # ---- end to end: a task's log survives a token-endpoint outage -----------------------------------------------------
 
 
-async def eventually(predicate, timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
-        await asyncio.sleep(0.05)
-
-
 @pytest.mark.parametrize("stack_overrides", [{"FLEXSF_NOTES_GRACE_S": "0"}], indirect=True)
 async def test_a_task_log_waits_out_a_token_endpoint_outage_and_is_written_once(stack) -> None:
     sid = stack.tw.lifecycle({"from": CONTACT.phone}, worker_sid=AGENT.sid)["sid"]
@@ -345,7 +337,7 @@ async def test_a_task_log_waits_out_a_token_endpoint_outage_and_is_written_once(
     stack.sf.faults.set(token_unavailable_next=1_000_000)
     stack.tw.wrapup(sid)
     stack.tw.complete(sid)
-    await eventually(lambda: stack.sf.counters().get("token_fault_503", 0) >= 2, what="two refused logins")
+    await eventually(lambda: stack.sf.counters().get("token_fault_503", 0) >= 2, timeout=60, what="two refused logins")
     view = await stack.view(sid)
     assert view.stage == Stage.LOGGING and view.error is None, view  # still retrying, not failed
 

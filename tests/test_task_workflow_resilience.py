@@ -5,7 +5,6 @@ and asserts on what Salesforce, Twilio and the workflow show afterwards.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -20,7 +19,7 @@ from flexsf.models import Stage, TaskView
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
 from sandboxes.twilio.state import CONCURRENT_WRITER_KEY
-from tests.fixtures_stack import Stack, settings_from, stack_env, stack_gateway
+from tests.fixtures_stack import Stack, eventually, settings_from, stack_env, stack_gateway
 
 AGENT = tw_demo.DEMO_WORKERS[0]
 AGENT_USER = sf_demo.AGENT_USERS[0]
@@ -47,15 +46,6 @@ def sf_tasks_by_call_object(stack, task_sid: str) -> list[dict]:
 
 def task_attributes(stack, task_sid: str) -> dict:
     return json.loads(stack.tw.task(task_sid)["attributes"])
-
-
-async def eventually(predicate, timeout: float = 30.0, what: str = "condition") -> None:
-    """Wait for a sandbox-side condition (a counter, a record) without a fixed sleep."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
-        await asyncio.sleep(0.05)
 
 
 async def popped(stack, attributes: dict) -> tuple[str, TaskView]:

@@ -30,7 +30,7 @@ from sandboxes.twilio import demo as tw_demo
 from sandboxes.twilio.receiver import CallbackReceiver
 from sandboxes.twilio.state import CONCURRENT_WRITER_KEY
 from sandboxes.twilio.taskrouter import UNCONDITIONAL_ATTRIBUTE_WRITES
-from tests.fixtures_stack import settings_from
+from tests.fixtures_stack import eventually, settings_from
 from workflows.task_facts import TaskFacts
 
 AGENT = tw_demo.DEMO_WORKERS[0]
@@ -51,14 +51,6 @@ def save_record(client: Client, sb: TwilioSandbox, task_sid: str):
 
 def attributes_of(sb: TwilioSandbox, task_sid: str) -> dict:
     return json.loads(sb.task(task_sid)["attributes"])
-
-
-async def eventually(predicate, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
-        await asyncio.sleep(0.05)
 
 
 # ---- 2. the ETag header's case, and a fetch without one ------------------------------------------------------------
