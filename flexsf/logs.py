@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from temporalio import activity
 
-from flexsf.vocabulary import WORKFLOW_ID_PREFIX, workflow_id
+from flexsf.vocabulary import WORKFLOW_ID_PREFIX, task_sid_of, workflow_id
 
 MASK = "[REDACTED]"
 
@@ -84,10 +84,6 @@ def redact(text: str) -> str:
     return text
 
 
-def workflow_id_for(task_sid: str) -> str:
-    return workflow_id(task_sid)
-
-
 @contextmanager
 def bind_task(task_sid: str | None) -> Iterator[None]:
     """Lines logged inside carry this task's sid and workflow id (the gateway, per request)."""
@@ -107,20 +103,20 @@ class TaskContextFilter(logging.Filter):
     """Adds `task_sid` and `workflow_id` (None when unknown) to every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        workflow_id = None
+        wid = None
         task_sid = _task_sid.get()
         if task_sid:
-            workflow_id = workflow_id_for(task_sid)
+            wid = workflow_id(task_sid)
         else:
             details = getattr(record, "temporal_activity", None) or getattr(record, "temporal_workflow", None)
             if isinstance(details, dict):
-                workflow_id = details.get("workflow_id")
+                wid = details.get("workflow_id")
             elif activity.in_activity():
-                workflow_id = activity.info().workflow_id
-            if workflow_id and workflow_id.startswith(WORKFLOW_ID_PREFIX):
-                task_sid = workflow_id.removeprefix(WORKFLOW_ID_PREFIX)
+                wid = activity.info().workflow_id
+            if wid and wid.startswith(WORKFLOW_ID_PREFIX):
+                task_sid = task_sid_of(wid)
         record.task_sid = task_sid
-        record.workflow_id = workflow_id
+        record.workflow_id = wid
         return True
 
 

@@ -25,7 +25,7 @@ from twilio.request_validator import RequestValidator
 from flexsf import logs
 from flexsf.settings import Settings
 from flexsf.task_events import AttributesTooDeep, AttributesTooLarge, MalformedEvent, clean_params, read_event
-from flexsf.vocabulary import HANDLED_EVENTS
+from flexsf.vocabulary import HANDLED_EVENTS, workflow_id
 from gateway.deps import SettingsDep, TemporalClientDep
 from gateway.routes.metrics import IGNORED, MALFORMED, POISON, REJECTED_SIGNATURE, SIGNALLED, UNAVAILABLE
 from gateway.temporal_errors import unavailable
@@ -157,5 +157,5 @@ async def _deliver(request: Request, settings: Settings, client, seen: dict) -> 
             event.task_sid,
             ", ".join(replaced),
         )
-    log.info("event %s signalled to workflow %s", event.event_type, logs.workflow_id_for(event.task_sid))
+    log.info("event %s signalled to workflow %s", event.event_type, workflow_id(event.task_sid))
     return SIGNALLED
