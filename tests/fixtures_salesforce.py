@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from simple_salesforce import Salesforce
 
+from activities.models import ActivityLogRequest
+from flexsf.models import RecordRef
 from flexsf.salesforce_client import connect, make_session
 from sandboxes.salesforce import SalesforceSandbox
+from sandboxes.salesforce import demo as sf_demo
+
+
+def log_request(**overrides) -> ActivityLogRequest:
+    """A finished inbound call related to the demo contact with a unique phone. Each gets a task of its own: the
+    session sandbox keeps its records between tests."""
+    base = dict(
+        task_sid="WT" + uuid.uuid4().hex,
+        outcome="Completed",
+        direction="Inbound",
+        channel="voice",
+        finished_at=datetime(2026, 11, 25, 14, 5, tzinfo=UTC),
+        related=RecordRef(id=sf_demo.UNIQUE_PHONE_CONTACT.id, type="Contact"),
+    )
+    return ActivityLogRequest(**{**base, **overrides})
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,7 @@ step cannot replay a history that took it (the rolling-deploy rule).
 from __future__ import annotations
 
 import json
-import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 
 import pytest
 from temporalio import activity, workflow
@@ -30,9 +28,9 @@ with workflow.unsafe.imports_passed_through():
     from activities.models import ActivityLogRequest, ActivityLogResult
     from activities.salesforce import SalesforceActivities
     from activities.salesforce_connection import SalesforceConnection
-    from flexsf.models import RecordRef
     from sandboxes.salesforce import demo as sf_demo
     from sandboxes.twilio.receiver import CallbackReceiver
+    from tests.fixtures_salesforce import log_request
     from workflows import policies
 
 CONTACT = sf_demo.UNIQUE_PHONE_CONTACT
@@ -161,14 +159,7 @@ def salesforce(clean_salesforce_sandbox) -> SalesforceActivities:
 
 
 async def run_task(client: Client, task_queue: str, salesforce, webhook, notice_webhook: bool):
-    log = ActivityLogRequest(
-        task_sid="WT" + uuid.uuid4().hex,
-        outcome="Completed",
-        direction="Inbound",
-        channel="voice",
-        finished_at=datetime(2026, 11, 25, 14, 5, tzinfo=UTC),
-        related=RecordRef(id=CONTACT.id, type="Contact"),
-    )
+    log = log_request()
     notice = NoticeActivities(SecretStr(webhook.url))
     with ThreadPoolExecutor(max_workers=4) as executor:
         async with Worker(

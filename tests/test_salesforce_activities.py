@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from datetime import UTC, datetime
 from urllib.parse import unquote
 
 import pytest
@@ -18,6 +17,7 @@ from activities.salesforce_connection import SalesforceConnection
 from flexsf.models import Notes, RecordRef
 from flexsf.salesforce_client import connect, make_session
 from sandboxes.salesforce import demo as sf_demo
+from tests.fixtures_salesforce import log_request
 
 CONTACT = sf_demo.UNIQUE_PHONE_CONTACT
 ACCOUNT = sf_demo.UNIQUE_PHONE_ACCOUNT
@@ -25,17 +25,7 @@ AGENT_USER = sf_demo.AGENT_USERS[0]
 
 
 def request(**kw) -> ActivityLogRequest:
-    base = dict(
-        # The session sandbox keeps its records between tests: a task of its own per test.
-        task_sid="WT" + uuid.uuid4().hex,
-        outcome="Completed",
-        direction="Inbound",
-        channel="voice",
-        finished_at=datetime(2026, 11, 25, 14, 5, tzinfo=UTC),
-        related=RecordRef(id=CONTACT.id, type="Contact"),
-        worker_attributes={"email": AGENT_USER.email},
-    )
-    return ActivityLogRequest(**{**base, **kw})
+    return log_request(**{"worker_attributes": {"email": AGENT_USER.email}, **kw})
 
 
 @pytest.fixture(params=["Flex_Task_Sid__c", None], ids=["upsert", "find_or_create"])

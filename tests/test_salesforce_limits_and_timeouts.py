@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -32,10 +31,9 @@ from temporalio.testing import ActivityEnvironment
 import worker
 from activities.activity_fields import ActivityFieldConfig
 from activities.errors import salesforce_errors, twilio_errors
-from activities.models import ActivityLogRequest, SearchRequest
+from activities.models import SearchRequest
 from activities.salesforce import SalesforceActivities
 from activities.salesforce_connection import SalesforceConnection
-from flexsf.models import RecordRef
 from flexsf.salesforce_client import DEFAULT_TIMEOUT_S, make_session
 from flexsf.twilio_client import twilio_client_from
 from flexsf.vocabulary import (
@@ -49,6 +47,7 @@ from flexsf.vocabulary import (
 )
 from gateway.auth import TokenServiceUnavailable, TokenValidator
 from sandboxes.salesforce import demo as sf_demo
+from tests.fixtures_salesforce import log_request
 from tests.fixtures_stack import settings_from
 
 CONTACT = sf_demo.UNIQUE_PHONE_CONTACT
@@ -72,17 +71,6 @@ def wait_until(predicate, what: str, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not met within {timeout}s")
         time.sleep(0.02)
-
-
-def log_request() -> ActivityLogRequest:
-    return ActivityLogRequest(
-        task_sid="WT" + uuid.uuid4().hex,
-        outcome="Completed",
-        direction="Inbound",
-        channel="voice",
-        finished_at=datetime(2026, 11, 25, 14, 5, tzinfo=UTC),
-        related=RecordRef(id=CONTACT.id, type="Contact"),
-    )
 
 
 def attempt(n: int) -> ActivityEnvironment:

@@ -20,11 +20,11 @@ from activities.activity_fields import ActivityFieldConfig
 from activities.models import ActivityLogRequest, ActivityLogResult, SearchRequest
 from activities.salesforce import SalesforceActivities, SearchConfig
 from activities.salesforce_connection import SalesforceConnection
-from flexsf.models import RecordRef
 from flexsf.salesforce_client import connect, make_session
 from sandboxes.salesforce import SalesforceSandbox
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.salesforce.schema import hide_field, restrict_picklist
+from tests.fixtures_salesforce import log_request
 
 CONTACT = sf_demo.UNIQUE_PHONE_CONTACT
 EXTERNAL_ID = "Flex_Task_Sid__c"
@@ -41,16 +41,7 @@ def strict_org() -> Iterator[SalesforceSandbox]:
 
 
 def request(**kw) -> ActivityLogRequest:
-    base = dict(
-        task_sid="WT" + uuid.uuid4().hex,
-        outcome="Completed",
-        direction="Inbound",
-        channel="voice",
-        finished_at=datetime.now(UTC),
-        call_sid="CA" + uuid.uuid4().hex,
-        related=RecordRef(id=CONTACT.id, type="Contact"),
-    )
-    return ActivityLogRequest(**{**base, **kw})
+    return log_request(**{"finished_at": datetime.now(UTC), "call_sid": "CA" + uuid.uuid4().hex, **kw})
 
 
 def activities(
