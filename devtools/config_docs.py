@@ -62,7 +62,19 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         "Workflow timers",
         "Every wait of the task workflow has a timer (see [how a task moves](how-a-task-moves.md)); a task keeps "
         "the values it started with.",
-        ("flexsf_selection_timeout_s", "flexsf_notes_grace_s", "flexsf_lost_event_window_s", "flexsf_repair_window_s"),
+        (
+            "flexsf_selection_timeout_s",
+            "flexsf_notes_grace_s",
+            "flexsf_lost_event_window_s",
+            "flexsf_repair_window_s",
+            "flexsf_history_events_limit",
+        ),
+    ),
+    (
+        "Recovery and API budget",
+        "The sweep that recovers tasks whose callbacks were all lost, and the share of the org's daily API limit "
+        "past which activity logs wait (see [operating](operating.md)).",
+        ("flexsf_sweep_", "flexsf_salesforce_api_budget_share"),
     ),
     (
         "Gateway",

@@ -20,6 +20,8 @@ class Stage(StrEnum):
     AWAITING_SELECTION = "awaiting_selection"
     IN_PROGRESS = "in_progress"
     LOGGING = "logging"
+    # The org is near its daily API limit: the log waits (with backoff) rather than spend what searches need.
+    WAITING_FOR_API_BUDGET = "waiting_for_api_budget"
     LOGGED = "logged"
     LOGGED_UNASSOCIATED = "logged_unassociated"
     NOT_LOGGED = "not_logged"
@@ -57,6 +59,8 @@ class TaskPolicy(BaseModel):
     notes_grace: timedelta = timedelta(minutes=10)
     lost_event_window: timedelta = timedelta(minutes=30)
     repair_window: timedelta = timedelta(days=7)
+    # History events after which a waiting workflow continues as new (it also does when Temporal suggests it).
+    history_events_limit: int = 2000
     flags_source: FlagsSource = "flex"
     # Why Flex's configuration could not be used (None when it was).
     flags_error: str | None = None

@@ -116,6 +116,25 @@ class Settings(BaseSettings):
     flexsf_notes_grace_s: float = Field(600, ge=0)
     flexsf_lost_event_window_s: float = Field(1800, gt=0)
     flexsf_repair_window_s: float = Field(7 * 86400, gt=0)
+    flexsf_history_events_limit: int = Field(
+        2000,
+        ge=100,
+        description="History events after which a waiting task workflow continues as new, carrying its state (it "
+        "also does when Temporal suggests it). Keeps a task open for days far from Temporal's history limits.",
+    )
+
+    # Limit-aware writes: at or above this share of the org's daily API limit (Sforce-Limit-Info), activity logs
+    # wait with backoff (searches go on: an agent waits for them).
+    flexsf_salesforce_api_budget_share: float = Field(0.9, gt=0, le=1)
+
+    # The sweep: a Temporal Schedule that recovers tasks whose every callback was lost (see docs/operating.md).
+    flexsf_sweep_interval_s: float = Field(300, ge=10, description="How often the sweep reads TaskRouter's Events.")
+    flexsf_sweep_overlap_s: float = Field(
+        120, ge=0, description="How far before its last cursor a sweep reads again (events listed late)."
+    )
+    flexsf_sweep_first_lookback_s: float = Field(
+        3600, gt=0, description="How far back the first sweep (no cursor yet) reads."
+    )
 
     # Payload encryption (flexsf.codec): comma-separated keyid:base64key pairs of 32-byte keys; the first encrypts,
     # all decrypt (rotate by prepending a new key). Unset: payloads are stored in plaintext.
@@ -249,6 +268,7 @@ class Settings(BaseSettings):
             "notes_grace": timedelta(seconds=self.flexsf_notes_grace_s),
             "lost_event_window": timedelta(seconds=self.flexsf_lost_event_window_s),
             "repair_window": timedelta(seconds=self.flexsf_repair_window_s),
+            "history_events_limit": self.flexsf_history_events_limit,
         }
 
 

@@ -18,6 +18,11 @@ def workflow_id(task_sid: str) -> str:
     return WORKFLOW_ID_PREFIX + task_sid
 
 
+# The sweep: a Temporal Schedule starts this workflow every few minutes to recover tasks whose callbacks were lost.
+SWEEP_WORKFLOW_TYPE = "FlexTaskSweep"
+SWEEP_SCHEDULE_ID = "flexsf-sweep"
+
+
 def task_sid_of(workflow_id: str) -> str:
     return workflow_id.removeprefix(WORKFLOW_ID_PREFIX)
 
@@ -71,6 +76,9 @@ TASK_ATTRIBUTES_UNGUARDED = "TaskAttributesWithoutETag"
 # A setting is wrong for this org or account (a refused grant, a restricted key): the message names the setting.
 SALESFORCE_CONFIGURATION = "SalesforceConfigurationError"
 TWILIO_CONFIGURATION = "TwilioConfigurationError"
+# The org's daily API usage is at or above the configured share: the write was not attempted; the workflow waits.
+# Its details are (used, limit, share). Non-retryable so the wait is the workflow's, visible on the task.
+SALESFORCE_API_BUDGET = "SalesforceApiBudgetLow"
 # What retrying cannot fix: the retry policies stop on these.
 NON_RETRYABLE_TYPES = [
     SALESFORCE_VALIDATION,
@@ -80,4 +88,5 @@ NON_RETRYABLE_TYPES = [
     SALESFORCE_CONFIGURATION,
     TWILIO_REQUEST,
     TWILIO_CONFIGURATION,
+    SALESFORCE_API_BUDGET,
 ]
