@@ -74,7 +74,7 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         "Recovery and API budget",
         "The sweep that recovers tasks whose callbacks were all lost, and the share of the org's daily API limit "
         "past which activity logs wait (see [operating](operating.md)).",
-        ("flexsf_sweep_", "flexsf_salesforce_api_budget_share"),
+        ("flexsf_sweep_", "flexsf_salesforce_api_budget_share", "flexsf_api_budget_retry_s"),
     ),
     (
         "Gateway",

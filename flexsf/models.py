@@ -61,6 +61,8 @@ class TaskPolicy(BaseModel):
     repair_window: timedelta = timedelta(days=7)
     # History events after which a waiting workflow continues as new (it also does when Temporal suggests it).
     history_events_limit: int = 2000
+    # First wait of a log held back by the org's API budget (doubles per check, up to 30 minutes).
+    api_budget_retry: timedelta = timedelta(minutes=1)
     flags_source: FlagsSource = "flex"
     # Why Flex's configuration could not be used (None when it was).
     flags_error: str | None = None

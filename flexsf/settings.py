@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     # Limit-aware writes: at or above this share of the org's daily API limit (Sforce-Limit-Info), activity logs
     # wait with backoff (searches go on: an agent waits for them).
     flexsf_salesforce_api_budget_share: float = Field(0.9, gt=0, le=1)
+    flexsf_api_budget_retry_s: float = Field(
+        60, gt=0, description="First wait of a log held back by the API budget; doubles per check, up to 30 min."
+    )
 
     # The sweep: a Temporal Schedule that recovers tasks whose every callback was lost (see docs/operating.md).
     flexsf_sweep_interval_s: float = Field(300, ge=10, description="How often the sweep reads TaskRouter's Events.")
@@ -269,6 +272,7 @@ class Settings(BaseSettings):
             "lost_event_window": timedelta(seconds=self.flexsf_lost_event_window_s),
             "repair_window": timedelta(seconds=self.flexsf_repair_window_s),
             "history_events_limit": self.flexsf_history_events_limit,
+            "api_budget_retry": timedelta(seconds=self.flexsf_api_budget_retry_s),
         }
 
 
