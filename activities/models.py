@@ -73,6 +73,11 @@ class ReconcileRequest(BaseModel):
     task_sid: str
     # TaskRouter's Events list covers only the last 15 minutes unless told where to start.
     since: datetime | None = None
+    # Event sids the workflow has applied already: they come back as nothing, so a task open for days does not copy
+    # its whole Events list into history every lost-event window.
+    seen: list[str] = Field(default_factory=list)
+    # The timestamp of the attributes the workflow holds: older attributes are not sent again.
+    attributes_at: int = -1
 
 
 class ReconcileResult(BaseModel):

@@ -18,6 +18,7 @@ from activities.models import (
     SaveRecordResult,
 )
 from flexsf import metrics, vocabulary
+from flexsf.models import TaskEvent
 from flexsf.task_events import event_from_events_api
 from flexsf.twilio_client import response_header
 
@@ -36,6 +37,26 @@ def merged_attributes(current: dict, record_id: str, record_type: str | None) ->
     if record_type:
         merged["sfdcObjectType"] = record_type
     return merged
+
+
+def unseen_and_trimmed(events: list[TaskEvent], seen: set[str], attributes_at: int) -> list[TaskEvent]:
+    """What the workflow does not know yet, and only what it uses: the attributes of the newest event (when newer
+    than the ones it holds) and the worker's attributes of an acceptance (the log's owner). Sorted by time."""
+    fresh = [e for e in events if e.sid not in seen]
+    newest = max((e for e in fresh if e.task_attributes), key=lambda e: e.timestamp_ms, default=None)
+    trimmed = []
+    for event in fresh:
+        keep_attributes = event is newest and event.timestamp_ms >= attributes_at
+        keep_worker = event.event_type == vocabulary.RESERVATION_ACCEPTED
+        trimmed.append(
+            event.model_copy(
+                update={
+                    "task_attributes": event.task_attributes if keep_attributes else {},
+                    "worker_attributes": event.worker_attributes if keep_worker else {},
+                }
+            )
+        )
+    return trimmed
 
 
 def _refused(exc: TwilioException) -> tuple[int, int | None] | None:
@@ -144,5 +165,7 @@ class TwilioActivities(TwilioSteps):
         events = [e for e in (event_from_events_api(row, req.task_sid) for row in rows) if e is not None]
         events.sort(key=lambda e: e.timestamp_ms)
         if any(e.event_type in FINISHED_EVENTS for e in events):
-            return ReconcileResult(status="finished", events=events)
-        return ReconcileResult(status="active" if events else "missing", events=events)
+            status = "finished"
+        else:
+            status = "active" if events else "missing"
+        return ReconcileResult(status=status, events=unseen_and_trimmed(events, set(req.seen), req.attributes_at))

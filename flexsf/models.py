@@ -104,6 +104,8 @@ class TaskWorkflowInput(BaseModel):
     task_sid: str
     # Set for an operator's relog of a closed task (`flexsf relog`): this run only amends the log that run wrote.
     relog_of: RelogSeed | None = None
+    # Set when a long-waiting run continued as new: where it was, so this run carries on from there.
+    carried: CarriedState | None = None
 
 
 class Notes(BaseModel):
@@ -175,4 +177,35 @@ class RelogResult(BaseModel):
     error: str | None = None
 
 
+class CarriedFacts(BaseModel):
+    """What TaskRouter had told the run that continued as new (workflows.task_facts.TaskFacts)."""
+
+    seen: list[str] = Field(default_factory=list)
+    event_count: int = 0
+    attributes: dict = Field(default_factory=dict)
+    attributes_at: int = -1
+    channel: str | None = None
+    accepted: TaskEvent | None = None
+    finished: TaskEvent | None = None
+
+
+class CarriedState(BaseModel):
+    """A task workflow's state across continue-as-new: everything its next stage decides with."""
+
+    stage: Stage
+    policy: TaskPolicy
+    facts: CarriedFacts = Field(default_factory=CarriedFacts)
+    popped: bool = False
+    pop: PopView = Field(default_factory=PopView)
+    record: RecordRef | None = None
+    notes: Notes | None = None
+    version: int = 0
+    error: str | None = None
+    # Runs so far, this one included: shown on the task so ops know why its history starts mid-way.
+    runs: int = 1
+    # When the task's first run started.
+    started_at: datetime | None = None
+
+
 TaskWorkflowInput.model_rebuild()
+CarriedState.model_rebuild()

@@ -7,6 +7,7 @@ which checks the signature and signal-with-starts the task's workflow, exactly a
 from __future__ import annotations
 
 import asyncio
+import inspect
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,9 +33,15 @@ from workflows.task_workflow import FlexTaskWorkflow
 
 
 async def eventually(predicate, timeout: float = 30.0, what: str = "condition") -> None:
-    """Wait for a sandbox-side condition (a counter, a record) without a fixed sleep."""
+    """Wait for a condition (a counter, a record; a coroutine function for one that asks Temporal) without a fixed
+    sleep."""
     deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
+
+    async def met() -> bool:
+        answer = predicate()
+        return await answer if inspect.isawaitable(answer) else answer
+
+    while not await met():
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"{what} not met within {timeout}s")
         await asyncio.sleep(0.05)

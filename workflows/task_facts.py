@@ -8,7 +8,7 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from flexsf.models import RecordRef, TaskEvent
+    from flexsf.models import CarriedFacts, RecordRef, TaskEvent
     from flexsf.salesforce_ids import object_type_for_id
     from flexsf.search_terms import SEARCH_ATTRIBUTE_ORDER
     from flexsf.vocabulary import FINISHED_EVENTS as FINISHED
@@ -27,6 +27,31 @@ class TaskFacts:
         self.finished: TaskEvent | None = None
         # Deleted (purged) before a completion reached us: the workflow should ask TaskRouter how it ended.
         self.gone = False
+
+    def carry(self) -> CarriedFacts:
+        """What the next run needs (continue-as-new); sorted, so the same facts always carry the same payload."""
+        return CarriedFacts(
+            seen=sorted(self.seen),
+            event_count=self.event_count,
+            attributes=self.attributes,
+            attributes_at=self.attributes_at,
+            channel=self.channel,
+            # Their attributes are carried once, as `attributes`; the events keep what else they tell.
+            accepted=self.accepted.model_copy(update={"task_attributes": {}}) if self.accepted else None,
+            finished=self.finished.model_copy(update={"task_attributes": {}}) if self.finished else None,
+        )
+
+    @classmethod
+    def carried(cls, carried: CarriedFacts) -> TaskFacts:
+        facts = cls()
+        facts.seen = set(carried.seen)
+        facts.event_count = carried.event_count
+        facts.attributes = carried.attributes
+        facts.attributes_at = carried.attributes_at
+        facts.channel = carried.channel
+        facts.accepted = carried.accepted
+        facts.finished = carried.finished
+        return facts
 
     def apply(self, event: TaskEvent) -> None:
         """Record one event; a Sid seen before changes nothing, whatever order events arrive in."""

@@ -10,7 +10,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.interfaces import PolicySteps, SalesforceSteps, TwilioSteps
@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from flexsf import search_attributes as sa
     from flexsf.models import (
         FALLBACK_FLAGS,
+        CarriedState,
         FeatureFlags,
         Notes,
         PopView,
@@ -40,12 +41,21 @@ with workflow.unsafe.imports_passed_through():
     )
     from flexsf.salesforce_ids import same_id
     from flexsf.search_terms import first_search_term
-    from flexsf.vocabulary import FINISHED_EVENTS, RESERVATION_ACCEPTED, TASK_CANCELED, TASK_COMPLETED, WORKFLOW_TYPE
+    from flexsf.vocabulary import (
+        FINISHED_EVENTS,
+        RESERVATION_ACCEPTED,
+        SALESFORCE_API_BUDGET,
+        TASK_CANCELED,
+        TASK_COMPLETED,
+        WORKFLOW_TYPE,
+    )
     from workflows import policies
     from workflows.task_facts import TaskFacts
 
 LOGGED_STAGES = {Stage.LOGGED, Stage.LOGGED_UNASSOCIATED}
 RELATION_FIELDS = {"WhoId", "WhatId"}
+# The longest a log held back by the org's API budget waits before looking again.
+API_BUDGET_MAX_WAIT = timedelta(minutes=30)
 
 
 @workflow.defn(name=WORKFLOW_TYPE)
@@ -74,6 +84,13 @@ class FlexTaskWorkflow:
         self._log_lock = asyncio.Lock()
         self._log_attempts = 0
         self._indexed: dict[str, str] = {}
+        # Whether the screen pop ran (a continued run must not pop again), and how many runs this task has had.
+        self._popped = False
+        self._runs = 1
+        # When the task's first run started: TaskRouter's Events list is read from (an hour before) it.
+        self._started_at = workflow.info().start_time
+        # Set by a write the org's API budget held back (its reason); the log waits and tries again.
+        self._held: str | None = None
         meter = workflow.metric_meter()
         self._pops = meter.create_counter(
             "flexsf_screen_pops_total", "Screen pops by outcome (single, several, none, by_id, skipped, error)"
@@ -85,6 +102,12 @@ class FlexTaskWorkflow:
             "flexsf_activity_logs_total", "Activity log writes by outcome (logged, logged_unassociated, failed)"
         )
         self._relogs = meter.create_counter("flexsf_relogs_total", "Operator relogs by resulting stage")
+        self._budget_waits = meter.create_counter(
+            "flexsf_api_budget_waits_total", "Waits of activity logs held back by the org's daily API budget"
+        )
+        self._continued = meter.create_counter(
+            "flexsf_task_continued_as_new_total", "Task workflows that continued as new to keep their history short"
+        )
 
     # ---- the process -------------------------------------------------------------------------------------------
 
@@ -92,13 +115,16 @@ class FlexTaskWorkflow:
     async def run(self, input: TaskWorkflowInput) -> TaskView:
         if input.relog_of is not None:
             return await self._relog_closed(input.relog_of)
-        self._set_stage(Stage.CREATED)
-        await self._load_policy(input)
-        if not self._flags.enabled:
-            self._set_stage(Stage.DISABLED)
-            return self.view()
+        if input.carried is not None:
+            self._carry_on(input.carried)
+        else:
+            self._set_stage(Stage.CREATED)
+            await self._load_policy(input)
+            if not self._flags.enabled:
+                self._set_stage(Stage.DISABLED)
+                return self.view()
         await self._until(lambda: self._facts.accepted is not None or self._facts.finished is not None)
-        if self._facts.accepted is not None:
+        if self._facts.accepted is not None and not self._popped:
             await self._screen_pop()
         await self._until(lambda: self._facts.finished is not None)
         if self._facts.accepted is None and self._facts.finished.event_type == TASK_COMPLETED:
@@ -146,6 +172,49 @@ class FlexTaskWorkflow:
         self._activity_id = view.activity_id
         self._log_note = view.log_note
 
+    def _carry_on(self, carried: CarriedState) -> None:
+        """Resume a run that continued as new: its facts, its pop and its stage, as it left them."""
+        self._policy = carried.policy
+        self._facts = TaskFacts.carried(carried.facts)
+        self._popped = carried.popped
+        self._pop = carried.pop
+        self._record = carried.record
+        self._notes = carried.notes
+        self._version = carried.version
+        self._error = carried.error
+        self._runs = carried.runs
+        self._started_at = carried.started_at or self._started_at
+        self._set_stage(carried.stage)
+
+    def _carried(self) -> CarriedState:
+        return CarriedState(
+            stage=self._stage,
+            policy=self._policy,
+            facts=self._facts.carry(),
+            popped=self._popped,
+            pop=self._pop,
+            record=self._record,
+            notes=self._notes,
+            version=self._version,
+            error=self._error,
+            runs=self._runs + 1,
+            started_at=self._started_at,
+        )
+
+    def _history_is_long(self) -> bool:
+        info = workflow.info()
+        return info.is_continue_as_new_suggested() or info.get_current_history_length() >= self._history_limit()
+
+    def _history_limit(self) -> int:
+        return self._policy.history_events_limit if self._policy else TaskPolicy().history_events_limit
+
+    async def _continue_as_new(self) -> None:
+        """A task open for days (a lost completion, a long chat) waits in windows; each leaves events behind. Past
+        the limit, the same task carries on in a fresh run, so its history never nears Temporal's limits."""
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        self._continued.add(1)
+        workflow.continue_as_new(TaskWorkflowInput(task_sid=self._task_sid, carried=self._carried()))
+
     async def _load_policy(self, input: TaskWorkflowInput) -> None:
         try:
             self._policy = await workflow.execute_activity_method(
@@ -160,6 +229,7 @@ class FlexTaskWorkflow:
             self._policy = TaskPolicy(flags=FALLBACK_FLAGS, flags_source="defaults", flags_error=str(err.cause or err))
 
     async def _screen_pop(self) -> None:
+        self._popped = True
         self._set_stage(Stage.ACCEPTED)
         attributes = self._facts.attributes
         given = self._facts.record_from_attributes()
@@ -208,7 +278,7 @@ class FlexTaskWorkflow:
         """A completed task was accepted by someone: when that callback was lost, TaskRouter's Events list still
         knows who (the log's owner) and the pop that never ran finds the record to relate the log to."""
         await self._reconcile()
-        if self._facts.accepted is not None:
+        if self._facts.accepted is not None and not self._popped:
             await self._screen_pop()
 
     async def _await_selection(self) -> None:
@@ -220,18 +290,33 @@ class FlexTaskWorkflow:
             pass  # logged without a relation; a later selection amends it (see _amend_during_grace)
 
     async def _log_activity(self) -> None:
+        wait = self._policy.api_budget_retry
         while True:
             error = await self._write_log()
             if error is None:
                 return
+            if self._held is not None:
+                await self._wait_for_budget(wait)
+                wait = min(wait * 2, API_BUDGET_MAX_WAIT)
+                continue
             self._error = error
             self._set_stage(Stage.FAILED)
             if not await self._await_repair():
                 return
 
+    async def _wait_for_budget(self, wait: timedelta) -> None:
+        """Near the org's daily API limit the calls left are for screen pops (an agent waits for those); the log
+        is durable and can wait. Visible on the task, and in metrics, while it does."""
+        self._error = f"{self._held}; next look in {wait.total_seconds():.0f} s"
+        self._set_stage(Stage.WAITING_FOR_API_BUDGET)
+        self._budget_waits.add(1)
+        await workflow.sleep(wait)
+
     async def _write_log(self) -> str | None:
-        """One write of the log (create, or amend the Task already written); the error when Salesforce refused."""
+        """One write of the log (create, or amend the Task already written); the error when Salesforce refused.
+        A write the org's API budget held back sets `_held` (and is not counted as a failed log)."""
         async with self._log_lock:
+            self._held = None
             self._set_stage(Stage.LOGGING)
             version = self._version
             request = self._log_request()
@@ -245,6 +330,9 @@ class FlexTaskWorkflow:
                     **policies.WRITE,
                 )
             except ActivityError as err:
+                if isinstance(err.cause, ApplicationError) and err.cause.type == SALESFORCE_API_BUDGET:
+                    self._held = err.cause.message
+                    return self._held
                 self._logs.add(1, {"outcome": "failed"})
                 return str(err.cause or err)
             finally:
@@ -321,12 +409,19 @@ class FlexTaskWorkflow:
             except TimeoutError:
                 pass
             await self._reconcile()
+            if not done() and self._history_is_long() and workflow.patched("continue-as-new"):
+                await self._continue_as_new()
 
     async def _reconcile(self) -> None:
         try:
             result = await workflow.execute_activity_method(
                 TwilioSteps.reconcile_task,
-                ReconcileRequest(task_sid=self._task_sid, since=workflow.info().start_time - timedelta(hours=1)),
+                ReconcileRequest(
+                    task_sid=self._task_sid,
+                    since=self._started_at - timedelta(hours=1),
+                    seen=sorted(self._facts.seen),
+                    attributes_at=self._facts.attributes_at,
+                ),
                 summary="read the task's TaskRouter Events list",
                 **policies.READ,
             )
@@ -482,6 +577,7 @@ class FlexTaskWorkflow:
             f"**{stage.value}** · task {self._task_sid}"
             + (f" · record {record.type or ''} {record.id}" if record else "")
             + (f" · Salesforce Task {self._activity_id}" if self._activity_id else "")
+            + (f" · run {self._runs} (continued as new to keep its history short)" if self._runs > 1 else "")
         )
         self._index()
 
