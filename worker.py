@@ -96,6 +96,7 @@ def build_activities(settings: Settings) -> Activities:
             activity_type=settings.flexsf_activity_type,
         ),
         owner_mapping=settings.flexsf_owner_mapping,
+        api_budget_share=settings.flexsf_salesforce_api_budget_share,
     )
     flex_config = FlexConfigCache(twilio, settings.flexsf_features, settings.flexsf_flex_config_ttl_s)
     return Activities(

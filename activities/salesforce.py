@@ -7,10 +7,12 @@ import re
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from fractions import Fraction
 
 from simple_salesforce.exceptions import SalesforceError, SalesforceMalformedRequest
 from simple_salesforce.format import format_external_id, format_soql
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.activity_fields import CREATE_ONLY_FIELDS, ActivityFieldConfig, task_fields, update_fields
 from activities.errors import (
@@ -27,6 +29,7 @@ from flexsf import metrics
 from flexsf.models import RecordRef
 from flexsf.salesforce_ids import object_type_for_id
 from flexsf.search_terms import build_sosl, plan_search
+from flexsf.vocabulary import SALESFORCE_API_BUDGET
 
 # What a search returns per object, and which field names the record for the agent.
 _RETURNING = {
@@ -98,6 +101,34 @@ def gone_fields(exc: SalesforceError) -> dict[str, str]:
     return gone
 
 
+@dataclass(frozen=True)
+class ApiBudget:
+    """The share of the org's daily API requests that logs may use; the rest is kept for screen pops, which an agent
+    waits for (a log is durable and can wait). Never past the limit itself, whatever the share."""
+
+    share: float = 0.9
+
+    def over(self, used: int, limit: int) -> bool:
+        # Exact: 4,500 of 5,000 is at 0.9, though 0.9 * 5000 in floating point need not be 4500.
+        ratio = Fraction(str(self.share))
+        return used >= limit or used * ratio.denominator >= ratio.numerator * limit
+
+    def held(self, used: int, limit: int) -> ApplicationError:
+        percent = used * 100 // limit if limit > 0 else 100
+        if used >= limit:
+            why = f"{percent} %, the limit: Salesforce refuses more"
+        else:
+            why = f"{percent} %, at or above the {self.share * 100:g} % kept for searches"
+        return ApplicationError(
+            f"the org has used {used:,} of its {limit:,} daily API requests ({why}): the log waits",
+            used,
+            limit,
+            self.share,
+            type=SALESFORCE_API_BUDGET,
+            non_retryable=True,
+        )
+
+
 def record_from_search(raw: dict) -> RecordRef:
     kind = raw.get("attributes", {}).get("type") or object_type_for_id(raw["Id"])
     person_contact = raw.get("PersonContactId") if raw.get("IsPersonAccount") else None
@@ -119,8 +150,10 @@ class SalesforceActivities(SalesforceSteps):
         search: SearchConfig | None = None,
         fields: ActivityFieldConfig | None = None,
         owner_mapping: str = "email",
+        api_budget_share: float = 0.9,
     ) -> None:
         self._sf = connection
+        self._budget = ApiBudget(api_budget_share)
         self._search = search or SearchConfig()
         self._fields = fields or ActivityFieldConfig()
         self._owner_mapping = owner_mapping
@@ -145,6 +178,13 @@ class SalesforceActivities(SalesforceSteps):
         metrics.note_attempt("salesforce")
         try:
             result = self._log_activity(req)
+        except ApplicationError as exc:
+            if exc.type == SALESFORCE_API_BUDGET:
+                metrics.activity_log_held()
+                log.warning("Salesforce Task not written: %s", exc.message)
+            else:
+                metrics.activity_logged("failed")
+            raise
         except Exception:
             metrics.activity_logged("failed")
             raise
@@ -154,6 +194,7 @@ class SalesforceActivities(SalesforceSteps):
 
     def _log_activity(self, req: ActivityLogRequest) -> ActivityLogResult:
         with salesforce_errors("log_activity"):
+            self._hold_if_over_budget()  # before any call: a log held back spends none of what is left
             req = req.model_copy(update={"related": self._resolve_person_account(req.related)})
             try:
                 return self._write_what_stands(req)
@@ -196,6 +237,15 @@ class SalesforceActivities(SalesforceSteps):
             return self._upsert(req.task_sid, fields)
         return self._find_or_create(req, fields)
 
+    def _hold_if_over_budget(self) -> None:
+        """Raise the non-retryable SalesforceApiBudgetLow when the org's usage is at or above the budget; the
+        workflow then waits (stage waiting_for_api_budget) and asks again. Checked before the log's first call and
+        again before each write (the log's own reads bring new readings). Searches are never held. With no reading
+        yet (a new worker), the write goes: its answer brings one, and Salesforce itself refuses past the limit."""
+        usage = self._sf.fresh_api_usage(self._budget.over)
+        if usage is not None and self._budget.over(*usage):
+            raise self._budget.held(*usage)
+
     def _contact_the_lead_became(self, related: RecordRef | None, exc: SalesforceError) -> str | None:
         """A lead converted since it was chosen (during the call, as sales teams do) can no longer be referenced."""
         if related is None or salesforce_error_code(exc) != "CANNOT_UPDATE_CONVERTED_LEAD":
@@ -222,6 +272,7 @@ class SalesforceActivities(SalesforceSteps):
 
     def _upsert_once(self, task_sid: str, fields: dict) -> ActivityLogResult:
         key = format_external_id(self._fields.external_id_field or "", task_sid)
+        self._hold_if_over_budget()
         response = self._sf.call(lambda sf: sf.Task.upsert(key, fields, raw_response=True))
         body = response.json() if response.content else {}
         # 201 created; 200 updated; before API 46.0 an update answers 204 with no body, so its id has to be asked for.
@@ -247,11 +298,13 @@ class SalesforceActivities(SalesforceSteps):
         )
         if existing:
             return self._amend(existing, fields)
+        self._hold_if_over_budget()
         created = self._sf.call(lambda sf: sf.Task.create(fields))
         return ActivityLogResult(activity_id=created["id"], created=True, fields=fields)
 
     def _amend(self, activity_id: str, fields: dict) -> ActivityLogResult:
         written = update_fields(fields)
+        self._hold_if_over_budget()
         self._sf.call(lambda sf: sf.Task.update(activity_id, written))  # 204, no body
         return ActivityLogResult(activity_id=activity_id, created=False, fields=written)
 

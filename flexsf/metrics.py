@@ -22,6 +22,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 ACTIVITY_LOGS = "flexsf_salesforce_task_writes_total"
 ACTIVITY_LOG_FIELDS_DROPPED = "flexsf_activity_log_fields_dropped_total"
+ACTIVITY_LOGS_HELD = "flexsf_activity_logs_held_total"
 SALESFORCE_CALLS = "flexsf_salesforce_calls_total"
 SALESFORCE_RETRIES = "flexsf_salesforce_retries_total"
 SALESFORCE_API_USAGE = "flexsf_salesforce_api_usage"
@@ -33,6 +34,8 @@ _DESCRIPTIONS = {
     ACTIVITY_LOGS: "Writes of the call activity (a Salesforce Task) by result: created, amended, failed (an attempt)",
     ACTIVITY_LOG_FIELDS_DROPPED: "Task fields left out of the call activity because Salesforce refused them as gone, "
     "by field (WhoId, WhatId, OwnerId) and Salesforce errorCode",
+    ACTIVITY_LOGS_HELD: "Attempts of the call activity's write held back, before any call, because the org's API usage "
+    "was at or above FLEXSF_SALESFORCE_API_BUDGET_SHARE of its daily limit (the log waits and tries again)",
     SALESFORCE_CALLS: "HTTP calls to Salesforce by kind, method and status ('unreachable': no answer)",
     SALESFORCE_RETRIES: "Retried attempts of Salesforce activities",
     SALESFORCE_API_USAGE: "Salesforce API requests used in the org's 24-hour window (Sforce-Limit-Info)",
@@ -81,6 +84,11 @@ def activity_logged(result: str) -> None:
 def activity_log_field_dropped(field: str, reason: str) -> None:
     """reason: the Salesforce errorCode (ENTITY_IS_DELETED, INVALID_CROSS_REFERENCE_KEY, INACTIVE_OWNER_OR_USER)."""
     _count(ACTIVITY_LOG_FIELDS_DROPPED, {"field": field, "reason": reason})
+
+
+def activity_log_held() -> None:
+    """A log held back by the org's API budget (activities.salesforce.ApiBudget)."""
+    _count(ACTIVITY_LOGS_HELD)
 
 
 def note_attempt(system: str) -> None:

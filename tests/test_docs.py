@@ -84,3 +84,13 @@ def test_the_readme_leads_into_every_doc() -> None:
     linked = {(ROOT / t.split("#")[0]).resolve() for t in relative_links(ROOT / "README.md")}
     assert ROOT / "docs/adding-a-step.md" in linked
     assert not [d.name for d in DOCS if d.resolve() not in linked]
+
+
+def test_every_salesforce_error_class_of_the_code_has_a_row_in_the_docs_table() -> None:
+    from activities.errors import SALESFORCE_ERROR_CLASSES
+
+    text = (ROOT / "docs" / "how-a-task-moves.md").read_text()
+    table = text[text.index("### Error classes") :]
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    for code in SALESFORCE_ERROR_CLASSES:
+        assert any(f"`{code}`" in row for row in rows), code

@@ -12,6 +12,7 @@ Not part of Salesforce's API; production code never calls it.
     POST /__sandbox__/revoke      {"token"?}    revoke one token, or all of them
     POST /__sandbox__/expire-sessions {"after_calls": N}
     POST /__sandbox__/clock       {"advance_s": S}
+    POST /__sandbox__/api-usage   {"used"?: N, "daily_limit"?: M}   the org's API requests used / allowed today
     GET  /__sandbox__/records/{Type}[?include_deleted=1]
 """
 
@@ -69,6 +70,15 @@ def _route(
     if route == ("POST", "clock"):
         sandbox.advance_clock(float(body.get("advance_s", 0)))
         return Response(200, {"ok": True})
+    if route == ("POST", "api-usage"):
+        if "daily_limit" in body:
+            if int(body["daily_limit"]) < 0:
+                raise ValueError("daily_limit must be 0 or more")
+            sandbox.set_daily_limit(int(body["daily_limit"]))
+        if "used" in body:
+            sandbox.set_api_usage(int(body["used"]))
+        used, limit = sandbox.api_usage()
+        return Response(200, {"used": used, "daily_limit": limit})
     if route == ("GET", "records") and len(parts) == 2:
         include_deleted = (req.param("include_deleted") or "") in ("1", "true")
         return Response(200, sandbox.records(parts[1], include_deleted=include_deleted))

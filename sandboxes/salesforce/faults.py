@@ -187,6 +187,13 @@ class Counters:
             self._api_usage += 1
             return True
 
+    def set_api_usage(self, used: int) -> None:
+        """Requests already used in the 24-hour window (tests put the org near or past its limit, then back)."""
+        if used < 0:
+            raise ValueError(f"api usage out of range: {used}")
+        with self._lock:
+            self._api_usage = used
+
     def limit_info(self) -> str:
         with self._lock:
             return f"api-usage={self._api_usage}/{self.daily_limit}"

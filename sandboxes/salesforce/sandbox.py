@@ -219,6 +219,16 @@ class SalesforceSandbox:
         self._counters.daily_limit = limit
         self.info["daily_limit"] = limit
 
+    def api_usage(self) -> tuple[int, int]:
+        """(requests used, daily limit)."""
+        return self._counters.usage()
+
+    def set_api_usage(self, used: int) -> None:
+        """The org's API requests used in its 24-hour window, as if other clients had spent them (or the window had
+        moved on): `set_api_usage(950)` with a daily limit of 1,000 is an org at 95 %. Past the limit every call is
+        refused with 403 REQUEST_LIMIT_EXCEEDED; `reset()` puts it back to 0."""
+        self._counters.set_api_usage(int(used))
+
     def records(self, sobject: str, include_deleted: bool = False) -> list[dict[str, Any]]:
         obj = self.org.sobject(sobject)
         if obj is None:
