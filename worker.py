@@ -1,8 +1,9 @@
-"""The Temporal worker: registers the task workflow and the Salesforce/Twilio activities.
+"""The Temporal worker: registers the task workflow and the Salesforce/Twilio activities, and the sweep.
 
 Run with `python worker.py` or `flexsf worker`. Connects through Temporal's environment configuration
 (`TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `TEMPORAL_API_KEY`, `TEMPORAL_TLS*`, `TEMPORAL_PROFILE`), builds the
-Salesforce and Twilio clients once per process, and drains in-flight work on SIGTERM/SIGINT.
+Salesforce and Twilio clients once per process, creates or updates the sweep's Schedule for its task queue
+(workflows/sweep_schedule.py), and drains in-flight work on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from activities.interfaces import activity_methods
 from activities.policy import PolicyActivities
 from activities.salesforce import SalesforceActivities, SearchConfig
 from activities.salesforce_connection import SalesforceConnection
+from activities.sweep import SweepActivities
 from activities.twilio import TwilioActivities
 from flexsf import logs, metrics
 from flexsf.flex_config import FlexConfigCache
@@ -32,6 +34,8 @@ from flexsf.salesforce_client import SalesforceCredentials
 from flexsf.settings import ConfigurationError, Settings, load_settings
 from flexsf.temporal_client import connect
 from flexsf.twilio_client import twilio_client_from
+from workflows.sweep_schedule import start_sweep_schedule
+from workflows.sweep_workflow import FlexTaskSweep
 from workflows.task_workflow import FlexTaskWorkflow
 
 log = logging.getLogger("flexsf.worker")
@@ -117,14 +121,18 @@ def build_worker(
     **options,
 ) -> Worker:
     """`extra_*`: registered beside the product's (`flexsf bench` adds its baseline workflow this way); `options`:
-    further `Worker` arguments (benchmark experiments)."""
+    further `Worker` arguments (benchmark experiments). The sweep's activity is built here, on the connected client."""
     # Gauges and calls outside an activity are recorded through the client's runtime (its Prometheus endpoint).
     metrics.bind_runtime(client.service_client.config.runtime)
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[FlexTaskWorkflow, *extra_workflows],
-        activities=[*activities.all(), *extra_activities],
+        workflows=[FlexTaskWorkflow, FlexTaskSweep, *extra_workflows],
+        activities=[
+            *activities.all(),
+            *activity_methods(SweepActivities.beside(client, activities.twilio)),
+            *extra_activities,
+        ],
         activity_executor=executor,
         max_concurrent_activities=executor._max_workers,
         max_concurrent_workflow_task_polls=WORKFLOW_TASK_POLLS,
@@ -162,6 +170,8 @@ async def run(settings: Settings | None = None) -> None:
         log.info("worker metrics on http://%s/metrics", settings.flexsf_worker_metrics_address)
     client = await connect(settings, runtime)
     await require_search_attributes(client)
+    # Created or brought up to date by every worker at start (idempotent); a refusal is one warning line.
+    await start_sweep_schedule(client, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

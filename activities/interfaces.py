@@ -1,8 +1,8 @@
 """What the workflow may ask of the outside world: one stub per activity, named once.
 
 The workflow names these (never the implementations), so its imports stop at temporalio and the models; the classes
-in `salesforce.py`, `twilio.py` and `policy.py` implement them with `@implements(...)`, and `worker.py` registers
-whatever `activity_methods` finds on them. A new step is one stub here and one method there.
+in `salesforce.py`, `twilio.py`, `policy.py` and `sweep.py` implement them with `@implements(...)`, and `worker.py`
+registers whatever `activity_methods` finds on them. A new step is one stub here and one method there.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from activities.models import (
     SaveRecordResult,
     SearchRequest,
     SearchResult,
+    SweepRequest,
+    SweepResult,
 )
 from flexsf.models import TaskPolicy, TaskWorkflowInput
 
@@ -79,4 +81,12 @@ class TwilioSteps:
 
     @activity.defn(name="reconcile_task")
     def reconcile_task(self, req: ReconcileRequest) -> ReconcileResult:
+        raise NotImplementedError
+
+
+class SweepSteps:
+    """Recover tasks TaskRouter finished without us (every callback lost): the sweep's one step."""
+
+    @activity.defn(name="sweep_lost_tasks")
+    async def sweep_lost_tasks(self, req: SweepRequest) -> SweepResult:
         raise NotImplementedError

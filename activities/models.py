@@ -85,3 +85,42 @@ class ReconcileResult(BaseModel):
 
     status: Literal["active", "finished", "missing"]
     events: list[TaskEvent] = Field(default_factory=list)
+
+
+# ---- the sweep (workflows/sweep_workflow.py, activities/sweep.py) ----------------------------------------------------
+
+
+class SweepInput(BaseModel):
+    """The sweep workflow's arguments, as its Schedule holds them (workflows/sweep_schedule.py)."""
+
+    # How far before the last cursor each sweep reads again, in seconds (events listed late, clocks apart).
+    overlap_s: float = 120
+    # How far back a sweep reads when no earlier run left a cursor, in seconds.
+    first_lookback_s: float = 3600
+
+
+class SweepRequest(BaseModel):
+    since: datetime
+    task_queue: str
+
+
+class SweepResult(BaseModel):
+    """What one sweep did. The Schedule hands the last completed run's result to the next run, whose window starts at
+    `cursor` minus the overlap: the cursor is durable without any store of our own."""
+
+    # Where the next sweep reads from (before the overlap): when this one started listing, or held back to the
+    # earliest task it could not start, so the next one tries it again.
+    cursor: datetime | None = None
+    since: datetime | None = None
+    # When the earliest task it could not start finished (None: it started every one it had to).
+    failed_since: datetime | None = None
+    # Tasks it started a workflow for (the first thousand; `recovered_count` counts them all).
+    recovered: list[str] = Field(default_factory=list)
+    recovered_count: int = 0
+    failed: int = 0
+    # TaskRouter Events-list calls (pages) it made.
+    api_calls: int = 0
+    # Running task workflows in a repairable stage (failed, waiting_for_api_budget) when it ran; -1: not countable.
+    repairable: int = 0
+    # Why the sweep itself failed (its window is read again by the next one).
+    error: str | None = None

@@ -12,6 +12,11 @@ Phases (one stack, one worker process, one run):
    that task's calls in that window (its SOSL search, matched by the caller's unique number, and its Twilio task fetch
    and update, matched by task sid). Per-stage times come from the workflow histories.
 4. Worker memory with open (accepted, not completed) task workflows, read from /proc/<worker>/status.
+5. The sweep's API cost: `sweep_tasks` tasks (833: five minutes at 10k tasks/hour) finish in the Twilio sandbox with
+   callbacks off: the memory phase's open tasks (their workflows stay open, in hand) and 1 % new ones that never had
+   a workflow. Two sweeps read that window: the first recovers the lost ones (each costs one Events-list call of its
+   own), the second finds every task in hand, the steady state: its Events-list pages per minute of traffic are the
+   figure (target ≤ 1). Every recovered task must be logged.
 
 Every figure is from this run on this machine; speeds are only compared within the run.
 """
@@ -54,6 +59,12 @@ WAIT_S = 120.0
 STICKY_CACHE = 1000  # temporalio's default max_cached_workflows, which worker.build_worker keeps
 
 
+# The traffic the sweep's cost is stated at: 10,000 tasks an hour.
+TASKS_PER_MINUTE = 10000 / 60
+# The sweep phase's tasks carry their record (an IVR data dip): no search, so recovering them is mostly the log.
+BY_ID = {"from": CONTACT.phone, "sfdcObjectId": CONTACT.id, "sfdcObjectType": "Contact"}
+
+
 @dataclass(frozen=True)
 class Sizes:
     per_scenario: int
@@ -62,11 +73,18 @@ class Sizes:
     pop_tasks: int
     pop_rounds: int
     open_checkpoints: tuple[int, ...]
+    # Finished tasks in the sweep's window: 833 are five minutes at 10k tasks/hour.
+    sweep_tasks: int = 833
 
 
 # Quick: memory up to just past the sticky cache, so the 10k figure is extrapolated from measured slopes.
 QUICK = Sizes(
-    per_scenario=3, lifecycles=120, concurrency=20, pop_tasks=50, pop_rounds=1, open_checkpoints=(250, 1000, 1400)
+    per_scenario=3,
+    lifecycles=120,
+    concurrency=20,
+    pop_tasks=50,
+    pop_rounds=1,
+    open_checkpoints=(250, 1000, 1400),
 )
 FULL = Sizes(
     per_scenario=10, lifecycles=600, concurrency=20, pop_tasks=50, pop_rounds=4, open_checkpoints=(1000, 5000, 10000)
@@ -142,6 +160,7 @@ class Bench:
         stack.sf.time_requests(self.observer.on_salesforce)
         self.run_id = uuid.uuid4().hex[:8]
         self.own_logins = 0
+        self.open_sids: list[str] = []  # accepted, never completed: the memory phase's
 
     # ---- driving tasks ---------------------------------------------------------------------------------------------
 
@@ -478,6 +497,78 @@ class Bench:
         except KeyError:
             return {}
 
+    # ---- 5. the sweep's API cost ---------------------------------------------------------------------------------
+
+    async def sweep(self) -> dict[str, Any]:
+        from activities.models import SweepInput, SweepResult
+        from workflows.sweep_workflow import FlexTaskSweep
+
+        n = self.sizes.sweep_tasks
+        # The steady state: nearly every task finished in the window has its workflow (here the memory phase's open
+        # tasks, their completions not delivered, so they stay open and cost nothing); 1 % lost every callback.
+        in_hand = self.open_sids[: n - max(1, n // 100)]
+        lost = n - len(in_hand)
+        window_start = time.time()
+        callback_url = f"{self.stack.gateway_url}/taskrouter/events"
+
+        def finished_tasks() -> None:
+            for sid in in_hand:
+                self.tw.wrapup(sid)
+                self.tw.complete(sid, "resolved")
+            for _ in range(lost):
+                self.tw.lifecycle(BY_ID, worker_sid=AGENT.sid, complete=True)
+
+        self.tw.set_callback_url(None)
+        try:
+            await asyncio.to_thread(finished_tasks)
+        finally:
+            self.tw.set_callback_url(callback_url)
+        del self.open_sids[: len(in_hand)]
+        # The sandbox dates events a millisecond apart at least: made faster than that, the last ones lie ahead.
+        events = self.tw.state.list_events()
+        while events and events[-1].date_ms > time.time() * 1000:
+            await asyncio.sleep(0.05)
+        self.progress(f"sweep: {n} tasks finished ({lost} with no workflow), {time.time() - window_start:.1f} s")
+
+        async def sweep(tag: str) -> tuple[SweepResult, float, int]:
+            before = self.tw.counters().get("events_list", 0)
+            started = time.perf_counter()
+            result = await self.client.execute_workflow(
+                FlexTaskSweep.run,
+                # No schedule, so no earlier cursor: the first lookback is the window, back to the first task.
+                SweepInput(overlap_s=0, first_lookback_s=time.time() - window_start + 1),
+                id=f"bench-sweep-{self.run_id}-{tag}",
+                task_queue=self.stack.settings.flexsf_task_queue,
+                result_type=SweepResult,
+            )
+            if result.error:
+                raise RuntimeError(f"the {tag} sweep failed: {result.error}")
+            return result, time.perf_counter() - started, self.tw.counters().get("events_list", 0) - before
+
+        recovery, recovery_s, _ = await sweep("recovery")
+        steady, steady_s, seen = await sweep("steady")
+        self.progress(f"sweep: recovered {recovery.recovered_count}, then {steady.api_calls} Events-list call(s)")
+        started = time.perf_counter()
+        views = await asyncio.gather(*(self.result(sid) for sid in recovery.recovered))
+        logged_s = time.perf_counter() - started
+        logged = sum(v.stage.value in ("logged", "logged_unassociated") for v in views)
+        minutes = n / TASKS_PER_MINUTE
+        recovered = recovery.recovered_count
+        per_lost = (recovery.api_calls - steady.api_calls) / recovered if recovered else 0.0
+        return {
+            "sweep_tasks": n,
+            "sweep_traffic_minutes": round(minutes, 2),
+            "sweep_events_pages": steady.api_calls,
+            "sweep_events_pages_seen_by_twilio": seen,
+            "sweep_events_pages_per_traffic_minute": round(steady.api_calls / minutes, 2),
+            "sweep_recovered": recovered,
+            "sweep_recovered_logged": logged,
+            "sweep_calls_per_lost_task": round(per_lost, 2),
+            "sweep_recovery_s": round(recovery_s, 2),
+            "sweep_steady_s": round(steady_s, 2),
+            "sweep_recovered_logged_s": round(logged_s, 1),
+        }
+
     # ---- 4. memory ---------------------------------------------------------------------------------------------------
 
     async def memory(self) -> dict[str, Any]:
@@ -489,6 +580,7 @@ class Bench:
             async def open_one(i: int) -> None:
                 sid = await self.accepted({"from": CONTACT.phone})
                 await self.observer.popped(sid)
+                self.open_sids.append(sid)
 
             await self.many(checkpoint - opened, c, open_one)
             opened = checkpoint
@@ -534,7 +626,7 @@ def _slope(points: list[tuple[int, int]]) -> float:
 async def run_bench(
     sizes: Sizes,
     progress=None,
-    phases: tuple[str, ...] = ("calls", "throughput", "pop", "memory"),
+    phases: tuple[str, ...] = ("calls", "throughput", "pop", "memory", "sweep"),
     env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     started = time.monotonic()
@@ -556,6 +648,9 @@ async def run_bench(
             result |= await bench.pop_overhead()
         if "memory" in phases:
             result |= await bench.memory()
+        if "sweep" in phases:
+            # After the memory phase, whose open tasks it finishes.
+            result |= await bench.sweep()
         # Over the whole run, the worker's only (the bench logs in once itself to create the pop phase's contacts).
         result["sf_logins"] = stack.sf.counters().get("logins", 0) - bench.own_logins
     result["wall_s"] = round(time.monotonic() - started, 1)
@@ -577,6 +672,7 @@ def _table(result: dict[str, Any]):
         "twilio_calls_per_task": "≤ 2",
         "sf_logins": "1",
         "worker_rss_mib_at_10k_open": "≤ 1024",
+        "sweep_events_pages_per_traffic_minute": "≤ 1",
     }
     for key in (
         "lifecycle_tasks_per_s",
@@ -589,12 +685,23 @@ def _table(result: dict[str, Any]):
         "sf_logins",
         "rss_kib_per_open_task",
         "worker_rss_mib_at_10k_open",
+        "sweep_events_pages_per_traffic_minute",
+        "sweep_events_pages",
+        "sweep_calls_per_lost_task",
+        "sweep_steady_s",
     ):
         if key in result:
             label = key + (
                 " (extrapolated)" if key.endswith("10k_open") and result.get("worker_rss_10k_extrapolated") else ""
             )
             table.add_row(label, str(result[key]), targets.get(key, ""))
+    if "sweep_tasks" in result:
+        table.add_row(
+            "sweep window",
+            f"{result['sweep_tasks']} tasks = {result['sweep_traffic_minutes']} min at 10k/h, "
+            f"{result['sweep_recovered']} recovered",
+            "",
+        )
     for kind, calls in result.get("api_calls_by_scenario", {}).items():
         table.add_row(
             f"calls: {kind}",

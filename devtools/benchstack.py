@@ -112,22 +112,23 @@ class Stack:
         self.sf.start()
         self.tw = TwilioSandbox(host=HOST, port=0, retention_s=3600, callback_workers=self.callback_workers)
         self.tw.start()
+        port = free_port(HOST)
+        self.gateway_url = f"http://{HOST}:{port}"
         self.env = sandbox_env(
             self.sf.info,
             self.tw.info,
             DEV_TASK_QUEUE,
             TEMPORAL_ADDRESS=self.temporal.address,
             TEMPORAL_NAMESPACE=self.temporal.namespace,
-            **self.extra_env,
+            # The URL the sandbox's callbacks are sent to, which their signatures cover.
+            **({"FLEXSF_PUBLIC_BASE_URL": self.gateway_url} | self.extra_env),
         )
         self.settings = settings_with(self.env)
         self.client = await Client.connect(
             self.temporal.address, namespace=self.temporal.namespace, data_converter=data_converter(self.settings)
         )
         self.clock = ReceiveClock(create_app(self.settings, self.client))
-        port = free_port(HOST)
         self._gateway = await start_gateway(self.clock, HOST, port, log_config=None)
-        self.gateway_url = f"http://{HOST}:{port}"
         self.tw.set_callback_url(f"{self.gateway_url}/taskrouter/events")
         await self.start_worker()
         return self
@@ -226,6 +227,23 @@ class Stack:
         raise RuntimeError("no VmRSS for the worker")
 
     # ---- Temporal --------------------------------------------------------------------------------------------------
+
+    async def start_sweep_schedule(
+        self, interval_s: float, overlap_s: float | None = None, first_lookback_s: float | None = None
+    ) -> str:
+        """The sweep's Schedule on the stack's task queue, as `flexsf worker` creates it at start (the bench worker is
+        built with `worker.build_worker`, which registers the sweep but leaves the schedule to the caller: a sweep
+        firing during the bench's API-economy phase would add its Events-list calls to the per-task counts)."""
+        from workflows.sweep_schedule import ensure_sweep_schedule
+
+        settings = self.settings
+        return await ensure_sweep_schedule(
+            self.client,
+            settings.flexsf_task_queue,
+            interval_s,
+            settings.flexsf_sweep_overlap_s if overlap_s is None else overlap_s,
+            settings.flexsf_sweep_first_lookback_s if first_lookback_s is None else first_lookback_s,
+        )
 
     async def restart_temporal(self) -> float:
         """Stop the dev server and start it again on the same port and history file; seconds it was down."""

@@ -29,6 +29,12 @@ SALESFORCE_API_USAGE = "flexsf_salesforce_api_usage"
 SALESFORCE_API_LIMIT = "flexsf_salesforce_api_limit"
 TWILIO_CALLS = "flexsf_twilio_calls_total"
 TWILIO_RETRIES = "flexsf_twilio_retries_total"
+# The sweep (workflows/sweep_workflow.py, activities/sweep.py).
+SWEEP_RUNS = "flexsf_sweep_runs_total"
+SWEEP_RECOVERIES = "flexsf_sweep_recoveries_total"
+SWEEP_EVENTS_CALLS = "flexsf_sweep_events_list_calls_total"
+SWEEP_LAST_SUCCESS = "flexsf_sweep_last_success_timestamp_seconds"
+TASKS_REPAIRABLE = "flexsf_tasks_repairable"
 
 _DESCRIPTIONS = {
     ACTIVITY_LOGS: "Writes of the call activity (a Salesforce Task) by result: created, amended, failed (an attempt)",
@@ -42,6 +48,13 @@ _DESCRIPTIONS = {
     SALESFORCE_API_LIMIT: "Salesforce API requests allowed in the org's 24-hour window (Sforce-Limit-Info)",
     TWILIO_CALLS: "HTTP calls to Twilio by product, method and status ('unreachable': no answer)",
     TWILIO_RETRIES: "Retried attempts of Twilio activities",
+    SWEEP_RUNS: "Sweep workflow runs by result: ok, failed (its window is read again by the next run)",
+    SWEEP_RECOVERIES: "Tasks the sweep started a workflow for: TaskRouter finished them and none of their callbacks "
+    "reached a workflow",
+    SWEEP_EVENTS_CALLS: "TaskRouter Events-list calls (pages) made by the sweep",
+    SWEEP_LAST_SUCCESS: "When the last successful sweep finished (Unix seconds), on the worker that ran it",
+    TASKS_REPAIRABLE: "Running task workflows in a repairable stage (failed, waiting_for_api_budget), as counted by "
+    "the last successful sweep, on the worker that ran it",
 }
 
 _runtime_meter: MetricMeter = MetricMeter.noop
@@ -129,3 +142,25 @@ def salesforce_api_usage(used: int, limit: int) -> None:
     # The org-wide window is one number per process: through the runtime meter, without per-activity labels.
     _runtime_meter.create_gauge(SALESFORCE_API_USAGE, _DESCRIPTIONS[SALESFORCE_API_USAGE]).set(used)
     _runtime_meter.create_gauge(SALESFORCE_API_LIMIT, _DESCRIPTIONS[SALESFORCE_API_LIMIT]).set(limit)
+
+
+def sweep_recovered(tasks: int) -> None:
+    """Tasks the sweep's activity started a workflow for (each counted once: a retry finds them in hand)."""
+    if tasks:
+        _meter().create_counter(SWEEP_RECOVERIES, _DESCRIPTIONS[SWEEP_RECOVERIES]).add(tasks)
+
+
+def sweep_events_calls(calls: int) -> None:
+    if calls:
+        _meter().create_counter(SWEEP_EVENTS_CALLS, _DESCRIPTIONS[SWEEP_EVENTS_CALLS]).add(calls)
+
+
+def sweep_run(meter: MetricMeter, result: str, repairable: int = 0, finished_s: int = 0) -> None:
+    """One sweep run, through the sweep workflow's meter (`workflow.metric_meter()`, silent on replay). result: ok |
+    failed. The gauges are set together by the worker that ran the run, so an alert can read the repairable count of
+    the worker with the latest success (deploy/prometheus/flexsf-alerts.yml)."""
+    meter.create_counter(SWEEP_RUNS, _DESCRIPTIONS[SWEEP_RUNS]).add(1, {"result": result})
+    if result == "ok":
+        if repairable >= 0:  # -1: the namespace could not count them
+            meter.create_gauge(TASKS_REPAIRABLE, _DESCRIPTIONS[TASKS_REPAIRABLE]).set(repairable)
+        meter.create_gauge(SWEEP_LAST_SUCCESS, _DESCRIPTIONS[SWEEP_LAST_SUCCESS]).set(finished_s)

@@ -18,6 +18,12 @@ def workflow_id(task_sid: str) -> str:
     return WORKFLOW_ID_PREFIX + task_sid
 
 
+# Its signals, by name, for senders that must not import the workflow (flexsf.delivery); tests/test_sweep.py checks
+# they are the workflow's.
+TASK_EVENT_SIGNAL = "task_event"
+NOTES_SIGNAL = "submit_notes"
+
+
 # The sweep: a Temporal Schedule starts this workflow every few minutes to recover tasks whose callbacks were lost.
 SWEEP_WORKFLOW_TYPE = "FlexTaskSweep"
 SWEEP_SCHEDULE_ID = "flexsf-sweep"

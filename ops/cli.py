@@ -143,7 +143,12 @@ _JSON_HELP = 'One JSON object on stdout (errors: {"ok": false, "error": …} too
 
 @tasks_app.command("list")
 def tasks_list_command(
-    stage: Stage = typer.Option(None, case_sensitive=False, help="Only tasks at this stage (failed: repairable)."),
+    stage: Stage = typer.Option(
+        None, case_sensitive=False, help="Only tasks at this stage (failed, waiting_for_api_budget: repairable)."
+    ),
+    repairable: bool = typer.Option(
+        False, "--repairable", help="Only running tasks in a repairable stage (failed or waiting_for_api_budget)."
+    ),
     worker_sid: str = typer.Option(None, "--worker", help="Only tasks accepted by this worker (WK…)."),
     since: str = typer.Option(None, help="Only workflows started since: a duration (30m, 1h, 1d) or ISO-8601."),
     limit: int = typer.Option(100, min=1, help="At most this many rows."),
@@ -152,12 +157,15 @@ def tasks_list_command(
     """List task workflows, newest first: task sid, stage, worker, record, Salesforce Task, start time."""
     from rich.table import Table
 
-    from ops.tasks import list_tasks, parse_since, tasks_query
+    from ops.tasks import list_tasks, parse_since, repairable_query, tasks_query
 
+    if repairable and stage:
+        raise typer.BadParameter("--repairable already names its stages; leave out --stage", param_hint="--stage")
     try:
-        query = tasks_query(stage=stage, worker_sid=worker_sid, since=parse_since(since) if since else None)
+        filters = {"worker_sid": worker_sid, "since": parse_since(since) if since else None}
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--since") from None
+    query = repairable_query(**filters) if repairable else tasks_query(stage=stage, **filters)
     rows = _ops(lambda client, _: list_tasks(client, query, limit), as_json)
     if as_json:
         _emit({"ok": True, "query": query, "tasks": [row.as_json() for row in rows]})

@@ -1,7 +1,8 @@
 """Operator tools: find tasks by their search attributes, show one, relog one, reconcile lost tasks.
 
-Everything here talks to Temporal (and, for `reconcile`, TaskRouter's Events list) through the same clients the worker
-uses; the CLI (`flexsf tasks …`, `flexsf relog`, `flexsf reconcile`, `flexsf search-attributes`) only prints.
+Everything here talks to Temporal (and, for `reconcile`, TaskRouter's Events list through `flexsf.recovery`, which
+the sweep shares) through the same clients the worker uses; the CLI (`flexsf tasks …`, `flexsf relog`,
+`flexsf reconcile`, `flexsf search-attributes`) only prints.
 """
 
 from __future__ import annotations
@@ -22,17 +23,25 @@ from temporalio.client import (
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
-from twilio.base.exceptions import TwilioException
 
 from flexsf import search_attributes as sa
-from flexsf.models import RelogRequest, RelogResult, RelogSeed, Stage, TaskEvent, TaskView, TaskWorkflowInput
+from flexsf.models import RelogRequest, RelogResult, RelogSeed, Stage, TaskView, TaskWorkflowInput
+
+# The reconciliation core lives in flexsf.recovery (the sweep activity uses it too); these names stay importable here.
+from flexsf.recovery import (  # noqa: F401
+    FINISHED_EVENT_TYPES,
+    ReconcileAction,
+    count_repairable,
+    reconcile,
+    repairable_query,
+    tasks_query,
+    workflow_exists,
+    workflow_in_hand,
+)
 from flexsf.settings import ConfigurationError, Settings
-from flexsf.task_events import clean_text, event_from_events_api
-from flexsf.vocabulary import FINISHED_EVENTS, WORKFLOW_TYPE, task_sid_of, workflow_id
-from workflows.delivery import signal_event
+from flexsf.vocabulary import task_sid_of, workflow_id
 from workflows.task_workflow import FlexTaskWorkflow
 
-FINISHED_EVENT_TYPES = tuple(FINISHED_EVENTS)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -41,7 +50,7 @@ class OpsError(RuntimeError):
     """An operator request that cannot be done; the message says why."""
 
 
-# ---- queries -------------------------------------------------------------------------------------------------------
+# ---- queries (tasks_query: flexsf.recovery) --------------------------------------------------------------------------
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
@@ -55,39 +64,6 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     except ValueError:
         raise ValueError(f"{text!r} is neither a duration (30m, 1h, 2d) nor an ISO-8601 date-time") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def tasks_query(
-    *,
-    stage: str | Stage | None = None,
-    worker_sid: str | None = None,
-    task_sid: str | None = None,
-    channel: str | None = None,
-    direction: str | None = None,
-    record_id: str | None = None,
-    activity_id: str | None = None,
-    since: datetime | None = None,
-) -> str:
-    """A visibility query over task workflows, e.g. `FlexWorkerSid = 'WK…' AND FlexStage = 'awaiting_selection'`."""
-    clauses = [f"WorkflowType = {_literal(WORKFLOW_TYPE)}"]
-    for key, value in (
-        (sa.FLEX_STAGE, stage),
-        (sa.FLEX_WORKER_SID, worker_sid),
-        (sa.FLEX_TASK_SID, task_sid),
-        (sa.FLEX_CHANNEL, channel),
-        (sa.FLEX_DIRECTION, direction),
-        (sa.SFDC_OBJECT_ID, record_id),
-        (sa.SFDC_ACTIVITY_ID, activity_id),
-    ):
-        if value:
-            clauses.append(f"{key.name} = {_literal(str(value))}")
-    if since is not None:
-        clauses.append(f"StartTime >= {_literal(since.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ'))}")
-    return " AND ".join(clauses)
 
 
 @dataclass
@@ -216,7 +192,7 @@ async def _relog_closed(
             TaskWorkflowInput(task_sid=task_sid, relog_of=RelogSeed(view=view, reason=reason)),
             id=description.id,
             task_queue=description.task_queue,
-            # Only this operator action reopens a completed task's id; TaskRouter events never do (delivery.py).
+            # Only this operator action reopens a completed task's id; TaskRouter events never do (flexsf/delivery.py).
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
         )
@@ -229,7 +205,7 @@ async def _relog_closed(
     return RelogResult(stage=after.stage, activity_id=after.activity_id, error=after.error)
 
 
-# ---- reconciliation ------------------------------------------------------------------------------------------------
+# ---- reconciliation (flexsf.recovery) --------------------------------------------------------------------------------
 
 
 def twilio_client_from(settings: Settings):
@@ -239,116 +215,3 @@ def twilio_client_from(settings: Settings):
     if not settings.twilio_workspace_sid:
         raise ConfigurationError("TWILIO_WORKSPACE_SID is required")
     return build(settings)
-
-
-@dataclass
-class ReconcileAction:
-    task_sid: str
-    # "started": its events were delivered to a new workflow; "exists": left alone; "failed": not (or not fully)
-    # delivered, `reason` says why
-    action: str
-    events: int = 0
-    finished: str | None = None
-    reason: str | None = None
-
-
-def _events(twilio, workspace_sid: str, **filters) -> list:
-    return list(twilio.taskrouter.v1.workspaces(workspace_sid).events.list(**filters))
-
-
-async def workflow_exists(client: Client, task_sid: str) -> bool:
-    return await _workflow_status(client, task_sid) is not None
-
-
-async def workflow_in_hand(client: Client, task_sid: str) -> bool:
-    """Running or done: its log is (or will be) written. A run that failed, was terminated or timed out is not, and
-    a new run may start (workflows/delivery.py allows a duplicate of a failed run only)."""
-    return await _workflow_status(client, task_sid) in (
-        WorkflowExecutionStatus.RUNNING,
-        WorkflowExecutionStatus.COMPLETED,
-        WorkflowExecutionStatus.CONTINUED_AS_NEW,
-    )
-
-
-async def _workflow_status(client: Client, task_sid: str) -> WorkflowExecutionStatus | None:
-    try:
-        description = await client.get_workflow_handle(workflow_id(task_sid)).describe()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return None
-        raise
-    return description.status
-
-
-async def reconcile(
-    client: Client, twilio, workspace_sid: str, task_queue: str, since: datetime, history: timedelta = timedelta(days=1)
-) -> list[ReconcileAction]:
-    """Every task TaskRouter finished since `since` that has no workflow gets one, fed its events from the Events list
-    (created, accepted, completed …, looked up to `history` before the window), so it is logged like any other.
-    Tasks whose workflow exists (running or closed) are left alone. A task that cannot be done is reported "failed"
-    and the others still are; only Temporal being unreachable stops the run (every other task would fail too)."""
-    import asyncio
-
-    finished: dict[str, str] = {}
-    for event_type in FINISHED_EVENT_TYPES:
-        rows = await asyncio.to_thread(_events, twilio, workspace_sid, event_type=event_type, start_date=since)
-        for row in rows:
-            data = getattr(row, "event_data", None)
-            sid = (data.get("task_sid") if isinstance(data, dict) else None) or getattr(row, "resource_sid", None)
-            if isinstance(sid, str) and sid.startswith("WT"):
-                finished.setdefault(clean_text(sid), event_type)  # printed, and sent to Temporal: must be UTF-8
-    actions: list[ReconcileAction] = []
-    for task_sid in sorted(finished):
-        try:
-            action = await _reconcile_task(client, twilio, workspace_sid, task_queue, task_sid, since - history)
-        except Exception as exc:  # one task must not stop the others
-            if _temporal_down(exc):
-                raise
-            action = ReconcileAction(task_sid, "failed", reason=_why(exc))
-        action.finished = finished[task_sid]
-        actions.append(action)
-    return actions
-
-
-async def _reconcile_task(
-    client: Client, twilio, workspace_sid: str, task_queue: str, task_sid: str, start: datetime
-) -> ReconcileAction:
-    import asyncio
-
-    if await workflow_in_hand(client, task_sid):
-        return ReconcileAction(task_sid, "exists")
-    rows = await asyncio.to_thread(_events, twilio, workspace_sid, task_sid=task_sid, start_date=start)
-    events: list[TaskEvent] = sorted(
-        (e for e in (event_from_events_api(r, task_sid) for r in rows) if e is not None),
-        key=lambda e: e.timestamp_ms,
-    )
-    if not events:
-        # Nothing was started: "started with 0 events" would hide a task that still has no log.
-        reason = f"none of its {len(rows)} Events-list row(s) could be read" if rows else "no Events-list rows for it"
-        return ReconcileAction(task_sid, "failed", reason=reason)
-    for index, event in enumerate(events):
-        try:
-            await signal_event(client, task_queue, event)
-        except WorkflowAlreadyStartedError:
-            break  # it finished between two of our events (or someone else started it): it has its log
-        except Exception as exc:
-            if _temporal_down(exc):
-                raise
-            reason = f"event {index + 1} of {len(events)} ({event.event_type}) not delivered: {_why(exc)}"
-            return ReconcileAction(task_sid, "failed", events=index, reason=reason)
-    return ReconcileAction(task_sid, "started", events=len(events))
-
-
-def _temporal_down(exc: Exception) -> bool:
-    """Unreachable Temporal fails every task alike: the run stops, as it always has."""
-    return isinstance(exc, RPCError) and exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED)
-
-
-def _why(exc: Exception) -> str:
-    """Why a task failed, in words that carry no event content (an exception's message may quote it)."""
-    if isinstance(exc, RPCError):
-        return f"Temporal refused it ({exc.status.name if exc.status else 'unknown'}: {exc.message})"
-    if isinstance(exc, TwilioException):
-        status, code = getattr(exc, "status", None), getattr(exc, "code", None)
-        return f"Twilio refused to list its events (HTTP {status}, code {code})" if status else type(exc).__name__
-    return f"unexpected {type(exc).__name__}"

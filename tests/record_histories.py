@@ -34,13 +34,13 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from devtools.temporal_server import TemporalDevServer
+from flexsf.delivery import signal_notes
 from flexsf.models import Notes, RecordSelection, Stage, TaskView
 from sandboxes.salesforce import SalesforceSandbox
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import TwilioSandbox
 from sandboxes.twilio import demo as tw_demo
 from tests.fixtures_stack import Stack, stack_env, stack_gateway, start_stack_worker
-from workflows.delivery import signal_notes
 from workflows.task_workflow import FlexTaskWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"

@@ -18,6 +18,7 @@ SCRAPE_SERIES = {"up"}
 PROMQL_WORDS = {
     "sum", "max", "min", "avg", "count", "by", "without", "on", "ignoring", "group_left", "group_right",
     "and", "or", "unless", "rate", "irate", "increase", "clamp_min", "clamp_max", "absent", "offset", "bool",
+    "topk", "bottomk", "time", "absent_over_time",
 }  # fmt: skip
 _IDENT = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{([^}]*)\}")
@@ -99,3 +100,18 @@ def test_each_rule_has_a_duration_a_severity_and_a_summary(rule: dict) -> None:
 def test_alert_names_are_unique() -> None:
     names = [rule["alert"] for rule in rules()]
     assert len(names) == len(set(names))
+
+
+def test_the_sweep_and_repairable_tasks_are_alerted_on() -> None:
+    """Issue 13: an alert for tasks parked in a repairable stage, for the sweep recovering tasks (callbacks are being
+    lost), and for the sweep not succeeding."""
+    by_name = {rule["alert"]: rule["expr"] for rule in rules()}
+    assert "flexsf_tasks_repairable" in metrics_in(by_name["FlexsfTasksRepairable"])
+    assert "flexsf_sweep_recoveries_total" in metrics_in(by_name["FlexsfSweepRecoveringTasks"])
+    assert "flexsf_sweep_last_success_timestamp_seconds" in metrics_in(by_name["FlexsfSweepNotRunning"])
+
+
+def test_metrics_in_leaves_out_grouping_and_functions() -> None:
+    expr = "max by (q) (a and on (instance, q) topk by (q) (1, b)) > 0 or absent_over_time(b[15m])"
+    assert metrics_in(expr) == {"a", "b"}
+    assert metrics_in("(time() - max(c)) > 900") == {"c"}

@@ -21,7 +21,9 @@ REPO = Path(__file__).resolve().parent.parent
 TINY_RUN = """
 import asyncio, json, os, sys
 from devtools.bench import Sizes, run_bench
-sizes = Sizes(per_scenario=1, lifecycles=10, concurrency=5, pop_tasks=5, pop_rounds=1, open_checkpoints=(10, 20))
+sizes = Sizes(
+    per_scenario=1, lifecycles=10, concurrency=5, pop_tasks=5, pop_rounds=1, open_checkpoints=(10, 20), sweep_tasks=20
+)
 result = asyncio.run(run_bench(sizes))
 print(json.dumps(result), flush=True)
 os._exit(0)
@@ -65,6 +67,14 @@ def test_every_phase_runs_with_tiny_counts_and_reports_sane_figures(tmp_path: Pa
     assert set(r["worker_rss_mib_by_open_tasks"]) == {"0", "10", "20"}
     assert all(mib > 20 for mib in r["worker_rss_mib_by_open_tasks"].values())  # a live Python worker's RSS
     assert r["worker_rss_10k_extrapolated"] is True and r["worker_rss_mib_at_10k_open"] > 0
+    # The sweep: 20 tasks finished in its window, 19 of them the memory phase's open ones (in hand) and one that never
+    # had a workflow: recovered (one Events-list call of its own) and logged. Then, all in hand, a page per type.
+    assert r["sweep_tasks"] == 20 and r["sweep_recovered"] == r["sweep_recovered_logged"] == 1
+    assert r["sweep_calls_per_lost_task"] == 1.0
+    assert r["sweep_events_pages"] == r["sweep_events_pages_seen_by_twilio"] == 4
+    per_minute = r["sweep_events_pages_per_traffic_minute"]
+    assert isinstance(per_minute, int | float) and per_minute == pytest.approx(4 / (20 / (10000 / 60)), rel=0.01)
+    assert r["sweep_steady_s"] > 0 and r["sweep_recovery_s"] > 0
     assert r["wall_s"] > 0
     assert not processes_mentioning(str(tmp_path)), "the bench left a Temporal server or worker running"
 

@@ -22,6 +22,8 @@ import pytest_asyncio
 from temporalio.service import RPCError, RPCStatusCode
 from twilio.base.exceptions import TwilioRestException
 
+from flexsf import recovery
+from flexsf.delivery import signal_event, signal_notes
 from flexsf.models import Notes, Stage, TaskEvent
 from flexsf.vocabulary import workflow_id
 from ops import tasks as ops
@@ -30,7 +32,6 @@ from sandboxes.twilio import demo as tw_demo
 from sandboxes.twilio.sids import new_sid
 from sandboxes.twilio.state import Event
 from tests.fixtures_stack import Stack, stack_env, stack_gateway, start_stack_worker
-from workflows.delivery import signal_event, signal_notes
 
 AGENT = tw_demo.DEMO_WORKERS[0]
 CONTACT = sf_demo.UNIQUE_PHONE_CONTACT
@@ -343,9 +344,10 @@ async def test_reconcile_recovers_poisoned_tasks_and_reports_the_one_it_cannot(s
 
 @pytest.fixture
 def reconcile_faults(monkeypatch):
-    """Per-task faults for `ops.reconcile`: Twilio fails listing one task's events, Temporal refuses another's."""
+    """Per-task faults for `ops.reconcile` (flexsf.recovery): Twilio fails listing one task's events, Temporal refuses
+    another's."""
     faults: dict[str, str] = {}
-    list_events, deliver = ops._events, ops.signal_event
+    list_events, deliver = recovery._events, recovery.signal_event
 
     def events(twilio, workspace_sid, **filters):
         if faults.get(filters.get("task_sid")) == "twilio":
@@ -357,8 +359,8 @@ def reconcile_faults(monkeypatch):
             raise RPCError("Namespace is not allowed to start workflows", RPCStatusCode.PERMISSION_DENIED, b"")
         return await deliver(client, task_queue, event)
 
-    monkeypatch.setattr(ops, "_events", events)
-    monkeypatch.setattr(ops, "signal_event", signal)
+    monkeypatch.setattr(recovery, "_events", events)
+    monkeypatch.setattr(recovery, "signal_event", signal)
     return faults
 
 

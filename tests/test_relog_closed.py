@@ -9,11 +9,11 @@ from __future__ import annotations
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
+from flexsf.delivery import signal_notes
 from flexsf.models import Notes, Stage
 from ops import tasks as ops
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
-from workflows.delivery import signal_notes
 
 AGENT = tw_demo.DEMO_WORKERS[0]
 CONTACT = sf_demo.UNIQUE_PHONE_CONTACT
