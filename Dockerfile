@@ -1,6 +1,7 @@
-# One image for the product's processes: `flexsf worker` (the default), `flexsf gateway --host 0.0.0.0` and
-# `flexsf search-attributes --create` (docker-compose's flexsf-setup). Configuration comes from the environment
-# (docker-compose passes .env); nothing secret is baked in. Build: `docker compose build` or `docker build .`.
+# One image for the product's processes: `flexsf worker` (the default), `flexsf gateway --host 0.0.0.0`,
+# `flexsf codec-server --host 0.0.0.0` and docker-compose's flexsf-setup (the key file, then
+# `flexsf search-attributes --create`). Configuration comes from the environment (docker-compose gives each service
+# its own variables from .env); nothing secret is baked in. Build: `docker compose build` or `docker build .`.
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -25,7 +26,10 @@ COPY ops ops
 RUN pip install --no-deps . && pip check && rm -rf build *.egg-info
 
 RUN useradd --system --uid 10001 --no-create-home --home-dir /app --shell /usr/sbin/nologin flexsf
+# Where compose's flexsf-setup writes the payload encryption key file: a new named volume mounted here takes this
+# owner and mode, so the unprivileged user may write it and nobody else may read it.
+RUN mkdir -p /var/lib/flexsf/keys && chown 10001:10001 /var/lib/flexsf/keys && chmod 700 /var/lib/flexsf/keys
 USER 10001:10001
 
-EXPOSE 8000
+EXPOSE 8000 8081
 CMD ["flexsf", "worker"]

@@ -79,17 +79,26 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "Gateway",
         "The TaskRouter callback and the agent API (see [the gateway](gateway.md)).",
-        ("flexsf_public_base_url", "flexsf_cors_origins", "flexsf_token_cache_size"),
+        (
+            "flexsf_public_base_url",
+            "flexsf_cors_origins",
+            "flexsf_token_",
+            "flexsf_auth_",
+            "flexsf_trusted_proxies",
+            "flexsf_callback_max_age_s",
+            "flexsf_gateway_docs",
+        ),
     ),
     (
         "Observability",
         "Metrics and logs (see [operating](operating.md)).",
-        ("flexsf_worker_metrics_address", "flexsf_log_level"),
+        ("flexsf_worker_metrics_address", "flexsf_gateway_metrics_address", "flexsf_log_level"),
     ),
     (
         "Payload encryption",
-        "Encrypts task attributes and notes in Temporal's history; every worker, gateway and CLI needs the same keys.",
-        ("flexsf_encryption_keys", "flexsf_codec_"),
+        "Encrypts task attributes and notes in Temporal's history; every worker, gateway and CLI needs the same keys. "
+        "`flexsf codec-server` decrypts for the Temporal UI and CLI, for callers with its token only.",
+        ("flexsf_encryption_keys", "flexsf_encryption_keys_file", "flexsf_codec_"),
     ),
 )
 OTHER = ("Other", "Settings not yet placed in a group by `devtools/config_docs.py`.")

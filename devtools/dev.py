@@ -1,8 +1,10 @@
 """`flexsf dev`: the whole stack in one process, for a laptop.
 
 Starts the Temporal dev server (a child process; history in `.flexsf/temporal.sqlite`, so it survives restarts),
-the Salesforce and Twilio sandboxes in-process when no real credentials are configured, the gateway (uvicorn) and the
-worker, and points the Twilio sandbox's TaskRouter callbacks at the gateway. When ready it prints the URLs and writes
+the Salesforce and Twilio sandboxes in-process when no real credentials are configured, the gateway (uvicorn; its
+/docs on, its metrics on a listener of their own) and the worker, and points the Twilio sandbox's TaskRouter callbacks
+at the gateway. With encryption keys set, the codec server too, for the dev server's UI: dev only, it runs without a
+token (the UI cannot send one) and listens on 127.0.0.1 alone. When ready it prints the URLs and writes
 them, with the sandbox credentials, to `.flexsf/dev.json` (removed on exit). Ctrl-C / SIGTERM stops everything.
 """
 
@@ -30,7 +32,7 @@ log = logging.getLogger("devtools.dev")
 
 HOST = "127.0.0.1"
 TEMPORAL_PORT, TEMPORAL_UI_PORT, GATEWAY_PORT, SALESFORCE_PORT, TWILIO_PORT = 7233, 8233, 8000, 8443, 8444
-WORKER_METRICS_PORT = 9464
+WORKER_METRICS_PORT, GATEWAY_METRICS_PORT, CODEC_PORT = 9464, 9465, 8081
 DEV_TASK_QUEUE = "flex-salesforce"
 
 
@@ -104,7 +106,13 @@ class DevStack:
             await self._start_temporal(stack, base)
             sf_info, tw_info = self._start_sandboxes(stack, base)
             settings = settings_with(
-                sandbox_env(sf_info, tw_info, base.flexsf_task_queue or DEV_TASK_QUEUE, **self._codec_env(base))
+                sandbox_env(
+                    sf_info,
+                    tw_info,
+                    base.flexsf_task_queue or DEV_TASK_QUEUE,
+                    **self._gateway_env(base),
+                    **self._codec_env(base),
+                )
             )
             client = await Client.connect(
                 self.temporal.address,
@@ -114,6 +122,8 @@ class DevStack:
             )
             logs.register_secrets(logs.settings_secrets(settings))
             gateway_url = await self._start_gateway(stack, settings, client)
+            if self._encrypting(base):
+                await self._start_codec(stack, settings)
             callback_url = f"{gateway_url}/taskrouter/events"
             if self.twilio is not None:
                 self.twilio.set_callback_url(callback_url)
@@ -128,20 +138,31 @@ class DevStack:
     def worker_metrics_address(self, base: Settings) -> str:
         return base.flexsf_worker_metrics_address or f"{HOST}:{self.port(WORKER_METRICS_PORT)}"
 
+    def gateway_metrics_address(self, base: Settings) -> str:
+        return base.flexsf_gateway_metrics_address or f"{HOST}:{self.port(GATEWAY_METRICS_PORT)}"
+
     def codec_url(self) -> str:
-        return f"http://{HOST}:{self.port(GATEWAY_PORT)}/codec"
+        return f"http://{HOST}:{self.port(CODEC_PORT)}/codec"
+
+    @staticmethod
+    def _encrypting(base: Settings) -> bool:
+        return base.encryption_keys() is not None
+
+    def _gateway_env(self, base: Settings) -> dict[str, str]:
+        # A laptop's gateway shows its OpenAPI; its metrics get their own listener, as in production.
+        return {"FLEXSF_GATEWAY_DOCS": "true", "FLEXSF_GATEWAY_METRICS_ADDRESS": self.gateway_metrics_address(base)}
 
     def _codec_env(self, base: Settings) -> dict[str, str]:
-        # With encryption on, the gateway serves the codec and the UI on its port (this offset) may call it.
-        if base.flexsf_encryption_keys is None:
+        # With encryption on, the codec server serves the UI on its port (this offset).
+        if not self._encrypting(base):
             return {}
         ui = self.port(TEMPORAL_UI_PORT)
         return {"FLEXSF_CODEC_CORS_ORIGINS": f"http://{HOST}:{ui},http://localhost:{ui}"}
 
     async def _start_temporal(self, stack: contextlib.AsyncExitStack, base: Settings) -> None:
         log_file = stack.enter_context(open(self.state_dir / "temporal.log", "ab"))
-        # With encryption on, the UI decodes payloads through the gateway's codec endpoint.
-        codec_args = ["--ui-codec-endpoint", self.codec_url()] if base.flexsf_encryption_keys is not None else []
+        # With encryption on, the UI decodes payloads through the codec server.
+        codec_args = ["--ui-codec-endpoint", self.codec_url()] if self._encrypting(base) else []
         self.temporal = TemporalDevServer(
             host=HOST,
             port=self.port(TEMPORAL_PORT),
@@ -180,9 +201,20 @@ class DevStack:
         from gateway.app import create_app
         from gateway.server import start_gateway, stop_gateway
 
-        server, task = await start_gateway(create_app(settings, client), HOST, self.port(GATEWAY_PORT), log_config=None)
+        app = create_app(settings, client, dev=True)
+        server, task = await start_gateway(app, HOST, self.port(GATEWAY_PORT), log_config=None)
         stack.push_async_callback(stop_gateway, server, task)
         return f"http://{HOST}:{self.port(GATEWAY_PORT)}"
+
+    async def _start_codec(self, stack: contextlib.AsyncExitStack, settings: Settings) -> None:
+        """The codec server for the dev server's UI, which can send no static token (`--ui-codec-endpoint` only; it
+        forwards a user's access token only with OIDC login and an https endpoint). Dev only: no token, loopback."""
+        from gateway.codec_server import create_codec_app
+        from gateway.server import start_gateway, stop_gateway
+
+        app = create_codec_app(settings.model_copy(update={"flexsf_codec_token": None}), allow_unauthenticated=True)
+        server, task = await start_gateway(app, HOST, self.port(CODEC_PORT), log_config=None)
+        stack.push_async_callback(stop_gateway, server, task)
 
     async def _start_worker(self, stack: contextlib.AsyncExitStack, settings: Settings, client: Client) -> None:
         import worker as worker_module
@@ -193,6 +225,10 @@ class DevStack:
         )
         worker = worker_module.build_worker(client, settings.flexsf_task_queue, activities, executor)
         await stack.enter_async_context(worker)
+        # As `flexsf worker` does: the sweep's Schedule, visible in the local Temporal UI under Schedules.
+        from workflows.sweep_schedule import start_sweep_schedule
+
+        await start_sweep_schedule(client, settings)
 
     def _info(self, gateway_url: str, callback_url: str, settings: Settings, sf_info, tw_info) -> dict[str, Any]:
         urls = {
@@ -201,7 +237,7 @@ class DevStack:
             "gateway": gateway_url,
             "gateway_docs": f"{gateway_url}/docs",
             "taskrouter_callback": callback_url,
-            "gateway_metrics": f"{gateway_url}/metrics",
+            "gateway_metrics": f"http://{settings.flexsf_gateway_metrics_address}/metrics",
             "worker_metrics": f"http://{self.worker_metrics_address(settings)}/metrics",
         }
         if "--ui-codec-endpoint" in self.temporal.extra_args:
@@ -254,7 +290,7 @@ class DevStack:
             "temporal": "Temporal (gRPC)",
             "gateway_docs": "Gateway docs",
             "taskrouter_callback": "TaskRouter callback",
-            "codec": "Codec endpoint (UI)",
+            "codec": "Codec server (UI; dev: no token)",
             "gateway_metrics": "Gateway metrics",
             "worker_metrics": "Worker metrics",
             "salesforce": "Salesforce sandbox",

@@ -1,12 +1,15 @@
 """Payload encryption: an AES-GCM `PayloadCodec`, so caller names, phone numbers and notes never reach Temporal's
 history in plaintext.
 
-Keys come from `FLEXSF_ENCRYPTION_KEYS`: comma-separated `keyid:base64key` pairs of 32-byte (AES-256) keys. The first
-is the current key (every new payload is encrypted with it); all of them decrypt. Rotating = prepending a new key and
-keeping the old ones for as long as histories written with them exist. Each encrypted payload carries its key id in
-the `encryption-key-id` metadata, so the key that wrote it is found again.
+Keys come from `FLEXSF_ENCRYPTION_KEYS`, or from the file `FLEXSF_ENCRYPTION_KEYS_FILE` names (same format; the compose
+stack's setup step creates it with one fresh key: `python -m flexsf.codec create-key-file PATH`): comma-separated
+`keyid:base64key` pairs of 32-byte (AES-256) keys. The first is the current key (every new payload is encrypted with
+it); all of them decrypt. Rotating = prepending a new key and keeping the old ones for as long as histories written
+with them exist. Each encrypted payload carries its key id in the `encryption-key-id` metadata, so the key that wrote
+it is found again.
 
-Messages here name key ids and positions, never key material.
+Messages here name key ids and positions, never key material; a decryption error names the payload's key id only,
+never which ids are configured (the codec server answers callers with it).
 """
 
 from __future__ import annotations
@@ -15,8 +18,12 @@ import base64
 import binascii
 import os
 import re
+import sys
+import tempfile
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -87,6 +94,51 @@ def generate_key() -> str:
     return base64.b64encode(os.urandom(KEY_BYTES)).decode()
 
 
+def read_key_file(path: Path | str) -> EncryptionKeys:
+    """The keys in `path` (FLEXSF_ENCRYPTION_KEYS' format; line breaks count as commas). Errors name the file and the
+    entry, never a key."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise EncryptionKeyError(f"{path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EncryptionKeyError(
+            f"{path} cannot be read: {getattr(exc, 'strerror', None) or type(exc).__name__}"
+        ) from None
+    try:
+        return parse_keys(text.replace("\n", ","))
+    except EncryptionKeyError as exc:
+        raise EncryptionKeyError(f"{path}: {exc}") from None
+
+
+def create_key_file(path: Path | str, key_id: str | None = None) -> bool:
+    """Write one fresh key to `path` (owner-only) unless a file is there already; True when it wrote one.
+
+    An existing file is left as it is, but must hold valid keys. The new file appears whole or not at all (written
+    beside it, then linked into place, which fails if another writer got there first)."""
+    path = Path(path)
+    if path.exists():
+        read_key_file(path)
+        return False
+    key_id = key_id or time.strftime("k%Y%m%d", time.gmtime())
+    if not _KEY_ID.match(key_id):
+        raise EncryptionKeyError("a key id is 1-64 letters, digits, '.', '_' or '-'")
+    fd, staged = tempfile.mkstemp(dir=path.parent, prefix=".keys-")  # mode 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(f"{key_id}:{generate_key()}\n")
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(staged, path)
+        except FileExistsError:
+            read_key_file(path)
+            return False
+    finally:
+        os.unlink(staged)
+    return True
+
+
 class AesGcmCodec(PayloadCodec):
     """Encrypts each whole payload (data and metadata) with AES-256-GCM under the current key.
 
@@ -131,9 +183,9 @@ class AesGcmCodec(PayloadCodec):
             key_id = payload.metadata.get(KEY_ID_METADATA, b"").decode("utf-8", "replace")
             cipher = self._ciphers.get(key_id)
             if cipher is None:
+                # Which ids are configured is not the caller's business: name only the payload's own (shortened).
                 raise PayloadDecryptionError(
-                    f"payload encrypted with unknown key id {key_id!r}; FLEXSF_ENCRYPTION_KEYS has "
-                    f"{', '.join(repr(k) for k in self._ciphers)}"
+                    f"payload encrypted with unknown key id {key_id[:64]!r}"
                     if key_id
                     else "encrypted payload has no encryption-key-id metadata"
                 )
@@ -148,3 +200,26 @@ class AesGcmCodec(PayloadCodec):
             decoded.ParseFromString(plain)
             out.append(decoded)
         return out
+
+
+USAGE = "usage: python -m flexsf.codec create-key-file PATH"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m flexsf.codec create-key-file PATH`: the compose stack's setup step. Prints whether it created the
+    file, never a key."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] != "create-key-file":
+        print(USAGE, file=sys.stderr)
+        return 2
+    try:
+        created = create_key_file(args[1])
+    except (EncryptionKeyError, OSError) as exc:
+        print(f"flexsf: encryption key file: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args[1]}: {'created with one new key' if created else 'exists, keys valid; left as it is'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

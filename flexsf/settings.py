@@ -81,10 +81,15 @@ class Settings(BaseSettings):
     flexsf_temporal_ui_url: str | None = None
     # host:port the worker serves Prometheus metrics on (`/metrics`: Temporal SDK and flexsf_* metrics); unset: off.
     flexsf_worker_metrics_address: str | None = None
+    # host:port the gateway serves Prometheus metrics on (`/metrics`, a listener of its own); unset: off.
+    flexsf_gateway_metrics_address: str | None = None
+    # Serve the gateway's /docs, /redoc and /openapi.json (`flexsf dev` turns it on); off: they answer 404.
+    flexsf_gateway_docs: bool = False
     # Log level of `flexsf worker`, `flexsf gateway` and `flexsf dev` (DEBUG, INFO, WARNING …).
     flexsf_log_level: str = "INFO"
     # The public base URL Twilio calls the gateway on (e.g. https://flexsf.example.com behind a proxy); callback
-    # signatures are checked against it + the request path. Unset: the URL the request arrived on.
+    # signatures are checked against it + the request path. `flexsf gateway` refuses to start without it (the URL is
+    # never taken from the request's Host header); only `flexsf dev` runs without, on its own socket address.
     flexsf_public_base_url: str | None = None
     flexsf_features: FeatureOverrides = Field(default_factory=FeatureOverrides)
     flexsf_flex_config_ttl_s: float = 60.0
@@ -92,6 +97,43 @@ class Settings(BaseSettings):
     flexsf_cors_origins: Annotated[list[str], NoDecode] = []
     # How many validated Flex agent tokens the gateway remembers (each until it expires).
     flexsf_token_cache_size: int = Field(1024, ge=1)
+    flexsf_token_revalidate_s: float = Field(
+        300,
+        gt=0,
+        le=3600,
+        description="Seconds an accepted Flex token is trusted before Twilio is asked again: a revoked token stops "
+        "working within this period (while Twilio cannot answer, the earlier answer holds until the token expires).",
+    )
+    flexsf_token_refused_ttl_s: float = Field(
+        60,
+        ge=0,
+        le=3600,
+        description="Seconds a refused Flex token is answered 401 from memory (kept as its SHA-256, never the token) "
+        "without asking Twilio again; 0: ask every time.",
+    )
+    flexsf_auth_failure_limit: int = Field(
+        10,
+        ge=1,
+        description="Failed agent authentications (401s) one client address may cause within "
+        "FLEXSF_AUTH_FAILURE_WINDOW_S; past it the address is answered 429 with Retry-After, except for a token "
+        "already validated. IPv6 addresses count per /64.",
+    )
+    flexsf_auth_failure_window_s: float = Field(
+        60, gt=0, description="The sliding window of FLEXSF_AUTH_FAILURE_LIMIT, in seconds."
+    )
+    flexsf_trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        [],
+        description="Reverse proxies (IP addresses or CIDRs, comma-separated) whose X-Forwarded-For the gateway "
+        "believes: the client is then the right-most address of it that is not one of them. Unset: the socket peer "
+        "is the client, and X-Forwarded-For is ignored.",
+    )
+    flexsf_callback_max_age_s: float = Field(
+        300,
+        gt=0,
+        description="How old a signed TaskRouter callback's Timestamp may be; an older one (or one more than a "
+        "minute in the future) is refused 403, so a captured callback cannot be replayed later. The lost-event "
+        "timer, the sweep and `flexsf reconcile` recover what was refused.",
+    )
 
     # The "softphone layout": which objects a screen-pop search looks in, and how.
     flexsf_search_objects: Annotated[list[str], NoDecode] = ["Contact", "Lead", "Account"]
@@ -144,6 +186,54 @@ class Settings(BaseSettings):
     flexsf_encryption_keys: SecretStr | None = None
     # Browser origins of the Temporal UI allowed to call the codec endpoint (/codec/encode, /codec/decode).
     flexsf_codec_cors_origins: Annotated[list[str], NoDecode] = ["http://localhost:8233", "http://127.0.0.1:8233"]
+    # A file holding the keys in FLEXSF_ENCRYPTION_KEYS' format instead (compose: created by flexsf-setup).
+    flexsf_encryption_keys_file: Path | None = None
+    # The bearer token every call to `flexsf codec-server` must carry; the codec server does not start without it.
+    flexsf_codec_token: SecretStr | None = None
+
+    @field_validator("flexsf_gateway_metrics_address", mode="before")
+    @classmethod
+    def _host_port(cls, v):
+        if isinstance(v, str):
+            v = v.strip()
+            if not v:
+                return None
+            host, sep, port = v.rpartition(":")
+            if not sep or not host or not port.isdigit() or int(port) > 65535:
+                raise ValueError("must be host:port, e.g. 0.0.0.0:9465")
+        return v
+
+    @field_validator("flexsf_encryption_keys_file", mode="before")
+    @classmethod
+    def _blank_file_is_unset(cls, v):
+        if isinstance(v, str) and not v.strip():
+            return None
+        return v
+
+    @field_validator("flexsf_encryption_keys_file")
+    @classmethod
+    def _valid_key_file(cls, v: Path | None) -> Path | None:
+        if v is not None:
+            from flexsf.codec import read_key_file
+
+            read_key_file(v)  # EncryptionKeyError names the file and the entry, never a key
+        return v
+
+    @field_validator("flexsf_codec_token")
+    @classmethod
+    def _long_codec_token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value().strip()) < 16:
+            raise ValueError(
+                "is shorter than 16 characters; generate one: "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _one_source_of_keys(self) -> Settings:
+        if self.flexsf_encryption_keys is not None and self.flexsf_encryption_keys_file is not None:
+            raise ValueError("FLEXSF_ENCRYPTION_KEYS and FLEXSF_ENCRYPTION_KEYS_FILE are both set; set one")
+        return self
 
     @field_validator("flexsf_encryption_keys", mode="before")
     @classmethod
@@ -169,14 +259,23 @@ class Settings(BaseSettings):
         return v
 
     def encryption_keys(self):
-        """The parsed `FLEXSF_ENCRYPTION_KEYS` (`flexsf.codec.EncryptionKeys`), or None when encryption is off."""
+        """The parsed `FLEXSF_ENCRYPTION_KEYS` or `FLEXSF_ENCRYPTION_KEYS_FILE` (`flexsf.codec.EncryptionKeys`), or
+        None when encryption is off."""
+        from flexsf.codec import parse_keys, read_key_file
+
+        if self.flexsf_encryption_keys_file is not None:
+            return read_key_file(self.flexsf_encryption_keys_file)
         if self.flexsf_encryption_keys is None:
             return None
-        from flexsf.codec import parse_keys
-
         return parse_keys(self.flexsf_encryption_keys.get_secret_value())
 
-    @field_validator("salesforce_client_secret", "salesforce_password", "twilio_auth_token", "twilio_api_secret")
+    @field_validator(
+        "salesforce_client_secret",
+        "salesforce_password",
+        "twilio_auth_token",
+        "twilio_api_secret",
+        "flexsf_codec_token",
+    )
     @classmethod
     def _no_placeholders(cls, v: SecretStr | None, info) -> SecretStr | None:
         return _refuse_placeholder(v, info.field_name.upper())
@@ -194,6 +293,35 @@ class Settings(BaseSettings):
         if isinstance(v, str) and not v.strip():
             return None
         return v.strip() if isinstance(v, str) else v
+
+    @field_validator("flexsf_trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_networks(cls, v):
+        import ipaddress
+
+        if isinstance(v, str) and not v.strip().startswith("["):
+            v = [part.strip() for part in v.split(",") if part.strip()]
+        for entry in v or []:
+            try:
+                ipaddress.ip_network(str(entry).strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR") from None
+        return [str(entry).strip() for entry in v or []]
+
+    @field_validator("flexsf_public_base_url", mode="before")
+    @classmethod
+    def _public_base_url(cls, v):
+        # Signatures cover base + path (+ query): a trailing slash, a path with a query, or no scheme would never match.
+        if isinstance(v, str):
+            v = v.strip().rstrip("/")
+            if not v:
+                return None
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(v)
+            if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
+                raise ValueError("must be the URL Twilio calls, such as https://flexsf.example.com")
+        return v
 
     @field_validator("flexsf_search_objects", "flexsf_cors_origins", mode="before")
     @classmethod

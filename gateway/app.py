@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,38 +17,58 @@ from flexsf.settings import ConfigurationError, Settings
 from flexsf.temporal_client import connect
 from flexsf.tls import client_context
 from flexsf.twilio_client import twilio_client_from
-from gateway.auth import TokenValidator
-from gateway.routes import agent, codec, health, taskrouter
+from gateway.auth import AuthFailureLimiter, TokenValidator
+from gateway.body_limit import BodyLimitMiddleware
+from gateway.client_address import trusted_networks
+from gateway.routes import agent, health, taskrouter
 from gateway.routes import metrics as metrics_route
 
 
-def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
+def create_app(settings: Settings, client: Client | None = None, *, dev: bool = False) -> FastAPI:
+    """The gateway; `dev=True` only for `flexsf dev` (a loopback stack), where FLEXSF_PUBLIC_BASE_URL may be unset."""
     if settings.twilio_auth_token is None:
         raise ConfigurationError("TWILIO_AUTH_TOKEN is required to verify TaskRouter callback signatures")
+    taskrouter.check_settings(settings, dev=dev)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if app.state.temporal_client is None:
             app.state.temporal_client = await connect(settings)
-        async with httpx.AsyncClient(timeout=settings.twilio_timeout_s, verify=client_context()) as http:
-            if settings.twilio_account_sid:
-                # The agent API: Flex tokens validated through Twilio, feature flags from the Flex configuration.
-                app.state.token_validator = TokenValidator.from_settings(settings, http)
-                app.state.flex_config = FlexConfigCache(
-                    twilio_client_from(settings), settings.flexsf_features, settings.flexsf_flex_config_ttl_s
-                )
-            yield
+        # Metrics on a listener of their own (an internal network), never on this app's public port.
+        address = settings.flexsf_gateway_metrics_address
+        listener = metrics_route.MetricsListener(app.state.metrics.registry, address) if address else None
+        try:
+            async with httpx.AsyncClient(timeout=settings.twilio_timeout_s, verify=client_context()) as http:
+                if settings.twilio_account_sid:
+                    # The agent API: Flex tokens validated through Twilio, feature flags from the Flex configuration.
+                    app.state.token_validator = TokenValidator.from_settings(settings, http)
+                    app.state.flex_config = FlexConfigCache(
+                        twilio_client_from(settings), settings.flexsf_features, settings.flexsf_flex_config_ttl_s
+                    )
+                yield
+        finally:
+            if listener is not None:
+                await asyncio.to_thread(listener.stop)
 
+    docs = settings.flexsf_gateway_docs  # off: /docs, /redoc and /openapi.json answer 404 (`app.openapi()` still works)
     app = FastAPI(
         title="flexsf gateway",
         summary="Twilio Flex TaskRouter callbacks into Temporal, and the agent API of the Flex plugin",
         lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.state.settings = settings
     app.state.temporal_client = client
     app.state.token_validator = None
     app.state.flex_config = None
     app.state.request_validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
+    app.state.dev = dev
+    app.state.auth_limiter = AuthFailureLimiter.from_settings(settings)
+    app.state.trusted_proxies = trusted_networks(settings.flexsf_trusted_proxies)
+    # Innermost of the middleware: a body over its route's limit is 413 before routing, auth or parsing.
+    app.add_middleware(BodyLimitMiddleware, on_refused=taskrouter.count_oversized_callback)
     if settings.flexsf_cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -56,8 +77,8 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
-    codec.install(app, settings)  # /codec/* for the Temporal UI when keys are set; its CORS answers before ours
-    metrics_route.install(app)  # GET /metrics; counts every request (outermost middleware)
+    # No /codec here, keys or not: the codec is `flexsf codec-server`, a listener of its own (gateway/codec_server.py).
+    metrics_route.install(app)  # counts every request (outermost middleware); served by the lifespan's listener
     app.include_router(health.router)
     app.include_router(taskrouter.router)
     app.include_router(agent.router)

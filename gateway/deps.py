@@ -1,7 +1,13 @@
-"""Dependencies of the gateway's routes: the settings, the Temporal client opened once in the lifespan, the caller."""
+"""Dependencies of the gateway's routes: the settings, the Temporal client opened once in the lifespan, the caller.
+
+The caller of the agent API is authenticated by `current_agent`: a client address that failed authentication too
+often is answered 429 before anyone asks Twilio (`gateway.auth.AuthFailureLimiter`), and every 401 counts against it.
+"""
 
 from __future__ import annotations
 
+import math
+from contextlib import nullcontext
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -10,7 +16,15 @@ from temporalio.client import Client
 
 from flexsf.flex_config import FlexConfigCache
 from flexsf.settings import Settings
-from gateway.auth import Agent, InvalidToken, TokenServiceUnavailable, TokenValidator
+from gateway.auth import (
+    Agent,
+    AuthFailureLimiter,
+    InvalidToken,
+    TokenServiceUnavailable,
+    TokenValidator,
+    token_key,
+)
+from gateway.client_address import client_address, limiter_key
 
 # auto_error=False: we answer 401 with our own reason (and the scheme still shows in the OpenAPI document).
 _bearer = HTTPBearer(
@@ -51,20 +65,37 @@ FlexConfigDep = Annotated[FlexConfigCache, Depends(get_flex_config)]
 
 
 async def current_agent(
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     validator: TokenValidatorDep,
 ) -> Agent:
-    if credentials is None or not credentials.credentials.strip():
-        raise HTTPException(401, "Authorization: Bearer <Flex token> is required", headers=_CHALLENGE)
-    token = credentials.credentials.strip()
+    limiter: AuthFailureLimiter = request.app.state.auth_limiter
+    client = limiter_key(client_address(request.scope, request.app.state.trusted_proxies))
+    token = credentials.credentials.strip() if credentials is not None else ""
+    wait = limiter.retry_after(client)
+    if wait is not None and not (token and len(token) <= MAX_TOKEN_CHARS and validator.known(token)):
+        raise HTTPException(
+            429,
+            "too many failed authentications from this address; retry later",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+
+    def refused(reason: str) -> HTTPException:
+        limiter.failed(client)
+        return HTTPException(401, reason, headers=_CHALLENGE)
+
+    if not token:
+        raise refused("Authorization: Bearer <Flex token> is required")
     if len(token) > MAX_TOKEN_CHARS:
-        raise HTTPException(401, f"the Flex token is longer than {MAX_TOKEN_CHARS} characters", headers=_CHALLENGE)
-    try:
-        return await validator.validate(token)
-    except InvalidToken as exc:
-        raise HTTPException(401, f"the Flex token was refused: {exc}", headers=_CHALLENGE) from None
-    except TokenServiceUnavailable as exc:
-        raise HTTPException(503, str(exc)) from None
+        raise refused(f"the Flex token is longer than {MAX_TOKEN_CHARS} characters")
+    # A token not accepted before may cost a Twilio call: it holds a place in the client's limit while it does.
+    with nullcontext() if validator.known(token) else limiter.attempt(client, token_key(token)):
+        try:
+            return await validator.validate(token)
+        except InvalidToken as exc:
+            raise refused(f"the Flex token was refused: {exc}") from None
+        except TokenServiceUnavailable as exc:
+            raise HTTPException(503, str(exc)) from None
 
 
 AgentDep = Annotated[Agent, Depends(current_agent)]

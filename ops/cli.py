@@ -46,7 +46,9 @@ def gateway_command(
     except ConfigurationError as exc:
         raise SystemExit(f"flexsf gateway: {exc}") from None
     # log_config=None: uvicorn's records go through flexsf's handler (JSON, task sid, redaction).
-    uvicorn.run(application, host=host, port=port, proxy_headers=True, log_config=None)
+    # The client's address (the agent API's failure limit) comes from FLEXSF_TRUSTED_PROXIES only: uvicorn's own
+    # proxy headers, with FORWARDED_ALLOW_IPS=*, would let any caller pick the address it is limited by.
+    uvicorn.run(application, host=host, port=port, proxy_headers=False, log_config=None)
 
 
 @app.command("codec-server")
@@ -55,17 +57,22 @@ def codec_server_command(
     port: int = typer.Option(8081, help="Port to listen on."),
 ) -> None:
     """Serve POST /codec/encode and /codec/decode so the Temporal UI and CLI can show encrypted payloads
-    (FLEXSF_ENCRYPTION_KEYS; browsers allowed from FLEXSF_CODEC_CORS_ORIGINS). Point the UI at http://HOST:PORT/codec."""
+    (FLEXSF_ENCRYPTION_KEYS or FLEXSF_ENCRYPTION_KEYS_FILE). Every call needs `Authorization: Bearer
+    <FLEXSF_CODEC_TOKEN>` (it does not start without one); browsers are allowed from FLEXSF_CODEC_CORS_ORIGINS.
+    Serve it on an internal network, never beside the gateway's public port; point the UI at http(s)://HOST:PORT/codec."""
     import uvicorn
 
+    from flexsf.logs import setup_logging
     from flexsf.settings import ConfigurationError, load_settings
-    from gateway.routes.codec import create_codec_app
+    from gateway.codec_server import create_codec_app
 
     try:
-        application = create_codec_app(load_settings())
+        settings = load_settings()
+        setup_logging(settings)
+        application = create_codec_app(settings)
     except ConfigurationError as exc:
         raise SystemExit(f"flexsf codec-server: {exc}") from None
-    uvicorn.run(application, host=host, port=port)
+    uvicorn.run(application, host=host, port=port, log_config=None)
 
 
 # ---- operating: find, inspect, relog and reconcile tasks (ops.tasks) -------------------------------------------

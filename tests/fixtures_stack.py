@@ -58,13 +58,15 @@ def settings_from(env: dict[str, str]) -> Settings:
 
 @dataclass
 class Gateway:
-    """A running gateway (`gateway.app.create_app`) on a loopback port, and an HTTP client to call it with."""
+    """A running gateway (`gateway.app.create_app`) on a loopback port, and an HTTP client to call it with; its
+    metrics on a listener of their own (`metrics_url`)."""
 
     url: str
     events_url: str
     task_queue: str
     auth_token: str
     http: httpx.AsyncClient
+    metrics_url: str
 
     def sign(self, params: dict[str, str], url: str | None = None, token: str | None = None) -> str:
         return RequestValidator(token or self.auth_token).compute_signature(url or self.events_url, params)
@@ -74,8 +76,8 @@ class Gateway:
         return await self.http.post(self.events_url, data=params, headers=headers)
 
     async def taskrouter_events(self) -> dict[tuple[str, str], float]:
-        """`flexsf_taskrouter_events_total` from /metrics: callbacks counted by (event type, outcome)."""
-        response = await self.http.get(f"{self.url}/metrics")
+        """`flexsf_taskrouter_events_total` from the metrics listener: callbacks counted by (event type, outcome)."""
+        response = await self.http.get(self.metrics_url)
         response.raise_for_status()
         return {
             (sample.labels["type"], sample.labels["outcome"]): sample.value
@@ -86,23 +88,30 @@ class Gateway:
 
 
 def gateway_settings(sandbox, task_queue: str, **extra) -> Settings:
-    """The least a gateway needs against the Twilio sandbox: its account, its auth token (signatures), a queue."""
-    return Settings(
-        _env_file=None,
-        twilio_account_sid=sandbox.account_sid,
-        twilio_auth_token=sandbox.auth_token,
-        flexsf_task_queue=task_queue,
-        **extra,
-    )
+    """The least a gateway needs against the Twilio sandbox: its account and workspace (a callback must name both),
+    its auth token (signatures), a queue. `run_gateway` adds the public base URL once it knows the port."""
+    least = {
+        "twilio_account_sid": sandbox.account_sid,
+        "twilio_workspace_sid": sandbox.workspace_sid,
+        "twilio_auth_token": sandbox.auth_token,
+        "flexsf_task_queue": task_queue,
+    }
+    return Settings(_env_file=None, **(least | extra))
 
 
 @asynccontextmanager
 async def run_gateway(settings: Settings, client: Client | None) -> AsyncIterator[Gateway]:
     """Serve `create_app(settings, client)` on a free loopback port for the duration of the block (no client: the
-    app's lifespan connects through Temporal's environment settings, as in production)."""
+    app's lifespan connects through Temporal's environment settings, as in production). Its metrics listener gets a
+    free loopback port too unless the settings name one."""
+    if settings.flexsf_gateway_metrics_address is None:
+        settings = settings.model_copy(update={"flexsf_gateway_metrics_address": f"127.0.0.1:{free_port()}"})
     port = free_port()
-    server, task = await start_gateway(create_app(settings, client), "127.0.0.1", port)
     url = f"http://127.0.0.1:{port}"
+    if settings.flexsf_public_base_url is None:
+        # What Twilio signs is the public URL, never the request's Host: here the gateway's own address.
+        settings = settings.model_copy(update={"flexsf_public_base_url": url})
+    server, task = await start_gateway(create_app(settings, client), "127.0.0.1", port)
     try:
         async with httpx.AsyncClient(trust_env=False, timeout=30) as http:
             yield Gateway(
@@ -111,6 +120,7 @@ async def run_gateway(settings: Settings, client: Client | None) -> AsyncIterato
                 settings.flexsf_task_queue,
                 settings.twilio_auth_token.get_secret_value(),
                 http,
+                f"http://{settings.flexsf_gateway_metrics_address}/metrics",
             )
     finally:
         await stop_gateway(server, task)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -18,6 +19,8 @@ import pytest
 import requests
 
 from devtools.dev import (
+    CODEC_PORT,
+    GATEWAY_METRICS_PORT,
     GATEWAY_PORT,
     SALESFORCE_PORT,
     TEMPORAL_PORT,
@@ -27,7 +30,16 @@ from devtools.dev import (
 )
 
 FLEXSF = Path(sys.executable).parent / "flexsf"
-PORTS = (TEMPORAL_PORT, TEMPORAL_UI_PORT, GATEWAY_PORT, SALESFORCE_PORT, TWILIO_PORT, WORKER_METRICS_PORT)
+PORTS = (
+    TEMPORAL_PORT,
+    TEMPORAL_UI_PORT,
+    GATEWAY_PORT,
+    SALESFORCE_PORT,
+    TWILIO_PORT,
+    WORKER_METRICS_PORT,
+    GATEWAY_METRICS_PORT,
+    CODEC_PORT,
+)
 # Linux hands out outgoing connections' local ports from 32768 up: an offset that keeps every port of the stack
 # below that range cannot collide with a connection some other test opened meanwhile.
 _EPHEMERAL_START = 32768
@@ -117,6 +129,13 @@ def test_flexsf_dev_runs_an_inbound_call_end_to_end_and_stops_cleanly(dev_stack)
     http = requests.Session()
     http.trust_env = False
     assert http.get(f"{urls['gateway']}/readyz", timeout=10).status_code == 200
+    # A laptop's gateway shows its OpenAPI; its metrics are on a listener of their own, as in production.
+    assert urls["gateway_docs"] == f"{urls['gateway']}/docs"
+    assert http.get(urls["gateway_docs"], timeout=10).status_code == 200
+    assert urls["gateway_metrics"] == f"http://127.0.0.1:{GATEWAY_METRICS_PORT + offset}/metrics"
+    assert "flexsf_gateway_requests_total" in http.get(urls["gateway_metrics"], timeout=10).text
+    assert http.get(f"{urls['gateway']}/metrics", timeout=10).status_code == 404
+    assert "codec" not in urls, "plaintext by default: no codec server"
 
     # The admin's first command, against this stack: every check passes.
     doctor_env = {**proc.args_env, **info["env"]}
@@ -125,6 +144,15 @@ def test_flexsf_dev_runs_an_inbound_call_end_to_end_and_stops_cleanly(dev_stack)
     )
     report = json.loads(doctor.stdout.strip().splitlines()[-1])
     assert doctor.returncode == 0 and report["ok"], [c for c in report["checks"] if not c["ok"]]
+
+    # The sweep's Schedule, as `flexsf worker` creates it: visible in the local UI under Schedules.
+    async def schedule_ids() -> list[str]:
+        from temporalio.client import Client
+
+        client = await Client.connect(urls["temporal"])
+        return [s.id async for s in await client.list_schedules()]
+
+    assert f"flexsf-sweep-{info['task_queue']}" in asyncio.run(schedule_ids())
 
     # One inbound call from a demo contact with a unique phone number, through the Twilio sandbox's control API.
     control = urls["twilio_control"]

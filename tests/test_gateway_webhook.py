@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -16,11 +17,12 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from devtools.netutil import free_port
+from flexsf.delivery import signal_event
 from flexsf.task_events import task_event
 from flexsf.vocabulary import workflow_id
 from ops.tasks import workflow_exists
+from sandboxes.twilio import demo as tw_demo
 from tests.fixtures_stack import Gateway, gateway_settings, run_gateway
-from workflows.delivery import signal_event
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -37,14 +39,17 @@ def new_task_sid() -> str:
 
 
 def event_params(task_sid: str, event_type: str = "task.created", **extra: str) -> dict[str, str]:
+    """A callback as TaskRouter sends it now, for the Twilio sandbox's account and workspace (the gateway refuses a
+    callback naming another, or a stale one)."""
+    now_ms = int(time.time() * 1000)
     params = {
-        "AccountSid": "AC" + "0" * 32,
-        "WorkspaceSid": "WS" + "0" * 32,
+        "AccountSid": tw_demo.DEMO_ACCOUNT_SID,
+        "WorkspaceSid": tw_demo.DEMO_WORKSPACE_SID,
         "Sid": "EV" + uuid.uuid4().hex,
         "EventType": event_type,
         "TaskSid": task_sid,
-        "Timestamp": "1764000000",
-        "TimestampMs": "1764000000000",
+        "Timestamp": str(now_ms // 1000),
+        "TimestampMs": str(now_ms),
         "TaskAttributes": json.dumps({"from": "+15551230000"}),
         "TaskAssignmentStatus": "pending",
         "TaskChannelUniqueName": "voice",

@@ -1,4 +1,4 @@
-"""Operability: the worker's Prometheus endpoint, the gateway's /metrics, structured and redacted logs.
+"""Operability: the worker's Prometheus endpoint, the gateway's metrics listener, structured and redacted logs.
 
 Tasks run through the real stack (Temporal dev server, in-process worker, both sandboxes); metrics are scraped over
 HTTP. The worker's counters live in the session's one Temporal runtime, so they are read by this test's task queue
@@ -235,9 +235,11 @@ async def test_gateway_metrics_count_requests_and_taskrouter_outcomes(
         assert (await gw.post(malformed, gw.sign(malformed))).status_code == 400
         assert (await gw.http.get(f"{gw.url}/nowhere/{uuid.uuid4()}")).status_code == 404
 
-        response = await gw.http.get(f"{gw.url}/metrics")
+        response = await gw.http.get(gw.metrics_url)
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
         found = samples(response.text)
+        # Not on the public port: that faces the internet.
+        assert (await gw.http.get(f"{gw.url}/metrics")).status_code == 404
 
     events = "flexsf_taskrouter_events_total"
     assert total(found, events, type="task.created", outcome="signalled") == 1

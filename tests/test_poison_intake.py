@@ -81,7 +81,7 @@ async def delivered_event(client: Client, task_sid: str) -> TaskEvent:
 
 
 async def repaired(gateway: Gateway) -> dict[str, float]:
-    response = await gateway.http.get(f"{gateway.url}/metrics")
+    response = await gateway.http.get(gateway.metrics_url)
     return {
         sample.labels["type"]: sample.value
         for family in text_string_to_metric_families(response.text)
@@ -189,11 +189,12 @@ async def test_a_plain_parameter_that_is_not_utf8_is_verified_as_sent_and_kept(
         ({"TaskAttributes": "[" * 10_000 + "]" * 10_000}, 422),  # deeper than Python's own parser goes
         ({"WorkerAttributes": json.dumps(nested(300))}, 422),
         ({"TaskAttributes": json.dumps({"x": "y" * 40_000})}, 413),
-        ({"TaskAttributes": json.dumps({"x": "y" * 70_000})}, 413),  # over the body cap
+        ({"TaskAttributes": json.dumps({"x": "y" * 140_000})}, 413),  # over the body cap (gateway/limits.py)
         ({"TaskAttributes": '{"\\udc00": "\\ud800"}'}, 204),
         ({"WorkerName": "\ud800"}, 204),  # sent as ED A0 80, signed as sent
         ({"TaskSid": "WT" + "0" * 1200}, 400),  # longer than any workflow id Temporal accepts
-        ({"Timestamp": "1e999", "TimestampMs": "9" * 40, "TaskAge": "9" * 40}, 204),
+        ({"Timestamp": "1e999", "TimestampMs": "9" * 40, "TaskAge": "9" * 40}, 400),  # no time: no age to check
+        ({"TimestampMs": "9" * 40, "TaskAge": "9" * 40}, 204),  # absurd numbers beside a usable Timestamp
     ],
 )
 async def test_no_poison_is_answered_with_a_5xx(gateway: Gateway, change: dict, status: int):

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
 
+from flexsf.delivery import signal_notes
 from flexsf.models import Notes, RecordSelection, Stage, TaskView
 from flexsf.vocabulary import HANDLED_EVENTS
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
-from workflows.delivery import signal_notes
 from workflows.task_workflow import FlexTaskWorkflow
 
 AGENT = tw_demo.DEMO_WORKERS[0]
@@ -274,7 +275,7 @@ async def test_a_straggler_after_the_log_starts_no_second_run_and_no_second_task
         "Sid": "EV" + "f" * 32,
         "EventType": "task.completed",
         "TaskSid": sid,
-        "Timestamp": "1764000000",
+        "Timestamp": str(int(time.time())),  # a replay must be fresh: a stale one is refused before Temporal
         "TaskAttributes": json.dumps({"from": sf_demo.UNIQUE_PHONE_CONTACT.phone}),
         "TaskAssignmentStatus": "completed",
         "TaskChannelUniqueName": "voice",

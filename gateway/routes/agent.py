@@ -24,6 +24,7 @@ from flexsf.salesforce_ids import object_type_for_id
 from flexsf.vocabulary import workflow_id
 from gateway.auth import Agent
 from gateway.deps import AgentDep, FlexConfigDep, SettingsDep, TemporalClientDep
+from gateway.sanitize import printable
 from gateway.schemas import (
     TASK_SID_PATTERN,
     AgentConfig,
@@ -36,7 +37,7 @@ from gateway.schemas import (
     StartOutboundCall,
     TaskOut,
 )
-from gateway.temporal_errors import UNAVAILABLE, unavailable
+from gateway.temporal_errors import unavailable
 from workflows.task_workflow import FlexTaskWorkflow
 
 log = logging.getLogger("flexsf.gateway.agent")
@@ -49,6 +50,8 @@ TaskSid = Annotated[str, Path(pattern=TASK_SID_PATTERN, description="The Flex (T
 
 _AUTH = {
     401: {"model": Problem, "description": "Missing, invalid or expired Flex token"},
+    413: {"model": Problem, "description": "A body over the route's limit (gateway/limits.py)"},
+    429: {"model": Problem, "description": "Too many failed authentications from this address (Retry-After)"},
     503: {"model": Problem, "description": "Twilio or Temporal is unreachable"},
 }
 _TASK = {
@@ -74,14 +77,12 @@ async def _temporal(task_sid: str, *, closed_is_conflict: bool = False) -> Async
                     409, f"task {task_sid} is finished: its workflow no longer accepts changes"
                 ) from None
             raise HTTPException(404, f"no workflow for task {task_sid}") from None
-        if exc.status not in UNAVAILABLE:
-            log.warning("Temporal refused a call for task %s: %s", task_sid, exc.status.name if exc.status else "?")
-        raise unavailable(exc) from None
+        raise unavailable(exc, f"a call for task {task_sid}") from None
     except WorkflowQueryFailedError as exc:
-        log.warning("the workflow of task %s failed a query: %s", task_sid, exc)
-        raise HTTPException(503, f"the workflow of task {task_sid} could not answer") from None
+        log.warning("the workflow of task %s failed a query: %s", task_sid, printable(exc, 300))
+        raise HTTPException(503, f"the workflow of task {task_sid} could not answer; retry later") from None
     except (OSError, TimeoutError, RuntimeError) as exc:
-        if (answer := unavailable(exc)) is None:
+        if (answer := unavailable(exc, f"a call for task {task_sid}")) is None:
             raise
         raise answer from None
 
@@ -110,7 +111,7 @@ async def _flags(cache: FlexConfigCache) -> FeatureFlags:
         return await asyncio.to_thread(cache.flags)
     except Exception as exc:  # the twilio SDK raises many types; all mean "no answer"
         log.warning("could not read the Flex configuration: %s", type(exc).__name__)
-        raise HTTPException(503, f"could not read the Flex configuration ({type(exc).__name__})") from None
+        raise HTTPException(503, "could not read the Flex configuration; retry later") from None
 
 
 @router.get("/tasks/{task_sid}", response_model=TaskOut, responses=_TASK)

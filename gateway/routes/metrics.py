@@ -1,4 +1,6 @@
-"""`GET /metrics`: the gateway's Prometheus text — requests by route and status, TaskRouter events by type/outcome.
+"""The gateway's Prometheus metrics — requests by route and status, TaskRouter events by type/outcome — served on a
+listener of its own (`FLEXSF_GATEWAY_METRICS_ADDRESS`, host:port, `/metrics`), as the worker's are: never on the
+public app, whose port faces the internet. Unset, nothing is served; the public app counts every request either way.
 
 Each app has its own registry (no process-global state: several apps in one process, as in tests, count apart).
 The route label is the route's template (`/agent/tasks/{task_sid}`), never the raw path, so label values stay few;
@@ -9,16 +11,16 @@ the log lines it causes.
 from __future__ import annotations
 
 import re
+import threading
 import time
+from wsgiref.simple_server import WSGIServer
 
-from fastapi import APIRouter, FastAPI, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, start_http_server
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flexsf import logs
 from flexsf.vocabulary import HANDLED_EVENTS
-
-router = APIRouter(tags=["metrics"])
 
 # Outcomes of one TaskRouter callback. Malformed: not an event we can read (no TaskSid, attributes not a JSON object).
 # Poison: readable, but over a bound of what is carried into Temporal (body or attributes too large, too deeply
@@ -112,12 +114,28 @@ class MetricsMiddleware:
             self.metrics.latency.labels(route=route).observe(time.perf_counter() - started)
 
 
-@router.get("/metrics", include_in_schema=False)
-async def metrics(request: Request) -> Response:
-    return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+class MetricsListener:
+    """`/metrics` of one registry on its own host:port (prometheus_client's threaded HTTP server)."""
+
+    def __init__(self, registry: CollectorRegistry, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        self.host = host.strip("[]")
+        self.server: WSGIServer
+        self.thread: threading.Thread
+        self.server, self.thread = start_http_server(int(port), addr=self.host, registry=registry)
+
+    @property
+    def port(self) -> int:
+        return self.server.server_port
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
 
 
 def install(app: FastAPI) -> None:
+    """Count every request of `app` (outermost middleware); `MetricsListener(app.state.metrics.registry, …)` serves
+    them."""
     app.state.metrics = GatewayMetrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    app.include_router(router)
