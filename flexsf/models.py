@@ -199,6 +199,7 @@ class CarriedState(BaseModel):
     pop: PopView = Field(default_factory=PopView)
     record: RecordRef | None = None
     notes: Notes | None = None
+    notes_submissions: int = 0
     version: int = 0
     error: str | None = None
     # Runs so far, this one included: shown on the task so ops know why its history starts mid-way.

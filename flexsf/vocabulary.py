@@ -24,6 +24,12 @@ TASK_EVENT_SIGNAL = "task_event"
 NOTES_SIGNAL = "submit_notes"
 
 
+# Copilot notes submissions one task takes (each replaces the last; each is kept in the workflow's history, so an
+# agent must not be able to grow it without bound). The gateway submits them as this update.
+NOTES_PER_TASK_MAX = 20
+NOTES_UPDATE = "add_notes"
+
+
 # The sweep: a Temporal Schedule starts this workflow every few minutes to recover tasks whose callbacks were lost.
 SWEEP_WORKFLOW_TYPE = "FlexTaskSweep"
 SWEEP_SCHEDULE_ID = "flexsf-sweep"

@@ -269,6 +269,23 @@ async def test_notes_over_a_cap_are_422_naming_the_field_and_notes_at_the_caps_a
     assert view.notes.model_dump() == NOTES_AT_THE_CAPS
 
 
+async def test_more_notes_than_a_task_takes_are_422_and_never_reach_its_history(api: Api, stack):
+    from temporalio.api.enums.v1 import EventType
+
+    from flexsf.vocabulary import NOTES_PER_TASK_MAX, workflow_id
+
+    sid = await popped(stack, sf_demo.UNIQUE_PHONE_CONTACT.phone)
+    for n in range(NOTES_PER_TASK_MAX):
+        response = await api.post(f"/agent/tasks/{sid}/notes", {"summary": f"take {n}"})
+        assert response.status_code == 204, response.text
+    refused = await api.post(f"/agent/tasks/{sid}/notes", {"summary": "one too many"})
+    assert refused.status_code == 422 and "the most one task takes" in refused.json()["detail"], refused.text
+    assert (await stack.view(sid)).notes.summary == f"take {NOTES_PER_TASK_MAX - 1}"  # the last accepted stands
+    history = await stack.client.get_workflow_handle(workflow_id(sid)).fetch_history()
+    accepted = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED]
+    assert len(accepted) == NOTES_PER_TASK_MAX  # the refused one left nothing behind
+
+
 async def test_a_malformed_task_sid_is_422(api: Api):
     response = await api.get("/agent/tasks/not-a-task")
     assert response.status_code == 422

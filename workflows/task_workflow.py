@@ -43,6 +43,8 @@ with workflow.unsafe.imports_passed_through():
     from flexsf.search_terms import first_search_term
     from flexsf.vocabulary import (
         FINISHED_EVENTS,
+        NOTES_PER_TASK_MAX,
+        NOTES_UPDATE,
         RESERVATION_ACCEPTED,
         SALESFORCE_API_BUDGET,
         TASK_CANCELED,
@@ -69,6 +71,7 @@ class FlexTaskWorkflow:
         self._pop = PopView()
         self._record: RecordRef | None = None
         self._notes: Notes | None = None
+        self._notes_submissions = 0
         # Every change the log must reflect bumps this; the log remembers the version it wrote.
         self._version = 0
         self._logged_version = -1
@@ -180,6 +183,7 @@ class FlexTaskWorkflow:
         self._pop = carried.pop
         self._record = carried.record
         self._notes = carried.notes
+        self._notes_submissions = carried.notes_submissions
         self._version = carried.version
         self._error = carried.error
         self._runs = carried.runs
@@ -195,6 +199,7 @@ class FlexTaskWorkflow:
             pop=self._pop,
             record=self._record,
             notes=self._notes,
+            notes_submissions=self._notes_submissions,
             version=self._version,
             error=self._error,
             runs=self._runs + 1,
@@ -455,7 +460,27 @@ class FlexTaskWorkflow:
 
     @workflow.signal
     def submit_notes(self, notes: Notes) -> None:
+        """Notes as older gateways sent them: a signal cannot be refused, so the gateway now uses `add_notes`."""
+        self._keep_notes(notes)
+
+    @workflow.update(name=NOTES_UPDATE)
+    def add_notes(self, notes: Notes) -> int:
+        """The copilot's notes (each submission replaces the last); answers how many this task has had. A refused
+        submission (over the cap) never reaches the history."""
+        self._keep_notes(notes)
+        return self._notes_submissions
+
+    @add_notes.validator
+    def _validate_notes(self, notes: Notes) -> None:
+        if self._notes_submissions >= NOTES_PER_TASK_MAX:
+            raise ValueError(
+                f"this task already had {NOTES_PER_TASK_MAX} notes submissions, the most one task takes; "
+                "the last one stands"
+            )
+
+    def _keep_notes(self, notes: Notes) -> None:
         self._notes = notes
+        self._notes_submissions += 1
         if self._policy is None or self._flags.copilot_notes:
             self._version += 1
 

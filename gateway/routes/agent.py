@@ -21,7 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from flexsf.flex_config import FlexConfigCache
 from flexsf.models import FeatureFlags, RecordSelection, TaskView
 from flexsf.salesforce_ids import object_type_for_id
-from flexsf.vocabulary import workflow_id
+from flexsf.vocabulary import NOTES_PER_TASK_MAX, workflow_id
 from gateway.auth import Agent
 from gateway.deps import AgentDep, FlexConfigDep, SettingsDep, TemporalClientDep
 from gateway.sanitize import printable
@@ -156,18 +156,24 @@ async def select_record(
     responses={
         **_TASK,
         409: {"model": Problem, "description": "The task's workflow has finished"},
-        422: {"description": "A field over its cap (named in the error's `loc`), or a malformed body"},
+        422: {
+            "description": "A field over its cap (named in the error's `loc`), a malformed body, or more "
+            f"submissions than one task takes ({NOTES_PER_TASK_MAX})"
+        },
     },
 )
 async def submit_notes(task_sid: TaskSid, notes: NotesIn, agent: AgentDep, client: TemporalClientDep) -> Response:
-    """The agent copilot's wrap-up notes; they go into the Salesforce log (answered once Temporal has them). Each
-    submission replaces the last."""
+    """The agent copilot's wrap-up notes; they go into the Salesforce log (answered once the workflow has them). Each
+    submission replaces the last; a task takes at most NOTES_PER_TASK_MAX of them."""
     view = await _view(client, task_sid)
     _authorize(agent, view, act=True)
-    async with _temporal(task_sid, closed_is_conflict=True):
-        await _handle(client, task_sid).signal(
-            FlexTaskWorkflow.submit_notes, notes.to_notes(), rpc_timeout=TEMPORAL_RPC_TIMEOUT
-        )
+    try:
+        async with _temporal(task_sid, closed_is_conflict=True):
+            await _handle(client, task_sid).execute_update(
+                FlexTaskWorkflow.add_notes, notes.to_notes(), rpc_timeout=TEMPORAL_RPC_TIMEOUT
+            )
+    except WorkflowUpdateFailedError as exc:
+        raise HTTPException(422, getattr(exc.cause, "message", None) or str(exc.cause)) from None
     return Response(status_code=204)
 
 
