@@ -87,6 +87,7 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "flexsf_trusted_proxies",
             "flexsf_callback_max_age_s",
             "flexsf_gateway_docs",
+            "flexsf_dial_",
         ),
     ),
     (

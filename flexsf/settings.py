@@ -141,6 +141,20 @@ class Settings(BaseSettings):
     flexsf_person_accounts: bool = False
     flexsf_default_region: str = "US"
 
+    # Click-to-dial's destination policy (flexsf/dial_policy.py): what a click on a number in Salesforce may call.
+    flexsf_dial_allowed_countries: Annotated[list[str], NoDecode] = Field(
+        [],
+        description="ISO 3166 region codes click-to-dial may call, comma-separated (`US,CA`: North America's +1 is "
+        "25 countries, the Caribbean's among them). Unset: the country of FLEXSF_DEFAULT_REGION only. Premium-rate, "
+        "shared-cost, UAN, personal, pager, voicemail and non-geographic (satellite, +800, +882 …) numbers are "
+        "refused wherever they are.",
+    )
+    flexsf_dial_allow_short_codes: bool = Field(
+        False,
+        description="Let click-to-dial call short codes of FLEXSF_DEFAULT_REGION (`611`), except premium-rate ones; "
+        "emergency numbers never.",
+    )
+
     # Activity logging.
     flexsf_activity_external_id_field: str | None = None
     flexsf_activity_priority: str = "Normal"
@@ -329,6 +343,22 @@ class Settings(BaseSettings):
         if isinstance(v, str) and not v.strip().startswith("["):
             return [part.strip() for part in v.split(",") if part.strip()]
         return v
+
+    @field_validator("flexsf_dial_allowed_countries", mode="before")
+    @classmethod
+    def _dial_countries(cls, v):
+        from flexsf.dial_policy import region_codes
+
+        if isinstance(v, str) and not v.strip().startswith("["):
+            v = [part for part in v.split(",") if part.strip()]
+        return region_codes(str(part) for part in v or [])
+
+    @field_validator("flexsf_default_region")
+    @classmethod
+    def _region(cls, v: str) -> str:
+        from flexsf.dial_policy import region_codes
+
+        return region_codes([v])[0]
 
     @field_validator("salesforce_jwt_audience", mode="before")
     @classmethod

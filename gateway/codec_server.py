@@ -54,7 +54,9 @@ async def _payloads(request: Request) -> Payloads:
         if not isinstance(document, dict):
             raise ValueError("the body is not a JSON object")
         return json_format.ParseDict(document, Payloads())
-    except (json_format.ParseError, ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError: ValueErrors
+    # JSONDecodeError, UnicodeDecodeError: ValueErrors. SystemError: protobuf's C parser (upb) raises it for a field
+    # name holding a lone surrogate (`{"\udc00": []}`, tests/test_hostile_input.py) instead of a ParseError.
+    except (json_format.ParseError, ValueError, RecursionError, SystemError):
         raise HTTPException(400, 'expected {"payloads": [...]} (Payloads in proto JSON)') from None
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import math
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from flexsf.models import FeatureFlags, Notes, RecordRef, Stage, TaskView
+from flexsf.task_events import clean_text
 
 TASK_SID_PATTERN = r"^WT[0-9a-fA-F]{32}$"
 SALESFORCE_ID_PATTERN = r"^[a-zA-Z0-9]{15}([a-zA-Z0-9]{3})?$"
@@ -23,6 +25,53 @@ NOTES_DISPOSITION_MAX = 255
 NOTES_TOPICS_MAX = 20
 NOTES_TOPIC_MAX = 100
 NOTES_SENTIMENT_MAX = 64
+
+
+# No body of the agent API nests deeper than 3 levels (notes → topics → a topic); below this depth anything is
+# invalid, and is dropped before validation so that the 422 echoing it stays shallow (FastAPI's encoder recurses).
+MAX_BODY_DEPTH = 8
+# Python's JSON parser takes NaN and Infinity, which JSON has not and a 422 cannot echo (its encoder refuses them).
+# Such a number becomes this, which no field of these bodies takes (no body has a dict-valued field).
+NOT_A_JSON_NUMBER = {"not a JSON number": True}
+
+
+def _readable(value: Any) -> Any:
+    """`value` (decoded JSON) with every lone surrogate in its text as U+FFFD, keys included, NaN and Infinity as
+    NOT_A_JSON_NUMBER, and what is nested deeper than MAX_BODY_DEPTH as null. A loop, not recursion: the input's
+    depth is the sender's choice."""
+    holder = [value]
+    pending: list[tuple[list | dict, Any, int]] = [(holder, 0, 1)]
+    while pending:
+        container, key, depth = pending.pop()
+        item = container[key]
+        if isinstance(item, str):
+            container[key] = clean_text(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            container[key] = dict(NOT_A_JSON_NUMBER)
+        elif isinstance(item, list | dict) and depth > MAX_BODY_DEPTH:
+            container[key] = None
+        elif isinstance(item, list):
+            copy = list(item)
+            container[key] = copy
+            pending.extend((copy, index, depth + 1) for index in range(len(copy)))
+        elif isinstance(item, dict):
+            copied = {clean_text(k) if isinstance(k, str) else k: v for k, v in item.items()}
+            container[key] = copied
+            pending.extend((copied, name, depth + 1) for name in copied)
+    return holder[0]
+
+
+class RequestBody(BaseModel):
+    """A body the agent API reads, made safe to validate and to echo in a 422. JSON may escape a lone surrogate
+    (`"\\ud800"`), which Python decodes into a str no UTF-8 encoder takes: left in, it fails the 422 that echoes it,
+    or the Temporal payload it is sent in, as a 500. Every one becomes U+FFFD before validation (as the TaskRouter
+    webhook does), so such text is refused or carried like any other; NaN and Infinity, and nesting no field
+    accepts, are refused without being echoed (tests/test_hostile_input.py)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _readable_text(cls, data: Any) -> Any:
+        return _readable(data)
 
 
 class RecordOut(BaseModel):
@@ -94,7 +143,7 @@ class TaskOut(BaseModel):
         )
 
 
-class RecordChoice(BaseModel):
+class RecordChoice(RequestBody):
     """The candidate the agent chose (15- or 18-character id)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -102,7 +151,7 @@ class RecordChoice(BaseModel):
     record_id: SalesforceId
 
 
-class NotesIn(BaseModel):
+class NotesIn(RequestBody):
     """What Flex's agent copilot hands over when the agent wraps up."""
 
     disposition: Annotated[str, StringConstraints(max_length=NOTES_DISPOSITION_MAX)] | None = None
@@ -116,7 +165,7 @@ class NotesIn(BaseModel):
         return Notes(**self.model_dump())
 
 
-class ClickToDialIn(BaseModel):
+class ClickToDialIn(RequestBody):
     """The payload Salesforce's Open CTI `onClickToDial` listener receives."""
 
     number: Annotated[str, StringConstraints(min_length=1, max_length=64)]

@@ -93,15 +93,17 @@ class StaticServer:
 class Origins:
     flex: StaticServer
     salesforce: StaticServer
+    elsewhere: StaticServer  # a page that is not the configured Salesforce origin (another org, an attacker's page)
 
 
 @pytest.fixture(scope="session")
 def origins() -> Iterator[Origins]:
     ensure_bundle()
-    served = Origins(StaticServer(), StaticServer())
+    served = Origins(StaticServer(), StaticServer(), StaticServer())
     yield served
     served.flex.close()
     served.salesforce.close()
+    served.elsewhere.close()
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -148,6 +150,9 @@ class Desk:
     async def flex_calls(self, api: str) -> list:
         return await self.flex("(api) => FlexStandIn.callsTo(api)", api)
 
+    async def log(self) -> list[str]:
+        return await self.flex("() => FlexStandIn.log")
+
     async def notices(self) -> list[str]:
         return [c["context"]["message"] for c in await self.flex_calls("Notifications.showNotification")]
 
@@ -164,8 +169,10 @@ async def bridge_frame(page: Page, origins: Origins) -> Frame:
     return frame
 
 
-def flex_url(origins: Origins, gateway: str) -> str:
-    return f"{origins.flex.origin}/harness.html?gateway={quote(gateway)}&allowed={quote(origins.salesforce.origin)}"
+def flex_url(origins: Origins, gateway: str, allowed: str | None = None, extra: str = "") -> str:
+    """The Flex page; `allowed` is the Flex configuration's `allowed_origins` (default: the Salesforce stand-in's)."""
+    trusted = origins.salesforce.origin if allowed is None else allowed
+    return f"{origins.flex.origin}/harness.html?gateway={quote(gateway)}&allowed={quote(trusted)}{extra}"
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -220,6 +227,83 @@ async def test_not_embedded_it_does_nothing(browser: Browser, gateway: str, orig
         assert await page.evaluate("() => [FlexStandIn.calls.length, typeof window.sforce]") == [0, "undefined"]
     finally:
         await context.close()
+
+
+# ---- whom the bridge trusts ----------------------------------------------------------------------------------------
+
+# A gateway nobody listens on: a bridge that stays idle never calls it (if it did, its notice would say so).
+NO_GATEWAY = "http://127.0.0.1:9"
+
+
+@pytest.mark.parametrize(
+    ("framer", "allowed", "extra", "refusal"),
+    [
+        pytest.param("elsewhere", None, "", "{elsewhere} is not a configured Salesforce origin", id="unconfigured"),
+        pytest.param(
+            "elsewhere",
+            None,
+            "&sfdcIframeOrigin={salesforce}",
+            "the page's Salesforce origin ({salesforce}) is not the page framing Flex ({elsewhere})",
+            id="url-claims-a-trusted-origin",
+        ),
+        pytest.param(
+            "salesforce",
+            "",
+            "",
+            "no Salesforce origin is configured (salesforce_integration.allowed_origins)",
+            id="none-configured",
+        ),
+        pytest.param(
+            "salesforce",
+            "https://*.lightning.force.com,{salesforce}/path",
+            "",
+            "no Salesforce origin is configured (salesforce_integration.allowed_origins)",
+            id="wildcards-and-paths-match-nothing",
+        ),
+    ],
+)
+async def test_framed_by_an_origin_it_does_not_trust_it_loads_nothing_and_dials_nothing(
+    browser: Browser, origins: Origins, framer: str, allowed: str | None, extra: str, refusal: str
+):
+    names = {"salesforce": origins.salesforce.origin, "elsewhere": origins.elsewhere.origin}
+    url = flex_url(
+        origins, NO_GATEWAY, None if allowed is None else allowed.format(**names), extra.format(**quoted(names))
+    )
+    context = await browser.new_context()
+    try:
+        await context.add_init_script("window.__FLEXSF_TOKEN__ = 'a-token';")
+        page = await context.new_page()
+        await page.goto(f"{getattr(origins, framer).origin}/salesforce.html?flex={quote(url)}")
+        desk = Desk(page, await bridge_frame(page, origins), origins)
+        assert await desk.flex("() => [FlexStandIn.bridge.embedded, FlexStandIn.bridge.refusal]") == [
+            False,
+            refusal.format(**names),
+        ]
+        assert await desk.notices() == [f"Salesforce integration off: {refusal.format(**names)}"]
+        # No Salesforce script from anywhere, so no Open CTI and no click listener; nothing asked of the gateway.
+        assert await desk.flex("() => [...document.scripts].filter(s => s.src.includes('/support/')).length") == 0
+        assert await desk.flex("() => typeof window.sforce") == "undefined"
+        assert await desk.flex_calls("Actions.invokeAction") == []
+        assert not any(entry.startswith("notice: Salesforce integration unavailable") for entry in await desk.log())
+    finally:
+        await context.close()
+
+
+def quoted(names: dict[str, str]) -> dict[str, str]:
+    return {name: quote(value, safe="") for name, value in names.items()}
+
+
+async def test_another_orgs_lightning_origin_is_not_trusted_without_being_configured(desk: Desk):
+    """No `*.lightning.force.com` wildcard any more: any org's Lightning page would match it, an attacker's too."""
+    sf = desk.origins.salesforce.origin
+    checks = await desk.flex(
+        "(sf) => [FlexsfBridge.isEmbedded(window, 'https://evil.lightning.force.com', [sf]),"
+        " FlexsfBridge.isEmbedded(window, 'https://acme.lightning.force.com', 'https://acme.lightning.force.com/'),"
+        " FlexsfBridge.isEmbedded(window, sf, [sf]),"
+        " FlexsfBridge.trustedOrigins(['https://*.lightning.force.com', 'HTTPS://Acme.Lightning.Force.com/', 'nope'])]",
+        sf,
+    )
+    assert checks == [False, True, True, ["https://acme.lightning.force.com"]]
 
 
 # ---- screen pop and the record dropdown ----------------------------------------------------------------------------
@@ -336,6 +420,47 @@ async def test_click_to_dial_starts_an_outbound_call_for_the_record(desk: Desk):
         "taskAttributes": {"sfdcObjectId": lead.id, "sfdcObjectType": "Lead", "name": lead.name},
     }
     assert await desk.sforce_calls("opencti.setSoftphonePanelVisibility") == [{"visible": True}]
+
+
+async def started_calls(desk: Desk) -> list:
+    return [c for c in await desk.flex_calls("Actions.invokeAction") if c["name"] == "StartOutboundCall"]
+
+
+@pytest.mark.parametrize(
+    ("number", "notice"),
+    [
+        pytest.param("+1 900 555 0123", "Could not dial: calls to premium-rate numbers are not allowed", id="premium"),
+        pytest.param(
+            "+881 6 1234 5678", "Could not dial: calls to satellite numbers (+881) are not allowed", id="satellite"
+        ),
+        pytest.param("611", "Could not dial: calls to short codes are not allowed", id="short-code"),
+        pytest.param(
+            "+1" + "5" * 70, "Could not dial: number: String should have at most 64 characters", id="not-a-number"
+        ),
+    ],
+)
+async def test_a_refused_number_shows_the_gateways_reason_and_dials_nothing(desk: Desk, number: str, notice: str):
+    await desk.flex("(p) => SforceStandIn.clickToDial(p)", {"number": number, "recordId": sf_demo.DEMO_LEAD.id})
+    assert await desk.notices() == [notice]
+    assert await started_calls(desk) == []
+    assert await desk.sforce_calls("opencti.setSoftphonePanelVisibility") == []
+
+
+async def test_a_click_once_the_page_claims_another_salesforce_origin_is_refused(desk: Desk):
+    lead = {"number": sf_demo.DEMO_LEAD.phone, "recordId": sf_demo.DEMO_LEAD.id, "objectType": "Lead"}
+    sf, elsewhere = desk.origins.salesforce.origin, desk.origins.elsewhere.origin
+    original = await desk.flex("() => location.href")
+    await desk.flex(
+        "(origin) => history.replaceState(null, '', location.href + '&sfdcIframeOrigin=' + encodeURIComponent(origin))",
+        elsewhere,
+    )
+    await desk.flex("(p) => SforceStandIn.clickToDial(p)", lead)
+    assert await desk.notices() == [f"Could not dial: the click did not come from {sf}"]
+    assert await started_calls(desk) == []
+
+    await desk.flex("(url) => history.replaceState(null, '', url)", original)  # the trusted origin again: it dials
+    await desk.flex("(p) => SforceStandIn.clickToDial(p)", lead)
+    assert [c["payload"]["destination"] for c in await started_calls(desk)] == ["+16465550175"]
 
 
 async def test_no_dialing_while_on_a_call_or_offline(desk: Desk):

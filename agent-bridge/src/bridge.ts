@@ -8,6 +8,11 @@
  * - shows the candidate dropdown and sends the agent's choice back,
  * - forwards copilot notes and click-to-dial, and locks the softphone's pop-out button during calls.
  *
+ * It trusts only the Salesforce origins it is configured with (`allowedOrigins`, from the Flex configuration's
+ * `salesforce_integration.allowed_origins`): framed by any other page, even another org's `*.lightning.force.com`, it
+ * loads no Salesforce script, listens to no click and dials nothing, so nobody else's page can make the agent's Flex
+ * place calls.
+ *
  * Everything it touches is injected (`flex`, `manager`, `sforce`, `window`, storage), so the same code runs in real
  * Flex and against the test stand-ins.
  */
@@ -90,8 +95,11 @@ export interface BridgeOptions {
   sforce?: SforceLike | (() => SforceLike | undefined);
   window?: Window;
   storage?: Storage;
-  /** Origins besides `https://*.lightning.force.com` that count as Salesforce (test harnesses, custom domains). */
-  allowedOrigins?: string[];
+  /**
+   * The Salesforce origins the bridge trusts: the org's Lightning origin (`https://<my-domain>.lightning.force.com`)
+   * and any custom domain, exactly (no wildcards). None: the bridge stays idle.
+   */
+  allowedOrigins?: string[] | string;
   /** Salesforce API version of the script URLs. */
   apiVersion?: string;
   /** Abort CompleteTask while a task with candidates has no chosen record (default true). */
@@ -109,13 +117,14 @@ export interface BridgeOptions {
 export interface Bridge {
   readonly embedded: boolean;
   readonly origin: string | null;
+  /** Why the bridge is idle although framed (an origin it does not trust), else null. */
+  readonly refusal: string | null;
   readonly config: AgentConfig | null;
   /** Mount the record dropdown of a task into an element (real Flex: from a TaskCanvas component). */
   attachCanvas(taskSid: string, element: Element): () => void;
   stop(): void;
 }
 
-const LIGHTNING_ORIGIN = /^https:\/\/[a-z0-9-]+(\.[a-z0-9-]+)*\.lightning\.force\.com$/i;
 const STORAGE_KEY = "flexsf.bridge.v1";
 const NOTIFICATION_ID = "FlexsfBridgeNotice";
 const DECIDED = (stage: string) => stage !== "created" && stage !== "accepted";
@@ -147,15 +156,71 @@ export function salesforceOrigin(win: Window): string | null {
   return null;
 }
 
-export function isEmbedded(win: Window, origin: string | null, allowed: string[] = []): boolean {
-  let framed: boolean;
-  try {
-    framed = win.self !== win.top;
-  } catch {
-    framed = true; // a cross-origin top throws on access in some browsers: that is being framed
+/** The origin of the page framing this one, as the browser itself reports it (Chromium, Safari); null elsewhere. */
+export function framingOrigin(win: Window): string | null {
+  const ancestors = (win.location as any).ancestorOrigins as DOMStringList | undefined;
+  return ancestors && ancestors.length > 0 ? ancestors[0] : null;
+}
+
+/** Configured origins as browsers write an origin (`https://acme.lightning.force.com`), from a list or one
+ * comma-separated string. An entry that is not an origin (a wildcard, a path, not a URL) is dropped: it never matches. */
+export function trustedOrigins(configured: string[] | string | undefined | null): string[] {
+  const entries = Array.isArray(configured) ? configured : typeof configured === "string" ? configured.split(",") : [];
+  const origins: string[] = [];
+  for (const entry of entries) {
+    const text = String(entry).trim().replace(/\/+$/, "");
+    if (!text || text.includes("*")) continue;
+    try {
+      const url = new URL(text);
+      if (url.pathname === "/" && !url.search && !url.hash && !url.username && url.origin !== "null") {
+        origins.push(url.origin);
+      }
+    } catch {
+      /* not a URL */
+    }
   }
-  if (!framed || !origin) return false;
-  return LIGHTNING_ORIGIN.test(origin) || allowed.map((o) => o.replace(/\/+$/, "")).includes(origin);
+  return origins;
+}
+
+function framed(win: Window): boolean {
+  try {
+    return win.self !== win.top;
+  } catch {
+    return true; // a cross-origin top throws on access in some browsers: that is being framed
+  }
+}
+
+/** Whether the bridge may act in this page: framed, by an origin it is configured to trust. No wildcard: another org's
+ * `*.lightning.force.com` is someone else's page. */
+export function isEmbedded(win: Window, origin: string | null, allowed: string[] | string = []): boolean {
+  return framed(win) && !!origin && trustedOrigins(allowed).includes(origin);
+}
+
+/** Null when the bridge may act for `origin`, else why not (for the log and the agent). The origin a page's URL claims
+ * (`sfdcIframeOrigin`) must be the one the browser says frames it, where the browser says so. */
+export function originRefusal(win: Window, origin: string | null, allowed: string[] | string = []): string | null {
+  if (!framed(win)) return "not embedded in Salesforce";
+  if (!origin) return "the Salesforce page framing Flex is unknown";
+  const actual = framingOrigin(win);
+  if (actual !== null && actual !== origin) {
+    return `the page's Salesforce origin (${origin}) is not the page framing Flex (${actual})`;
+  }
+  const trusted = trustedOrigins(allowed);
+  if (trusted.length === 0) return "no Salesforce origin is configured (salesforce_integration.allowed_origins)";
+  if (!trusted.includes(origin)) return `${origin} is not a configured Salesforce origin`;
+  return null;
+}
+
+/** The reason in a gateway error body: `{"detail": "…"}`, or the first of a validation error's list
+ * (`{"detail": [{"loc": ["body", "number"], "msg": "…"}]}` → `number: …`). */
+export function problemText(problem: any): string | null {
+  const detail = problem?.detail;
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail) && detail.length > 0 && typeof detail[0]?.msg === "string") {
+    const where = Array.isArray(detail[0].loc) ? detail[0].loc.filter((part: unknown) => part !== "body") : [];
+    return where.length > 0 ? `${where.join(".")}: ${detail[0].msg}` : detail[0].msg;
+  }
+  return null;
 }
 
 function loadScript(doc: Document, src: string): Promise<void> {
@@ -192,7 +257,8 @@ export async function startBridge(options: BridgeOptions): Promise<Bridge> {
   const apiVersion = options.apiVersion ?? "52.0";
 
   const origin = salesforceOrigin(win);
-  const embedded = isEmbedded(win, origin, options.allowedOrigins);
+  const refusal = originRefusal(win, origin, options.allowedOrigins);
+  const embedded = refusal === null;
   const cleanups: Array<() => void> = [];
   const state: { config: AgentConfig | null; attach: ((sid: string, el: Element) => () => void) | null } = {
     config: null,
@@ -202,21 +268,13 @@ export async function startBridge(options: BridgeOptions): Promise<Bridge> {
   const bridge: Bridge = {
     embedded,
     origin,
+    refusal: framed(win) ? refusal : null,
     get config() {
       return state.config;
     },
     attachCanvas: (taskSid, element) => (state.attach ? state.attach(taskSid, element) : () => undefined),
     stop: () => cleanups.splice(0).forEach((f) => f()),
   };
-  if (!embedded) {
-    log("not embedded in Salesforce Lightning: the bridge stays idle");
-    return bridge;
-  }
-
-  // -- helpers
-
-  const sforce = (): SforceLike | undefined =>
-    typeof options.sforce === "function" ? options.sforce() : options.sforce ?? (win as any).sforce;
 
   let notificationRegistered = false;
   const notify = (message: string, type: "error" | "warning" | "info" = "error") => {
@@ -229,6 +287,18 @@ export async function startBridge(options: BridgeOptions): Promise<Bridge> {
     }
     notifications.showNotification(NOTIFICATION_ID, { message });
   };
+
+  if (!embedded) {
+    log(`the bridge stays idle: ${refusal}`);
+    // Framed by a page it does not trust: say so (a misconfiguration, or someone else's page framing the agent's Flex).
+    if (bridge.refusal) notify(`Salesforce integration off: ${bridge.refusal}`);
+    return bridge;
+  }
+
+  // -- helpers
+
+  const sforce = (): SforceLike | undefined =>
+    typeof options.sforce === "function" ? options.sforce() : options.sforce ?? (win as any).sforce;
 
   class GatewayError extends Error {
     constructor(readonly status: number, detail: string) {
@@ -247,8 +317,7 @@ export async function startBridge(options: BridgeOptions): Promise<Bridge> {
     if (!response.ok) {
       let detail = `HTTP ${response.status}`;
       try {
-        const problem = await response.json();
-        if (typeof problem?.detail === "string") detail = problem.detail;
+        detail = problemText(await response.json()) ?? detail;
       } catch {
         /* not JSON */
       }
@@ -603,6 +672,13 @@ export async function startBridge(options: BridgeOptions): Promise<Bridge> {
     });
     opencti.onClickToDial({
       listener: async (payload: any) => {
+        // Open CTI relays clicks from the page it was loaded from; should this page now claim another Salesforce
+        // origin than the trusted one it started with, the click is not believed.
+        const now = salesforceOrigin(win);
+        if (now !== origin || originRefusal(win, now, options.allowedOrigins) !== null) {
+          notify(`Could not dial: the click did not come from ${origin}`);
+          return;
+        }
         if (activeCalls > 0) {
           notify("You are already on a call: finish it before dialing another number");
           return;

@@ -2,19 +2,28 @@
  * The Flex plugin wrapper: `init(flex, manager)` as Flex UI 2.x calls a plugin, wiring the bridge to real Flex.
  *
  * Settings come from the Flex configuration's `ui_attributes.custom_data.salesforce_integration` (what the manager
- * exposes as `manager.configuration.custom_data`): `gateway_url` (required), `api_version`, `allowed_origins`,
+ * exposes as `manager.configuration.custom_data`): `gateway_url` and `allowed_origins` (required: the Salesforce
+ * origins the bridge trusts, e.g. `["https://acme.lightning.force.com"]`; without them it stays idle), `api_version`,
  * `require_selection_before_complete`. The feature flags themselves are read from the gateway (`GET /agent/config`).
  */
 import { startBridge, type Bridge, type BridgeOptions, type FlexLike, type ManagerLike } from "./bridge";
 
-export { startBridge, salesforceOrigin, isEmbedded } from "./bridge";
+export {
+  startBridge,
+  salesforceOrigin,
+  framingOrigin,
+  isEmbedded,
+  originRefusal,
+  trustedOrigins,
+  problemText,
+} from "./bridge";
 
 export const PLUGIN_NAME = "FlexsfSalesforceBridge";
 
 interface PluginSettings {
   gateway_url?: string;
   api_version?: string;
-  allowed_origins?: string[];
+  allowed_origins?: string[] | string;
   require_selection_before_complete?: boolean;
 }
 

@@ -13,11 +13,11 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Annotated
 
-import phonenumbers
 from fastapi import APIRouter, HTTPException, Path, Response
 from temporalio.client import WorkflowHandle, WorkflowQueryFailedError, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from flexsf.dial_policy import DialPolicy, DialRefused
 from flexsf.flex_config import FlexConfigCache
 from flexsf.models import FeatureFlags, RecordSelection, TaskView
 from flexsf.salesforce_ids import object_type_for_id
@@ -183,19 +183,27 @@ async def submit_notes(task_sid: TaskSid, notes: NotesIn, agent: AgentDep, clien
     responses={
         **_AUTH,
         409: {"model": Problem, "description": "Click-to-dial is off"},
-        422: {"description": "Not a phone number, or a malformed body"},
+        422: {
+            "description": "A number the destination policy refuses (the reason is for the agent: premium rate, "
+            "another country …), not a phone number, or a malformed body"
+        },
     },
 )
 async def click_to_dial(
     dial: ClickToDialIn, agent: AgentDep, settings: SettingsDep, flex_config: FlexConfigDep
 ) -> StartOutboundCall:
-    """Turn what Open CTI's `onClickToDial` hands the softphone into Flex's `StartOutboundCall` payload."""
+    """Turn what Open CTI's `onClickToDial` hands the softphone into Flex's `StartOutboundCall` payload, if the
+    destination policy allows the number (`flexsf.dial_policy`: allowed countries, no premium-rate, shared-cost,
+    satellite … numbers, short codes only when allowed)."""
     flags = await _flags(flex_config)
     if not flags.enabled:
         raise HTTPException(409, "the Salesforce integration is off in the Flex configuration")
     if not flags.click_to_dial:
         raise HTTPException(409, "click-to-dial is off in the Flex configuration")
-    destination = _e164(dial.number, settings.flexsf_default_region)
+    try:
+        destination = DialPolicy.from_settings(settings).destination(dial.number)
+    except DialRefused as refused:
+        raise HTTPException(422, refused.reason) from None
     if dial.personAccount and dial.contactId:
         # Activities on a person account relate to its contact, as the original plugin does.
         record_id, record_type = dial.contactId, "Contact"
@@ -208,16 +216,6 @@ async def click_to_dial(
             sfdcObjectId=record_id, sfdcObjectType=record_type if record_id else None, name=dial.recordName
         ),
     )
-
-
-def _e164(number: str, region: str) -> str:
-    try:
-        parsed = phonenumbers.parse(number, region)
-    except phonenumbers.NumberParseException:
-        parsed = None
-    if parsed is None or not phonenumbers.is_valid_number(parsed):
-        raise HTTPException(422, "number is not a valid phone number")
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
 @router.get("/config", response_model=AgentConfig, responses=_AUTH)
