@@ -114,6 +114,16 @@ async def test_sfdc_object_id_from_the_ivr_is_popped_without_a_search(stack) -> 
     assert stack.tw.counters().get("task_update", 0) == 0  # the attributes already held the record
 
 
+async def test_an_sfdc_object_id_that_is_not_a_salesforce_id_is_ignored_and_the_caller_searched(stack) -> None:
+    contact = sf_demo.UNIQUE_PHONE_CONTACT
+    sid = stack.tw.lifecycle({"from": contact.phone, "sfdcObjectId": "001' OR Id != '"}, worker_sid=AGENT.sid)["sid"]
+    view = await stack.wait_for(sid, lambda v: v.stage == Stage.IN_PROGRESS)
+    assert view.pop.record.id == contact.id
+    view = await finish(stack, sid)
+    [logged] = sf_tasks_for(stack, sid)
+    assert logged["WhoId"] == contact.id and stack.sf.counters().get("search") == 1
+
+
 async def test_outbound_click_to_dial_is_not_popped_and_relates_to_the_dialed_record(stack) -> None:
     task = stack.tw.start_outbound_call(
         AGENT.sid,

@@ -9,7 +9,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from flexsf.models import CarriedFacts, RecordRef, TaskEvent
-    from flexsf.salesforce_ids import object_type_for_id
+    from flexsf.salesforce_ids import is_valid_id, object_type_for_id
     from flexsf.search_terms import SEARCH_ATTRIBUTE_ORDER
     from flexsf.vocabulary import FINISHED_EVENTS as FINISHED
     from flexsf.vocabulary import GONE_EVENTS as GONE
@@ -89,7 +89,9 @@ class TaskFacts:
     def record_from_attributes(self) -> RecordRef | None:
         """The record click-to-dial, an IVR data dip or an earlier association left on the task."""
         record_id = self.attributes.get("sfdcObjectId")
-        if not isinstance(record_id, str) or not record_id:
+        if not is_valid_id(record_id):
+            # Attributes are anyone's to write (a Studio flow, another plugin, a caller's IVR input): what is not a
+            # Salesforce id would only make the log fail (MALFORMED_ID); the screen pop searches instead.
             return None
         kind = self.attributes.get("sfdcObjectType") or object_type_for_id(record_id)
         return RecordRef(id=record_id, type=kind)
