@@ -112,7 +112,7 @@ class Settings(BaseSettings):
         "without asking Twilio again; 0: ask every time.",
     )
     flexsf_auth_failure_limit: int = Field(
-        10,
+        5,
         ge=1,
         description="Failed agent authentications (401s) one client address may cause within "
         "FLEXSF_AUTH_FAILURE_WINDOW_S; past it the address is answered 429 with Retry-After, except for a token "
