@@ -594,7 +594,9 @@ class Bench:
         # worker evicts it and replays it at its next event. Extrapolate from the measured slope out there.
         slope_beyond = _slope(beyond) if len(beyond) > 1 else slope
         last_n, last_kib = points[-1]
-        at_10k = last_kib + (slope_beyond if last_n >= cache else slope) * (10000 - last_n)
+        # A slope below zero is the collector or evictions returning memory between two samples, not a worker that
+        # shrinks as tasks open: such a run extrapolates flat from the last measurement.
+        at_10k = last_kib + max(0.0, slope_beyond if last_n >= cache else slope) * (10000 - last_n)
         return {
             "rss_kib_per_open_task": round(slope, 2),
             "rss_kib_per_open_task_beyond_cache": round(slope_beyond, 2),
