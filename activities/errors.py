@@ -8,6 +8,7 @@ Messages carry Salesforce's / Twilio's error code and text, never a token or sec
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -113,6 +114,22 @@ def salesforce_errors(step: str) -> Iterator[None]:
         raise ApplicationError(
             f"{step}: Salesforce unreachable: {type(exc).__name__}", type=SALESFORCE_UNREACHABLE
         ) from None
+
+
+def twilio_status(exc: TwilioException) -> tuple[int | None, int | None]:
+    """(HTTP status, Twilio error code) of a Twilio failure; (None, None) for one without an answer. List calls raise
+    a plain `TwilioException("Unable to fetch page", response)` on any non-200 (twilio/base/page.py), not a
+    `TwilioRestException`, so both are read from the response it carries."""
+    if isinstance(exc, TwilioRestException):
+        return exc.status, exc.code
+    response = exc.args[1] if len(exc.args) > 1 else None
+    code = None
+    try:
+        body = json.loads(getattr(response, "text", None) or "")
+        code = body.get("code") if isinstance(body, dict) else None
+    except (TypeError, ValueError):
+        pass
+    return getattr(response, "status_code", None), code
 
 
 @contextmanager

@@ -7,7 +7,6 @@ well as the Twilio client, so the worker builds it once it has connected (`worke
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 import requests
@@ -15,8 +14,9 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
-from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.base.exceptions import TwilioException
 
+from activities.errors import twilio_status
 from activities.interfaces import SweepSteps, implements
 from activities.models import SweepRequest, SweepResult
 from flexsf import metrics, vocabulary
@@ -95,18 +95,8 @@ class SweepActivities(SweepSteps):
 
 
 def _twilio_failure(exc: TwilioException, workspace_sid: str) -> ApplicationError:
-    """A failed Events-list call as a typed failure. List calls raise a plain `TwilioException("Unable to fetch page",
-    response)` on any non-200 (twilio/base/page.py), so the status is read from the response it carries."""
-    if isinstance(exc, TwilioRestException):
-        status, code = exc.status, exc.code
-    else:
-        response = exc.args[1] if len(exc.args) > 1 else None
-        status, code = getattr(response, "status_code", None), None
-        try:
-            body = json.loads(getattr(response, "text", None) or "")
-            code = body.get("code") if isinstance(body, dict) else None
-        except (TypeError, ValueError):
-            pass
+    """A failed Events-list call as a typed failure."""
+    status, code = twilio_status(exc)
     summary = f"sweep_lost_tasks: Twilio answered the Events list of workspace {workspace_sid} {status} (code {code})"
     if status in (401, 403):
         # A key without this permission stays without it: retrying only hides the cause.

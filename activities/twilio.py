@@ -9,7 +9,7 @@ from twilio.base import values
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 
-from activities.errors import twilio_errors
+from activities.errors import twilio_errors, twilio_status
 from activities.interfaces import TwilioSteps, implements
 from activities.models import (
     ReconcileRequest,
@@ -60,20 +60,8 @@ def unseen_and_trimmed(events: list[TaskEvent], seen: set[str], attributes_at: i
 
 
 def _refused(exc: TwilioException) -> tuple[int, int | None] | None:
-    """(HTTP status, Twilio error code) when Twilio refused our credentials (401/403), else None.
-
-    List calls raise a plain `TwilioException("Unable to fetch page", response)` on any non-200 (twilio/base/page.py),
-    not a `TwilioRestException`, so the status and code are read from the response it carries."""
-    if isinstance(exc, TwilioRestException):
-        status, code = exc.status, exc.code
-    else:
-        response = exc.args[1] if len(exc.args) > 1 else None
-        status, code = getattr(response, "status_code", None), None
-        try:
-            body = json.loads(getattr(response, "text", None) or "")
-            code = body.get("code") if isinstance(body, dict) else None
-        except (TypeError, ValueError):
-            pass
+    """(HTTP status, Twilio error code) when Twilio refused our credentials (401/403), else None."""
+    status, code = twilio_status(exc)
     return (status, code) if status in (401, 403) else None
 
 
