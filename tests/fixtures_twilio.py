@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -17,6 +18,32 @@ from twilio.rest import Client
 from flexsf.twilio_client import build_twilio_client
 from sandboxes.twilio import TwilioSandbox
 from sandboxes.twilio.receiver import CallbackReceiver
+from sandboxes.twilio.sids import new_sid
+from sandboxes.twilio.state import Event
+
+
+def add_completed_row(sandbox: TwilioSandbox, task_sid: str, date_ms: int | None = None) -> None:
+    """A task.completed row in the sandbox's Events list for `task_sid`, as if TaskRouter had recorded one whose
+    callback never came: at `date_ms` (now by default), and never before a row already listed."""
+    state = sandbox.state
+    with state.lock:
+        state._event_seq += 1
+        state._last_event_ms = date_ms = max(
+            int(time.time() * 1000) if date_ms is None else date_ms, state._last_event_ms + 1
+        )
+        state.events.append(
+            Event(
+                seq=state._event_seq,
+                sid=new_sid("EV"),
+                event_type="task.completed",
+                description="Task completed",
+                resource_type="Task",
+                resource_sid=task_sid,
+                date_ms=date_ms,
+                params={"EventType": "task.completed", "TaskSid": task_sid, "TaskAttributes": "{}"},
+                task_sid=task_sid,
+            )
+        )
 
 
 @pytest.fixture(scope="session")

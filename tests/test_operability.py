@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,8 +29,8 @@ from ops import tasks as ops
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
 from sandboxes.twilio.sids import new_sid
-from sandboxes.twilio.state import Event
 from tests.fixtures_stack import Stack, stack_env, stack_gateway, start_stack_worker
+from tests.fixtures_twilio import add_completed_row
 
 AGENT = tw_demo.DEMO_WORKERS[0]
 CONTACT = sf_demo.UNIQUE_PHONE_CONTACT
@@ -292,28 +291,6 @@ def nested(levels: int, leaf: object) -> dict:
     for _ in range(levels - 1):
         value = {"a": value}
     return {"a": value}
-
-
-def add_completed_row(sandbox, task_sid: str) -> None:
-    """A task.completed row in the sandbox's Events list for `task_sid`, as if TaskRouter had recorded one."""
-    state = sandbox.state
-    with state.lock:
-        state._event_seq += 1
-        state._last_event_ms = date_ms = max(int(time.time() * 1000), state._last_event_ms + 1)
-        params = {"EventType": "task.completed", "TaskSid": task_sid, "TaskAttributes": "{}"}
-        state.events.append(
-            Event(
-                seq=state._event_seq,
-                sid=new_sid("EV"),
-                event_type="task.completed",
-                description="Task completed",
-                resource_type="Task",
-                resource_sid=task_sid,
-                date_ms=date_ms,
-                params=params,
-                task_sid=task_sid,
-            )
-        )
 
 
 async def test_reconcile_recovers_poisoned_tasks_and_reports_the_one_it_cannot(stack, temporal_server) -> None:

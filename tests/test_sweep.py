@@ -33,9 +33,9 @@ from flexsf.settings import Settings
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
 from sandboxes.twilio.sids import new_sid
-from sandboxes.twilio.state import Event
 from sandboxes.twilio.timefmt import parse_iso
 from tests.fixtures_stack import Stack
+from tests.fixtures_twilio import add_completed_row
 from tests.test_metrics_logs import scrape, total
 from tests.test_operability import cli, sf_tasks_for
 from workflows.sweep_schedule import ensure_sweep_schedule, schedule_id, start_sweep_schedule, sweep_schedule
@@ -144,26 +144,9 @@ async def test_a_namespace_that_refuses_schedules_costs_the_worker_one_warning(c
 
 def completed_rows(sandbox, n: int) -> None:
     """`n` task.completed rows in the sandbox's Events list, a millisecond apart, the last one a second ago."""
-    state = sandbox.state
-    with state.lock:
-        first = max(int(time.time() * 1000) - 1000 - n, state._last_event_ms + 1)
-        for i in range(n):
-            task_sid = new_sid("WT")
-            state._event_seq += 1
-            state.events.append(
-                Event(
-                    seq=state._event_seq,
-                    sid=new_sid("EV"),
-                    event_type="task.completed",
-                    description="Task completed",
-                    resource_type="Task",
-                    resource_sid=task_sid,
-                    date_ms=first + i,
-                    params={"EventType": "task.completed", "TaskSid": task_sid, "TaskAttributes": "{}"},
-                    task_sid=task_sid,
-                )
-            )
-        state._last_event_ms = first + n - 1
+    first = int(time.time() * 1000) - 1000 - n
+    for i in range(n):
+        add_completed_row(sandbox, new_sid("WT"), first + i)
 
 
 def test_the_events_list_is_read_a_thousand_rows_a_page(fresh_twilio_sandbox, twilio_client) -> None:
