@@ -18,7 +18,9 @@ import httpx
 import pytest
 import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
-from temporalio.client import Client, WorkflowHandle
+from temporalio.api.enums.v1 import WorkflowExecutionStatus as EnumWorkflowExecutionStatus
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
+from temporalio.service import RPCError, RPCStatusCode
 from twilio.request_validator import RequestValidator
 
 import worker as worker_module
@@ -45,6 +47,25 @@ async def eventually(predicate, timeout: float = 30.0, what: str = "condition") 
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"{what} not met within {timeout}s")
         await asyncio.sleep(0.05)
+
+
+async def history_once_completed(handle: WorkflowHandle, timeout: float, explain=None) -> WorkflowHistory:
+    """The workflow's history once it has completed; callbacks are asynchronous, so it may not exist yet. Past
+    `timeout` seconds the assertion's message is `explain(status)`."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            status = (await handle.describe()).raw_description.workflow_execution_info.status
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            status = None
+        if status == EnumWorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_COMPLETED:
+            return await handle.fetch_history()
+        assert asyncio.get_running_loop().time() < deadline, (
+            explain(status) if explain else f"the workflow did not complete: {status}"
+        )
+        await asyncio.sleep(0.2)
 
 
 def stack_env(sf: dict, tw: dict, task_queue: str, **extra: str) -> dict[str, str]:

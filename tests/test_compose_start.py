@@ -19,11 +19,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from temporalio.api.enums.v1 import TaskQueueType, WorkflowExecutionStatus
+from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 
 import worker
 from devtools.dev import sandbox_env
@@ -34,6 +33,7 @@ from flexsf.search_attributes import DEFINITIONS
 from flexsf.vocabulary import workflow_id
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
+from tests.fixtures_stack import history_once_completed
 from tests.test_deployment_files import KEYS_DIR, compose_environment
 from tests.test_encryption import as_json, from_json, payloads_in
 
@@ -298,23 +298,13 @@ async def test_the_compose_product_logs_a_task_with_encrypted_history_each_servi
 
         raw = await Client.connect(fresh_cluster.address, namespace=fresh_cluster.namespace)  # no codec
         handle = raw.get_workflow_handle(workflow_id(sid))
-        deadline = asyncio.get_running_loop().time() + 90
-        while True:  # callbacks are asynchronous: the workflow may not exist yet
-            try:
-                status = (await handle.describe()).raw_description.workflow_execution_info.status
-            except RPCError as exc:
-                if exc.status != RPCStatusCode.NOT_FOUND:
-                    raise
-                status = None
-            if status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_COMPLETED:
-                break
-            assert asyncio.get_running_loop().time() < deadline, (status, (tmp_path / "worker.log").read_text()[-3000:])
-            await asyncio.sleep(0.2)
+        history = await history_once_completed(
+            handle, 90, lambda status: (status, (tmp_path / "worker.log").read_text()[-3000:])
+        )
         [logged] = [t for t in clean_salesforce_sandbox.records("Task") if t.get("Flex_Task_Sid__c") == sid]
         assert logged["WhoId"] == contact.id
 
         # Private by default: what Temporal stores is ciphertext under the setup's key.
-        history = await handle.fetch_history()
         stored = b"".join(event.SerializeToString() for event in history.events)
         assert contact.phone.encode() not in stored and contact.name.encode() not in stored
         payloads = [p for event in history.events for p in payloads_in(event)]

@@ -43,6 +43,7 @@ from sandboxes.twilio import demo as tw_demo
 from tests.fixtures_stack import (
     Stack,
     gateway_settings,
+    history_once_completed,
     run_gateway,
     settings_from,
     stack_env,
@@ -594,8 +595,6 @@ def test_keys_from_the_environment_and_a_file_together_are_refused(tmp_path: Pat
 
 
 def test_flexsf_dev_encrypts_and_points_the_temporal_ui_at_its_codec_server(tmp_path: Path) -> None:
-    from temporalio.api.enums.v1 import WorkflowExecutionStatus
-    from temporalio.service import RPCError, RPCStatusCode
 
     from devtools.dev import CODEC_PORT, GATEWAY_PORT, TEMPORAL_UI_PORT
     from tests.test_dev_stack import flexsf_dev, free_offset, wait_until
@@ -632,19 +631,7 @@ def test_flexsf_dev_encrypts_and_points_the_temporal_ui_at_its_codec_server(tmp_
 
             async def raw_history():
                 raw = await Client.connect(urls["temporal"])  # no codec: what Temporal stores
-                handle = raw.get_workflow_handle(workflow_id(sid))
-                deadline = asyncio.get_running_loop().time() + 120
-                while True:  # callbacks are asynchronous: the workflow may not exist yet
-                    try:
-                        status = (await handle.describe()).raw_description.workflow_execution_info.status
-                    except RPCError as exc:
-                        if exc.status != RPCStatusCode.NOT_FOUND:
-                            raise
-                        status = None
-                    if status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_COMPLETED:
-                        return await handle.fetch_history()
-                    assert asyncio.get_running_loop().time() < deadline, f"the workflow did not complete: {status}"
-                    await asyncio.sleep(0.2)
+                return await history_once_completed(raw.get_workflow_handle(workflow_id(sid)), 120)
 
             history = asyncio.run(raw_history())
             raw = b"".join(event.SerializeToString() for event in history.events)
