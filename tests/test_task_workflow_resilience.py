@@ -282,24 +282,16 @@ async def test_expired_session_logs_in_once_more_and_logs(stack, how) -> None:
 # ---- 7. Salesforce outages and API limits --------------------------------------------------------------------------
 
 
-async def test_a_few_503s_are_retried_and_logged_once(stack) -> None:
+# Two transient refusals of the log: 503s, and UNABLE_TO_LOCK_ROW (a 400 that another transaction's lock causes).
+@pytest.mark.parametrize(("fault", "counter"), [("fail_next", "fault_503"), ("lock_row_next", "fault_lock_row")])
+async def test_two_transient_refusals_are_retried_and_logged_once(stack, fault, counter) -> None:
     sid, _ = await popped(stack, {"from": CONTACT.phone})
-    stack.sf.faults.set(fail_next=2)
+    stack.sf.faults.set(**{fault: 2})
     view = await finished(stack, sid)
 
     assert_logged_once_to(stack, sid, view, CONTACT.id)
     counters = stack.sf.counters()
-    assert counters["fault_503"] == 2 and counters.get("sobject_upsert:Task") == 1
-
-
-async def test_a_log_meeting_two_locked_rows_is_retried_and_written_once(stack) -> None:
-    sid, _ = await popped(stack, {"from": CONTACT.phone})
-    stack.sf.faults.set(lock_row_next=2)
-    view = await finished(stack, sid)
-
-    assert_logged_once_to(stack, sid, view, CONTACT.id)
-    counters = stack.sf.counters()
-    assert counters["fault_lock_row"] == 2 and counters.get("sobject_upsert:Task") == 1
+    assert counters[counter] == 2 and counters.get("sobject_upsert:Task") == 1
 
 
 # An org at its daily limit (usage reported at or over it) holds the log before any call instead:
