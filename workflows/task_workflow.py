@@ -208,10 +208,8 @@ class FlexTaskWorkflow:
 
     def _history_is_long(self) -> bool:
         info = workflow.info()
-        return info.is_continue_as_new_suggested() or info.get_current_history_length() >= self._history_limit()
-
-    def _history_limit(self) -> int:
-        return self._policy.history_events_limit if self._policy else TaskPolicy().history_events_limit
+        limit = self._policy.history_events_limit  # loaded before the first wait, as the window beside it is
+        return info.is_continue_as_new_suggested() or info.get_current_history_length() >= limit
 
     async def _continue_as_new(self) -> None:
         """A task open for days (a lost completion, a long chat) waits in windows; each leaves events behind. Past
