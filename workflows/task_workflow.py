@@ -484,7 +484,15 @@ class FlexTaskWorkflow:
 
     @workflow.update
     async def select_record(self, selection: RecordSelection) -> RecordRef:
-        record = next(c for c in self._pop.candidates if same_id(c.id, selection.record_id))
+        if self._pop_pending():
+            # The choice came with (or before) the search result it was made from: one workflow task can hold both,
+            # and the validator runs before the result is applied. Decide once the pop is known.
+            await workflow.wait_condition(lambda: not self._pop_pending())
+        record = self._candidate(selection.record_id)
+        if record is None:
+            raise ApplicationError(
+                f"{selection.record_id} is not one of the candidate records", type="NotACandidate", non_retryable=True
+            )
         self._selections.add(1, {"when": "after_log" if self._activity_id else "before_log"})
         if self._stage == Stage.AWAITING_SELECTION:
             self._set_stage(Stage.IN_PROGRESS)
@@ -493,12 +501,19 @@ class FlexTaskWorkflow:
 
     @select_record.validator
     def _validate_selection(self, selection: RecordSelection) -> None:
-        if not self._pop.candidates:
+        if not self._pop.candidates and not self._pop_pending():
             raise ValueError("this task has no candidate records to choose from")
         if self._facts.accepted is None or selection.worker_sid != self._facts.accepted.worker_sid:
             raise ValueError("only the worker who accepted the task can choose its record")
-        if not any(same_id(c.id, selection.record_id) for c in self._pop.candidates):
+        if not self._pop_pending() and self._candidate(selection.record_id) is None:
             raise ValueError(f"{selection.record_id} is not one of the candidate records")
+
+    def _pop_pending(self) -> bool:
+        """Accepted, and the screen pop not decided yet (the flags still loading, or the search under way)."""
+        return self._facts.accepted is not None and self._stage in (Stage.CREATED, Stage.ACCEPTED)
+
+    def _candidate(self, record_id: str) -> RecordRef | None:
+        return next((c for c in self._pop.candidates if same_id(c.id, record_id)), None)
 
     @workflow.update
     async def relog(self, request: RelogRequest) -> RelogResult:
