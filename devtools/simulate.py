@@ -263,44 +263,63 @@ class Driver:
     async def run(self, result: TaskResult) -> None:
         p = result.planned
         try:
-            if p.scenario == "outbound":
-                task = await self._post(
-                    "/outbound-calls",
-                    {
-                        "worker_sid": p.worker_sid,
-                        "destination": p.phone,
-                        "task_attributes": {"sfdcObjectId": p.record_id, "sfdcObjectType": p.record_type},
-                    },
-                )
-                result.sid = task["sid"]
-            else:
-                attributes = {
-                    "type": "inbound",
-                    "direction": "inbound",
-                    "from": p.phone,
-                    "caller": p.phone,
-                    "to": "+15005550006",
-                    "channelType": "voice",
-                }
-                result.sid = (await self._post("/tasks", {"attributes": attributes, "channel": "voice"}))["sid"]
-                await self._post(f"/tasks/{result.sid}/reserve", {"worker_sid": p.worker_sid})
-                if p.scenario == "cancel":
-                    await self._post(f"/tasks/{result.sid}/cancel", {"reason": "caller hung up in the queue"})
-                    return
+            await self._start(result)
+            await self._started(result)
+            if p.scenario == "cancel":
+                await self._post(f"/tasks/{result.sid}/cancel", {"reason": "caller hung up in the queue"})
+                return
+            if p.scenario != "outbound":  # click-to-dial hands the task to its agent already accepted
                 await self._post(f"/tasks/{result.sid}/accept", {})
-            if p.scenario == "several":
-                await self._wait_view(result.sid, lambda v: bool(v.pop.candidates), "the candidate records")
-                await self._select(result.sid, p)
+            await self._during_call(result)
             await self._post(f"/tasks/{result.sid}/wrapup", {})
-            if p.notes is not None:
-                # The copilot submits at wrap-up, once the screen pop has happened.
-                await self._wait_view(
-                    result.sid, lambda v: v.stage.value not in ("created", "accepted"), "the screen pop"
-                )
-                await self._submit_notes(result.sid, p)
+            await self._at_wrapup(result)
             await self._post(f"/tasks/{result.sid}/complete", {"reason": "resolved"})
+            await self._completed(result)
         except Exception as exc:  # every failure is counted and reported, the run goes on
             result.errors.append(f"{type(exc).__name__}: {exc}")
+
+    async def _start(self, result: TaskResult) -> None:
+        """TaskRouter creates the task and reserves it for the agent (click-to-dial: hands it over accepted)."""
+        p = result.planned
+        if p.scenario == "outbound":
+            task = await self._post(
+                "/outbound-calls",
+                {
+                    "worker_sid": p.worker_sid,
+                    "destination": p.phone,
+                    "task_attributes": {"sfdcObjectId": p.record_id, "sfdcObjectType": p.record_type},
+                },
+            )
+            result.sid = task["sid"]
+            return
+        attributes = {
+            "type": "inbound",
+            "direction": "inbound",
+            "from": p.phone,
+            "caller": p.phone,
+            "to": "+15005550006",
+            "channelType": "voice",
+        }
+        result.sid = (await self._post("/tasks", {"attributes": attributes, "channel": "voice"}))["sid"]
+        await self._post(f"/tasks/{result.sid}/reserve", {"worker_sid": p.worker_sid})
+
+    async def _started(self, result: TaskResult) -> None:
+        """The task exists (`result.sid`); nothing to do here (`flexsf soak` adds its chaos)."""
+
+    async def _during_call(self, result: TaskResult) -> None:
+        """The agent's part of the call: among several matching records, the agent picks one."""
+        if result.planned.scenario == "several":
+            await self._wait_view(result.sid, lambda v: bool(v.pop.candidates), "the candidate records")
+            await self._select(result.sid, result.planned)
+
+    async def _at_wrapup(self, result: TaskResult) -> None:
+        """The copilot submits its notes at wrap-up, once the screen pop has happened."""
+        if result.planned.notes is not None:
+            await self._wait_view(result.sid, lambda v: v.stage.value not in ("created", "accepted"), "the screen pop")
+            await self._submit_notes(result.sid, result.planned)
+
+    async def _completed(self, result: TaskResult) -> None:
+        """The task is completed; nothing to do here (`flexsf soak` adds its chaos)."""
 
     async def _wait_view(self, sid: str, done, what: str):
         from temporalio.service import RPCError

@@ -12,6 +12,7 @@ from twilio.rest import Client
 
 from flexsf.twilio_client import build_twilio_client
 from sandboxes.twilio import TwilioSandbox
+from sandboxes.twilio.receiver import CallbackReceiver
 
 
 def test_rate_limit_fraction_one_is_429_code_20429(twilio_client: Client, fresh_twilio_sandbox: TwilioSandbox) -> None:
@@ -119,3 +120,78 @@ def test_latency_trips_a_short_client_timeout(fresh_twilio_sandbox: TwilioSandbo
     with pytest.raises(requests.exceptions.Timeout):
         impatient.flex_api.v1.configuration().fetch()
     assert impatient.taskrouter.v1.workspaces(sb.workspace_sid).fetch().sid == sb.workspace_sid
+
+
+def test_a_refused_endpoint_counts_its_refusals_and_leaves_the_others_alone(
+    twilio_client: Client, fresh_twilio_sandbox: TwilioSandbox
+) -> None:
+    sb = fresh_twilio_sandbox
+    sb.faults.update(refused_endpoints={"events_list": 401})
+    refused = httpx.get(f"{sb.url}/v1/Workspaces/{sb.workspace_sid}/Events", auth=(sb.account_sid, sb.auth_token))
+    assert (refused.status_code, refused.json()["code"]) == (401, 20003)
+    assert twilio_client.flex_api.v1.configuration().fetch().account_sid == sb.account_sid
+    counters = sb.counters()
+    assert (counters["events_list"], counters["events_list_refused"]) == (1, 1)
+    assert "configuration_fetch_refused" not in counters
+
+
+def test_a_share_of_tasks_loses_every_callback_and_the_sandbox_names_them(
+    fresh_twilio_sandbox: TwilioSandbox, callback_receiver: CallbackReceiver
+) -> None:
+    sb = fresh_twilio_sandbox
+    sb.set_callback_url(callback_receiver.url)
+    sb.faults.update(callback_drop_task_fraction=0.25, callback_duplicate_fraction=1.0)
+    sids = [sb.lifecycle({}, complete=True)["sid"] for _ in range(8)]
+    sb.wait_callbacks_idle()
+
+    chosen = sb.tasks_without_callbacks()
+    assert len(chosen) == 2 and chosen[0] in sids[:4] and chosen[1] in sids[4:]  # one in four, evenly spread
+    assert {r.form["TaskSid"] for r in callback_receiver.requests} == set(sids) - set(chosen)
+    for sid in chosen:
+        assert len(sb.events(sid)) == 7  # TaskRouter still lists what happened: only the callbacks were lost
+        assert [d.outcome for d in sb.deliveries(sid)] == ["dropped"] * 7  # not even a duplicate went out
+    assert httpx.get(f"{sb.control_url}/tasks-without-callbacks").json() == {"task_sids": chosen}
+    assert sb.counters()["tasks_without_callbacks"] == 2
+
+    sb.faults.update(callback_drop_task_fraction=0.0)
+    later = sb.lifecycle({})["sid"]
+    sb.wait_callbacks_idle()
+    assert sb.tasks_without_callbacks() == chosen and later in {r.form["TaskSid"] for r in callback_receiver.requests}
+
+
+def test_the_tasks_losing_their_callbacks_are_chosen_the_same_way_after_every_reset(
+    fresh_twilio_sandbox: TwilioSandbox,
+) -> None:
+    """Seeded: the same positions in the order of creation, so a soak can be repeated (sids themselves are random)."""
+    sb = fresh_twilio_sandbox
+
+    def positions() -> list[int]:
+        sb.reset()
+        sb.faults.update(callback_drop_task_fraction=0.1)
+        sids = [sb.create_task({})["sid"] for _ in range(30)]
+        return [sids.index(sid) for sid in sb.tasks_without_callbacks()]
+
+    first = positions()
+    assert len(first) == 3 and first[0] < 10 and first == positions()
+    sb.reset()
+    assert sb.tasks_without_callbacks() == [] and sb.counters()["tasks_without_callbacks"] == 0
+
+
+def test_a_task_share_out_of_range_is_refused(fresh_twilio_sandbox: TwilioSandbox) -> None:
+    with pytest.raises(ValueError):
+        fresh_twilio_sandbox.faults.update(callback_drop_task_fraction=1.5)
+    response = httpx.post(f"{fresh_twilio_sandbox.control_url}/faults", json={"callback_drop_task_fraction": "most"})
+    assert response.status_code == 400
+
+
+def test_callback_params_are_what_each_event_is_posted_and_signed_with(
+    fresh_twilio_sandbox: TwilioSandbox, callback_receiver: CallbackReceiver
+) -> None:
+    """What a soak needs to forge a validly signed callback of its own for a task."""
+    sb = fresh_twilio_sandbox
+    sb.set_callback_url(callback_receiver.url)
+    sid = sb.lifecycle({"from": "+15550100"})["sid"]
+    received = callback_receiver.wait_for(3)
+    params = sb.callback_params(sid)
+    assert [p["EventType"] for p in params] == ["task.created", "reservation.created", "reservation.accepted"]
+    assert [r.form for r in received] == params

@@ -91,7 +91,11 @@ class CallbackDispatcher:
 
     def submit(self, event: Event, url: str) -> None:
         cfg = self._faults.config
-        if event.event_type in cfg.callback_drop_event_types or self._faults.roll(cfg.callback_drop_fraction):
+        if (
+            self._faults.drops_every_callback_of(event.task_sid)
+            or event.event_type in cfg.callback_drop_event_types
+            or self._faults.roll(cfg.callback_drop_fraction)
+        ):
             with self._lock:
                 self._deliveries.append(
                     Delivery(

@@ -120,6 +120,9 @@ def routes(sb: TwilioSandbox) -> list[Route]:
     def events(req: Request, m: re.Match[str]) -> Response:
         return ok({"events": sb.events(req.param("task_sid"))})
 
+    def tasks_without_callbacks(req: Request, m: re.Match[str]) -> Response:
+        return ok({"task_sids": sb.tasks_without_callbacks()})
+
     def wait_idle(req: Request, m: re.Match[str]) -> Response:
         try:
             sb.wait_callbacks_idle(float(_body(req).get("timeout_s", 10)))
@@ -157,6 +160,7 @@ def routes(sb: TwilioSandbox) -> list[Route]:
         r("GET", "/counters", "control_counters", counters),
         r("GET", "/deliveries", "control_deliveries", deliveries),
         r("GET", "/events", "control_events", events),
+        r("GET", "/tasks-without-callbacks", "control_tasks_without_callbacks", tasks_without_callbacks),
         r("POST", "/wait-idle", "control_wait_idle", wait_idle),
         r("POST", "/reset", "control_reset", reset),
     ]

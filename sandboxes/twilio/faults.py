@@ -8,6 +8,7 @@ Fractions are drawn from one seeded RNG so a run can be repeated.
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import threading
 from dataclasses import dataclass, field
@@ -53,6 +54,11 @@ class FaultConfig:
     # --- event callbacks ---
     callback_drop_fraction: float = 0.0
     callback_drop_event_types: list[str] = field(default_factory=list)
+    # A task whose every callback is lost (the receiver was down for a whole short call): this share of the tasks
+    # created while it is set, spread evenly from a seeded offset (so 1 in 20 for 0.05, the first within the first 20),
+    # loses every callback for its whole life. Its events are still recorded (the Events list shows them); which tasks
+    # were chosen: `TwilioSandbox.tasks_without_callbacks()` / `GET /__sandbox__/tasks-without-callbacks`.
+    callback_drop_task_fraction: float = 0.0
     callback_duplicate_fraction: float = 0.0
     callback_duplicate_event_types: list[str] = field(default_factory=list)
     callback_reorder: ReorderMode = "none"
@@ -79,6 +85,7 @@ class Faults:
         self._config = FaultConfig()
         self._seed = seed
         self._rng = random.Random(seed)
+        self._forget_chosen_tasks()
 
     @property
     def config(self) -> FaultConfig:
@@ -103,7 +110,13 @@ class Faults:
             raise ValueError("token_invalid_body must be validation or error")
         if any(status not in (401, 403) for status in (changes.get("refused_endpoints") or {}).values()):
             raise ValueError("refused_endpoints answers 401 or 403")
+        if not 0 <= changes.get("callback_drop_task_fraction", 0) <= 1:
+            raise ValueError("callback_drop_task_fraction is a fraction from 0 to 1")
         with self._lock:
+            if changes.get("callback_drop_task_fraction", self._config.callback_drop_task_fraction) != (
+                self._config.callback_drop_task_fraction
+            ):
+                self._tasks_counted = 0  # a new share counts from here, so the spread stays even
             self._config = dataclasses.replace(self._config, **changes)
         return self.config
 
@@ -111,6 +124,35 @@ class Faults:
         with self._lock:
             self._config = FaultConfig()
             self._rng = random.Random(self._seed)
+            self._forget_chosen_tasks()
+
+    def _forget_chosen_tasks(self) -> None:
+        # Its own generator, so choosing tasks never shifts the draws of the other fractions.
+        chooser = random.Random(None if self._seed is None else f"{self._seed}:callback_drop_task")
+        self._task_offset = chooser.random()
+        self._tasks_counted = 0
+        self._tasks_without_callbacks: dict[str, None] = {}  # insertion-ordered set
+
+    def choose_task(self, task_sid: str) -> bool:
+        """Called once as each task is created: whether every callback of this task is to be dropped."""
+        with self._lock:
+            fraction = self._config.callback_drop_task_fraction
+            if fraction <= 0:
+                return False
+            n, self._tasks_counted = self._tasks_counted, self._tasks_counted + 1
+            chosen = math.floor((n + 1) * fraction + self._task_offset) > math.floor(n * fraction + self._task_offset)
+            if chosen:
+                self._tasks_without_callbacks[task_sid] = None
+            return chosen
+
+    def drops_every_callback_of(self, task_sid: str | None) -> bool:
+        with self._lock:
+            return task_sid in self._tasks_without_callbacks
+
+    def tasks_without_callbacks(self) -> list[str]:
+        """The tasks chosen by `callback_drop_task_fraction` so far, in creation order (until `clear()`)."""
+        with self._lock:
+            return list(self._tasks_without_callbacks)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
@@ -126,6 +168,11 @@ class Faults:
     def shuffle(self, items: list[Any]) -> None:
         with self._lock:
             self._rng.shuffle(items)
+
+    def refusal(self, endpoint: str) -> int | None:
+        """401 or 403 when `refused_endpoints` refuses this endpoint, else None."""
+        with self._lock:
+            return self._config.refused_endpoints.get(endpoint)
 
     def rest_failure(self, endpoint: str) -> int | None:
         """The HTTP status to fail this REST call with, or None to serve it."""

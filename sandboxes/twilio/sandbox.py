@@ -230,6 +230,11 @@ class TwilioSandbox:
             if task_sid is None or e.task_sid == task_sid
         ]
 
+    def callback_params(self, task_sid: str) -> list[dict[str, str]]:
+        """The parameters each of the task's events is posted (and signed) with, oldest first, whether or not its
+        callback was sent: what a test needs to forge a validly signed callback of its own."""
+        return [dict(e.params) for e in self.state.list_events() if e.task_sid == task_sid]
+
     def counters(self) -> dict[str, int]:
         """REST calls per endpoint (task_fetch, task_update, ...) plus callbacks_* totals."""
         counts = self._counters.snapshot()
@@ -241,8 +246,13 @@ class TwilioSandbox:
             "callbacks_failed": sum(d.outcome in ("failed", "error") for d in attempts),
             "callbacks_dropped": sum(d.outcome == "dropped" for d in deliveries),
             "callbacks_duplicated": sum(d.duplicate and d.attempt == 1 for d in attempts),
+            "tasks_without_callbacks": len(self.faults.tasks_without_callbacks()),
         }
         return counts
+
+    def tasks_without_callbacks(self) -> list[str]:
+        """The tasks `callback_drop_task_fraction` chose, in creation order: every callback of each was dropped."""
+        return self.faults.tasks_without_callbacks()
 
     def deliveries(self, task_sid: str | None = None, event_type: str | None = None) -> list[Delivery]:
         return [

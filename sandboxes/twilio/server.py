@@ -165,7 +165,11 @@ class Router:
         cfg = self._faults.config
         if cfg.latency_s > 0 and (cfg.endpoints is None or endpoint in cfg.endpoints):
             time.sleep(cfg.latency_s)
-        status = self._faults.rest_failure(endpoint)
+        status = self._faults.refusal(endpoint)
+        if status is not None:
+            self._counters.add(f"{endpoint}_refused")  # e.g. events_list_refused: the calls a restricted key lost
+        else:
+            status = self._faults.rest_failure(endpoint)
         if status is None:
             return None
         if status == 429:

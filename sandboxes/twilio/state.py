@@ -295,6 +295,7 @@ class TaskRouterState:
                 date_updated=now,
             )
             self.tasks[task.sid] = task
+            self.faults.choose_task(task.sid)  # callback_drop_task_fraction: decided before its first callback
             self._emit("task.created", task, f"Task {task.sid} created")
             return dataclasses.replace(task)
 
