@@ -12,10 +12,10 @@ UV_VERSION := 0.13.9
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet --custom-compile-command 'make lock'
 # The agent-side Flex plugin bridge (TypeScript, built with esbuild from npm) and the browser its tests drive.
 BRIDGE := agent-bridge/dist/bridge.js
-BRIDGE_SOURCES := $(wildcard agent-bridge/src/*.ts) agent-bridge/package.json agent-bridge/package-lock.json agent-bridge/tsconfig.json
+BRIDGE_SOURCES := $(wildcard agent-bridge/src/*.ts) $(wildcard agent-bridge/flex-types/*.ts) agent-bridge/package.json agent-bridge/package-lock.json agent-bridge/tsconfig.json
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test install lock docs clean bridge chromium
+.PHONY: run test install lock docs clean bridge chromium flex-types
 
 # phonenumberslite replaced phonenumbers and installs the same module files: where the old distribution is left from
 # an earlier install, both go and the lock brings phonenumberslite back whole.
@@ -49,6 +49,12 @@ $(BRIDGE): $(BRIDGE_SOURCES)
 	cd agent-bridge && npm ci --no-audit --no-fund && npm run typecheck && npm run build
 
 bridge: $(BRIDGE)
+
+# The bridge's type check holds it against Flex UI's declarations extracted into agent-bridge/flex-types/flex-ui.d.ts
+# (committed, so `make test` needs no Flex UI). This re-extracts them from npm @twilio/flex-ui (FLEX_UI_VERSION, default
+# the pinned one): it installs the package, about 750 MB and a minute, into a temporary directory it then removes.
+flex-types: $(BRIDGE)
+	cd agent-bridge && node flex-types/extract.mjs $(FLEX_UI_VERSION) && npm run typecheck
 
 # Debian's chromium for the bridge's browser tests (Playwright's own browser download is not used).
 chromium:

@@ -140,6 +140,13 @@ class Settings(BaseSettings):
     flexsf_search_limit: int = Field(20, ge=1, le=200)
     flexsf_person_accounts: bool = False
     flexsf_default_region: str = "US"
+    flexsf_search_no_match_pop: str = Field(
+        "new_record:Contact",
+        description="What the agent's Salesforce opens when the screen-pop search finds no record, as a softphone "
+        "layout's no-match setting: `new_record:<Object>` opens the object's new-record modal with the caller's phone "
+        "number, e-mail address or name filled in (Contact, Lead, Account and Case; another object opens empty), "
+        "`search` opens Salesforce's search page for the search term, `none` opens nothing.",
+    )
 
     # Click-to-dial's destination policy (flexsf/dial_policy.py): what a click on a number in Salesforce may call.
     flexsf_dial_allowed_countries: Annotated[list[str], NoDecode] = Field(
@@ -352,6 +359,13 @@ class Settings(BaseSettings):
         if isinstance(v, str) and not v.strip().startswith("["):
             v = [part for part in v.split(",") if part.strip()]
         return region_codes(str(part) for part in v or [])
+
+    @field_validator("flexsf_search_no_match_pop")
+    @classmethod
+    def _no_match_pop(cls, v: str) -> str:
+        from flexsf.no_match_pop import NoMatchPop
+
+        return str(NoMatchPop.parse(v))
 
     @field_validator("flexsf_default_region")
     @classmethod

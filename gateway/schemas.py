@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from flexsf.models import FeatureFlags, Notes, RecordRef, Stage, TaskView
+from flexsf.no_match_pop import NoMatchPop
 from flexsf.task_events import clean_text
 
 TASK_SID_PATTERN = r"^WT[0-9a-fA-F]{32}$"
@@ -100,6 +101,13 @@ class PopOut(BaseModel):
     candidates: list[RecordOut] = Field(default_factory=list, description="Several matches: the agent picks one")
 
 
+class ScreenPopOut(BaseModel):
+    """The arguments of one Open CTI `screenPop` call, for the bridge to make as they are."""
+
+    type: Literal["NEW_RECORD_MODAL", "SEARCH"] = Field(description="An `sforce.opencti.SCREENPOP_TYPE` key")
+    params: dict[str, Any]
+
+
 class NotesOut(BaseModel):
     disposition: str | None = None
     summary: str | None = None
@@ -118,12 +126,20 @@ class TaskOut(BaseModel):
     pop: PopOut
     record: RecordOut | None = Field(None, description="The record the task is (or will be) logged against")
     notes: NotesOut | None = Field(None, description="The copilot notes received")
+    no_match_pop: ScreenPopOut | None = Field(
+        None,
+        description="What to open when the search found no record (FLEXSF_SEARCH_NO_MATCH_POP); None when it found "
+        "one or more, searched nothing, or the setting is `none`",
+    )
     activity_id: str | None = Field(None, description="The Salesforce Task the call was logged as")
     outcome: str | None = Field(None, description="Completed or Canceled, once the task finished")
     error: str | None = None
 
     @classmethod
-    def of(cls, view: TaskView) -> TaskOut:
+    def of(cls, view: TaskView, no_match: NoMatchPop | None = None, region: str = "US") -> TaskOut:
+        pop = view.pop
+        searched_in_vain = pop.search_term is not None and pop.record is None and not pop.candidates
+        no_match_pop = no_match.screen_pop(pop.search_term, region) if no_match and searched_in_vain else None
         return cls(
             task_sid=view.task_sid,
             stage=view.stage,
@@ -136,6 +152,7 @@ class TaskOut(BaseModel):
                 candidates=[RecordOut.of(c) for c in view.pop.candidates],
             ),
             record=RecordOut.of(view.record),
+            no_match_pop=ScreenPopOut(**no_match_pop) if no_match_pop else None,
             notes=NotesOut(**view.notes.model_dump()) if view.notes else None,
             activity_id=view.activity_id,
             outcome=view.outcome,

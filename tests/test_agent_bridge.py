@@ -8,10 +8,13 @@ port, wired to Temporal, an in-process worker and both sandboxes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -175,23 +178,93 @@ def flex_url(origins: Origins, gateway: str, allowed: str | None = None, extra: 
     return f"{origins.flex.origin}/harness.html?gateway={quote(gateway)}&allowed={quote(trusted)}{extra}"
 
 
+@pytest.fixture
+def gateway_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Gateway settings a test changes: `@pytest.mark.parametrize("gateway_env", [{...}], indirect=True)`."""
+    return getattr(request, "param", {})
+
+
 @pytest_asyncio.fixture(loop_scope="session")
-async def gateway(stack, origins: Origins) -> AsyncIterator[str]:
-    async with serve(stack, FLEXSF_CORS_ORIGINS=origins.flex.origin) as api:
+async def gateway(stack, origins: Origins, gateway_env: dict[str, str]) -> AsyncIterator[str]:
+    async with serve(stack, FLEXSF_CORS_ORIGINS=origins.flex.origin, **gateway_env) as api:
         yield api.url
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def desk(browser: Browser, gateway: str, origins: Origins, stack) -> AsyncIterator[Desk]:
+@pytest.fixture
+def service_configuration(twilio_client) -> dict:
+    """What Flex holds as `manager.serviceConfiguration`: the Flex Configuration, read from the Twilio sandbox."""
+    config = twilio_client.flex_api.v1.configuration().fetch()
+    return {"taskrouter_offline_activity_sid": config.taskrouter_offline_activity_sid}
+
+
+@asynccontextmanager
+async def open_desk(
+    browser: Browser, gateway: str, origins: Origins, stack, service_configuration: dict, extra: str = ""
+) -> AsyncIterator[Desk]:
     context = await browser.new_context(viewport={"width": 900, "height": 700})
     # The agent's Flex token, as manager.user.token holds it (never in a URL or a log).
-    await context.add_init_script(f"window.__FLEXSF_TOKEN__ = {json.dumps(stack.tw.mint_token(AGENT.sid))};")
+    await context.add_init_script(
+        f"window.__FLEXSF_TOKEN__ = {json.dumps(stack.tw.mint_token(AGENT.sid))};"
+        f"window.__FLEXSF_SERVICE_CONFIGURATION__ = {json.dumps(service_configuration)};"
+    )
     page = await context.new_page()
-    await page.goto(f"{origins.salesforce.origin}/salesforce.html?flex={quote(flex_url(origins, gateway))}")
+    await page.goto(
+        f"{origins.salesforce.origin}/salesforce.html?flex={quote(flex_url(origins, gateway, extra=extra))}"
+    )
     try:
         yield Desk(page, await bridge_frame(page, origins), origins)
     finally:
         await context.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def desk(browser: Browser, gateway: str, origins: Origins, stack, service_configuration) -> AsyncIterator[Desk]:
+    async with open_desk(browser, gateway, origins, stack, service_configuration) as opened:
+        yield opened
+
+
+# ---- the bridge against Flex UI's own declarations ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("declaration", "renamed", "complaint"),
+    [
+        pytest.param(
+            '  | "notesSubmitted"', '  | "wrapupNotesSubmitted"', '"does not fit": "taskCanceled" | "notes', id="event"
+        ),
+        pytest.param(
+            "  channelSid: string;", "  channelSID: string;", '"not declared by Flex": "channelSid"', id="notes"
+        ),
+        pytest.param("  taskSid: string;", "  taskId: string;", '"not declared by Flex": "taskSid"', id="task"),
+        pytest.param(
+            "  taskrouter_offline_activity_sid?:",
+            "  offline_activity_sid?:",
+            '"not declared by Flex": "taskrouter_offline_activity_sid"',
+            id="offline-activity",
+        ),
+    ],
+)
+async def test_the_type_check_fails_when_flex_renames_what_the_bridge_reads(
+    tmp_path: Path, declaration: str, renamed: str, complaint: str
+):
+    """flex-types/contract.ts against a copy of the extracted declarations with one name changed, as a Flex release
+    that renamed it would extract."""
+    tsc = BRIDGE / "node_modules" / ".bin" / "tsc"
+    if not tsc.exists():
+        pytest.fail("agent-bridge/node_modules is missing: run `make bridge` (npm ci)")
+    for part in ("src", "flex-types"):
+        shutil.copytree(BRIDGE / part, tmp_path / part)
+    shutil.copy(BRIDGE / "tsconfig.json", tmp_path)
+    extract = tmp_path / "flex-types" / "flex-ui.d.ts"
+    text = extract.read_text(encoding="utf-8")
+    assert text.count(declaration) == 1
+    check = [str(tsc), "-p", str(tmp_path / "tsconfig.json")]
+
+    intact = await asyncio.to_thread(subprocess.run, check, capture_output=True, text=True)
+    assert intact.returncode == 0, intact.stdout
+    extract.write_text(text.replace(declaration, renamed), encoding="utf-8")
+    broken = await asyncio.to_thread(subprocess.run, check, capture_output=True, text=True)
+    assert broken.returncode != 0 and complaint in broken.stdout, broken.stdout
 
 
 # ---- loading -------------------------------------------------------------------------------------------------------
@@ -210,9 +283,29 @@ async def test_embedded_it_loads_the_salesforce_scripts_once_hides_the_crm_and_e
     assert await desk.flex_calls("manager.updateConfig") == [
         {"componentProps": {"AgentDesktopView": {"showPanel2": False}}}
     ]
-    assert len(await desk.sforce_calls("opencti.enableClickToDial")) == 1
-    assert len(await desk.sforce_calls("opencti.onClickToDial")) == 1
+    # The click listener only once Salesforce has enabled click-to-dial.
+    assert await desk.flex("() => SforceStandIn.calls.map(c => c.api).filter(a => a.includes('ClickToDial'))") == [
+        "opencti.enableClickToDial",
+        "opencti.onClickToDial",
+    ]
     assert await desk.flex("() => FlexStandIn.bridge.config.screen_pop") is True
+
+
+async def test_when_salesforce_refuses_to_enable_click_to_dial_no_click_is_listened_to_and_the_agent_is_told(
+    browser: Browser, gateway: str, origins: Origins, stack, service_configuration
+):
+    async with open_desk(
+        browser, gateway, origins, stack, service_configuration, extra="&sfRefuse=enableClickToDial"
+    ) as desk:
+        assert len(await desk.sforce_calls("opencti.enableClickToDial")) == 1
+        assert await desk.sforce_calls("opencti.onClickToDial") == []
+        assert await desk.notices() == [
+            "Click-to-dial is off: Salesforce did not enable it "
+            "(The stand-in's Salesforce refused to enable click-to-dial)"
+        ]
+        with pytest.raises(Exception, match="no onClickToDial listener"):
+            await desk.flex("(p) => SforceStandIn.clickToDial(p)", {"number": sf_demo.DEMO_LEAD.phone})
+        assert await started_calls(desk) == []
 
 
 async def test_not_embedded_it_does_nothing(browser: Browser, gateway: str, origins: Origins, stack):
@@ -377,24 +470,142 @@ async def test_a_refresh_mid_task_restores_the_dropdown_and_does_not_pop_again(d
     assert await desk.complete(sid) == {"aborted": False}
 
 
+# A caller no demo record has: the search finds nothing.
+UNKNOWN_PHONE = "+1 808 555 0142"
+
+
+@pytest.mark.parametrize(
+    ("gateway_env", "attributes", "popped"),
+    [
+        pytest.param(
+            {},
+            {"from": UNKNOWN_PHONE},
+            [
+                {
+                    "type": "newRecord",
+                    "params": {"entityName": "Contact", "defaultFieldValues": {"Phone": "+18085550142"}},
+                }
+            ],
+            id="default-new-contact-with-the-phone",
+        ),
+        pytest.param(
+            {"FLEXSF_SEARCH_NO_MATCH_POP": "new_record:Lead"},
+            {"name": "Zelda Quimby", "from": UNKNOWN_PHONE},
+            [
+                {
+                    "type": "newRecord",
+                    "params": {"entityName": "Lead", "defaultFieldValues": {"LastName": "Zelda Quimby"}},
+                }
+            ],
+            id="new-lead-with-the-name",
+        ),
+        pytest.param(
+            {"FLEXSF_SEARCH_NO_MATCH_POP": "search"},
+            {"from": UNKNOWN_PHONE},
+            [{"type": "search", "params": {"searchString": "+18085550142"}}],
+            id="search-page",
+        ),
+        pytest.param({"FLEXSF_SEARCH_NO_MATCH_POP": "none"}, {"from": UNKNOWN_PHONE}, [], id="nothing"),
+    ],
+    indirect=["gateway_env"],
+)
+async def test_a_search_that_finds_nobody_pops_what_the_no_match_setting_says(
+    desk: Desk, stack, attributes: dict, popped: list
+):
+    sid = stack.tw.lifecycle(attributes, worker_sid=AGENT.sid)["sid"]
+    await desk.accept(sid, {**attributes, "direction": "inbound"})
+    view = await stack.view(sid)
+    assert view.pop.search_term and view.pop.record is None and view.pop.candidates == []
+    assert await desk.sforce_calls("opencti.screenPop") == popped
+    await desk.accept(sid)  # once per task
+    assert len(await desk.sforce_calls("opencti.screenPop")) == len(popped)
+
+
+# ---- after the log -------------------------------------------------------------------------------------------------
+
+
+async def test_once_the_log_is_written_salesforces_view_is_refreshed_once(desk: Desk, stack):
+    sid = stack.tw.lifecycle({"from": sf_demo.UNIQUE_PHONE_CONTACT.phone}, worker_sid=AGENT.sid)["sid"]
+    await desk.accept(sid)
+    assert await desk.complete(sid) == {"aborted": False}
+    assert await desk.sforce_calls("opencti.refreshView") == []  # Flex completed it; TaskRouter has not told us yet
+
+    stack.tw.wrapup(sid)
+    stack.tw.complete(sid)
+    logged = await stack.wait_for(sid, lambda v: v.activity_id is not None)
+    await desk.frame.wait_for_function(
+        "(sid) => FlexStandIn.log.includes(`task ${sid} is logged: Salesforce's view refreshed`)", arg=sid
+    )
+    assert await desk.sforce_calls("opencti.refreshView") == [{}]
+    assert logged.stage == Stage.LOGGED
+    await desk.reload()
+    await desk.complete(sid)  # Complete again (a retried action, after a refresh): not refreshed twice
+    await desk.frame.wait_for_function(
+        "(sid) => FlexStandIn.log.includes(`task ${sid}: Salesforce's view was refreshed for its log already`)", arg=sid
+    )
+    assert await desk.sforce_calls("opencti.refreshView") == []  # the reloaded page's stand-in counts afresh
+
+
 # ---- copilot notes -------------------------------------------------------------------------------------------------
 
 
-async def test_copilot_notes_reach_the_workflow(desk: Desk, stack):
-    sid = stack.tw.lifecycle({"from": sf_demo.UNIQUE_PHONE_CONTACT.phone}, worker_sid=AGENT.sid)["sid"]
-    await desk.accept(sid)
-    await desk.flex(
-        "() => FlexStandIn.manager.events.emit('notesSubmitted', {channelSid: 'CH00000000000000000000000"
-        "000000000', dispositionCode: {disposition_code: 'Callback', topic_path: 'Billing'}, "
-        "summary: 'Wants a callback', sentiment: 'neutral'})"
-    )
-    view = await stack.wait_for(sid, lambda v: v.notes is not None)
+def channel_sid(n: int) -> str:
+    return f"CH{n:032x}"
+
+
+async def accept_task(desk: Desk, stack, phone: str, **channel: str) -> str:
+    """A task with channel identifiers in its attributes, accepted by the agent as Flex hands it to the bridge."""
+    attributes = {"from": phone, "direction": "inbound", **channel}
+    sid = stack.tw.lifecycle(attributes, worker_sid=AGENT.sid)["sid"]
+    await desk.accept(sid, attributes)
+    return sid
+
+
+async def submit_notes(desk: Desk, **notes) -> None:
+    """Flex's `notesSubmitted` (NotesSubmittedEventPayload), resolved once the bridge's listener is done."""
+    payload = {"dispositionCode": {"disposition_code": "Callback", "topic_path": "Billing"}, "sentiment": "neutral"}
+    await desk.flex("(n) => FlexStandIn.manager.events.emit('notesSubmitted', n)", {**payload, **notes})
+
+
+async def test_copilot_notes_reach_the_workflow_of_the_task_with_their_channel_sid(desk: Desk, stack):
+    first = await accept_task(desk, stack, sf_demo.UNIQUE_PHONE_CONTACT.phone, channelSid=channel_sid(1))
+    second = await accept_task(desk, stack, sf_demo.UNIQUE_PHONE_ACCOUNT.phone, channelSid=channel_sid(2))
+    await submit_notes(desk, channelSid=channel_sid(1), summary="Wants a callback")
+    view = await stack.wait_for(first, lambda v: v.notes is not None)
     assert (view.notes.disposition, view.notes.summary, view.notes.topics, view.notes.sentiment) == (
         "Callback",
         "Wants a callback",
         ["Billing"],
         "neutral",
     )
+    assert (await stack.view(second)).notes is None
+
+
+async def test_after_a_refresh_notes_still_find_their_task_by_channel_and_interaction(desk: Desk, stack):
+    conversation = "CH" + "c" * 32
+    interaction = "KD" + "1" * 32
+    first = await accept_task(desk, stack, sf_demo.UNIQUE_PHONE_CONTACT.phone, conversationSid=conversation)
+    second = await accept_task(desk, stack, sf_demo.UNIQUE_PHONE_ACCOUNT.phone, flexInteractionSid=interaction)
+    await desk.reload()  # the page's memory is gone; sessionStorage is not
+
+    await submit_notes(desk, interactionSid=interaction, channelSid="UO" + "9" * 32, summary="Second")
+    await submit_notes(desk, interactionSid="KD" + "2" * 32, channelSid=conversation, summary="First")
+    assert (await stack.wait_for(second, lambda v: v.notes is not None)).notes.summary == "Second"
+    assert (await stack.wait_for(first, lambda v: v.notes is not None)).notes.summary == "First"
+    assert await desk.notices() == []
+
+
+async def test_notes_that_match_no_accepted_task_are_reported_not_sent_to_the_only_task(desk: Desk, stack):
+    sid = await accept_task(desk, stack, sf_demo.UNIQUE_PHONE_CONTACT.phone, channelSid=channel_sid(3))
+    await desk.reload()
+    warnings: list[str] = []
+    desk.page.on("console", lambda m: warnings.append(m.text) if m.type == "warning" else None)
+    await submit_notes(desk, channelSid=channel_sid(4), summary="Someone else's call")
+    notice = "Copilot notes did not match a task accepted on this page: they were not saved to Salesforce"
+    assert await desk.notices() == [notice]
+    assert f"flexsf: {notice}" in warnings
+    # The listener is done (emit resolved) and sent nothing: the one accepted task has no notes.
+    assert (await stack.view(sid)).notes is None
 
 
 # ---- click-to-dial and calls ---------------------------------------------------------------------------------------
@@ -470,10 +681,26 @@ async def test_no_dialing_while_on_a_call_or_offline(desk: Desk):
     assert any("already on a call" in n for n in await desk.notices())
 
     await desk.flex("() => window.call.emit('disconnect')")
-    await desk.flex("() => { FlexStandIn.manager.workerClient.activity = {name: 'Offline', available: false}; }")
+    # The workspace's offline activity, whatever it is called (here renamed), as Flex's configuration names it.
+    offline = await desk.flex("() => FlexStandIn.manager.serviceConfiguration.taskrouter_offline_activity_sid")
+    assert offline == tw_demo.DEMO_ACTIVITIES["Offline"]
+    await desk.flex(
+        "(sid) => { FlexStandIn.manager.workerClient.activity = {sid, name: 'Logged out', available: false}; }", offline
+    )
     await desk.flex("(p) => SforceStandIn.clickToDial(p)", lead)
-    assert any("You are Offline" in n for n in await desk.notices())
-    assert not [c for c in await desk.flex_calls("Actions.invokeAction") if c["name"] == "StartOutboundCall"]
+    assert await desk.notices() == [
+        "You are already on a call: finish it before dialing another number",
+        "You are Logged out: change your activity to dial",
+    ]
+    assert await started_calls(desk) == []
+
+    # An activity merely named "Offline" is not the offline activity: the click dials.
+    await desk.flex(
+        "(sid) => { FlexStandIn.manager.workerClient.activity = {sid, name: 'Offline', available: false}; }",
+        tw_demo.DEMO_ACTIVITIES["Break"],
+    )
+    await desk.flex("(p) => SforceStandIn.clickToDial(p)", lead)
+    assert [c["payload"]["destination"] for c in await started_calls(desk)] == ["+16465550175"]
 
 
 async def test_a_call_locks_the_pop_out_button_until_it_ends(desk: Desk):

@@ -4,9 +4,10 @@
  * It owns no business decisions. Which record a task pops, which records are candidates, what is logged and against
  * what: the task's Temporal workflow decides, and the gateway's agent API (`/agent/...`) tells. The bridge only
  * - loads Salesforce's Open CTI and Console API scripts when Flex is embedded in Lightning,
- * - pops what the server says after the agent accepts a task, once per task,
+ * - pops what the server says after the agent accepts a task (the record, a search, or the no-match pop), once per task,
  * - shows the candidate dropdown and sends the agent's choice back,
- * - forwards copilot notes and click-to-dial, and locks the softphone's pop-out button during calls.
+ * - forwards copilot notes (to the task whose channel they name) and click-to-dial, locks the softphone's pop-out
+ *   button during calls, and refreshes Salesforce's view once a task's log is written.
  *
  * It trusts only the Salesforce origins it is configured with (`allowedOrigins`, from the Flex configuration's
  * `salesforce_integration.allowed_origins`): framed by any other page, even another org's `*.lightning.force.com`, it
@@ -24,7 +25,7 @@ export type Listener = (payload: any, abort?: () => void) => unknown;
 export interface ActionsLike {
   addListener(event: string, listener: Listener): void;
   removeListener?(event: string, listener: Listener): void;
-  invokeAction(name: string, payload?: unknown): Promise<unknown>;
+  invokeAction(name: string, payload?: unknown): unknown; // a Promise in Flex 2.x; awaited either way
 }
 
 export interface EmitterLike {
@@ -44,9 +45,36 @@ export interface ManagerLike {
   user?: { token?: string };
   events?: EmitterLike;
   voiceClient?: EmitterLike;
-  workerClient?: { activity?: { name?: string; available?: boolean } } & EmitterLike;
+  workerClient?: { activity?: { sid?: string; name?: string; available?: boolean } } & EmitterLike;
+  /** The Flex configuration Flex loaded: its offline activity is the one click-to-dial refuses to dial from. */
+  serviceConfiguration?: { taskrouter_offline_activity_sid?: string };
   updateConfig?(config: Record<string, unknown>): void;
 }
+
+/** Flex's `StartOutboundCall` payload, as the gateway's click-to-dial answers it. */
+export interface OutboundCall {
+  destination: string;
+  taskAttributes?: Record<string, unknown>;
+}
+
+/** What Flex hands a `before…`/`after…` task action listener (Flex: `WorkerActionPayload` with an `ITask`). */
+export interface TaskActionPayload {
+  task?: { taskSid?: string; attributes?: Record<string, any> };
+  sid?: string;
+}
+
+/** The fields of Flex's `notesSubmitted` payload (`NotesSubmittedEventPayload`) the bridge reads. */
+export interface NotesPayload {
+  interactionSid?: string;
+  channelSid?: string;
+  summary?: string;
+  sentiment?: string;
+  dispositionCode?: { disposition_code?: string | null; topic_path?: string | null } | null;
+}
+
+/** The Flex events the bridge listens to, checked against Flex's own declarations (flex-types/contract.ts). */
+export const FLEX_EVENTS = ["taskCanceled", "notesSubmitted"] as const;
+export type FlexEventName = (typeof FLEX_EVENTS)[number];
 
 export interface OpenCtiResult { success: boolean; returnValue?: any; errors?: unknown }
 type Callback = (result: OpenCtiResult) => void;
@@ -58,6 +86,7 @@ export interface SforceLike {
     enableClickToDial(args: { callback?: Callback }): void;
     onClickToDial(args: { listener: (payload: any) => void }): void;
     setSoftphonePanelVisibility(args: { visible: boolean; callback?: Callback }): void;
+    refreshView?(args?: { callback?: Callback }): void;
   };
   console?: {
     setCustomConsoleComponentPopoutable(popoutable: boolean, callback?: (result: any) => void): void;
@@ -82,6 +111,9 @@ export interface TaskOut {
   direction?: string | null;
   pop: { search_term?: string | null; record?: RecordOut | null; candidates: RecordOut[] };
   record?: RecordOut | null;
+  /** The Open CTI screenPop to make when the search found nobody (the server's no-match setting), else null. */
+  no_match_pop?: { type: string; params: Record<string, unknown> } | null;
+  activity_id?: string | null;
 }
 
 export interface BridgeOptions {
@@ -108,8 +140,6 @@ export interface BridgeOptions {
   taskCanvasContainer?: (taskSid: string) => Element | null | undefined;
   /** Polling for the pop decision: first delay, doubling up to maxDelayMs, at most maxAttempts requests. */
   poll?: { initialDelayMs?: number; maxDelayMs?: number; maxAttempts?: number };
-  /** Worker activity names that count as offline (default: Offline). */
-  offlineActivities?: string[];
   /** Where the bridge reports what it did and why (never tokens). */
   log?: (message: string) => void;
 }
@@ -130,10 +160,36 @@ const NOTIFICATION_ID = "FlexsfBridgeNotice";
 const DECIDED = (stage: string) => stage !== "created" && stage !== "accepted";
 const FINISHED = new Set(["logging", "logged", "logged_unassociated", "not_logged", "failed", "disabled"]);
 
+/** A task this page accepted, with the identifiers of its channel that Flex's copilot notes name it by. */
+interface AcceptedTask {
+  sid: string;
+  keys: string[];
+}
+
 interface Remembered {
   popped: string[];
   /** Tasks with a dropdown, so a page refresh restores it. */
   open: string[];
+  /** Accepted tasks, kept after completion: wrap-up notes may come after Complete, and after a refresh. */
+  accepted: AcceptedTask[];
+  /** Completed or canceled tasks whose Salesforce log the page waits for, to refresh Salesforce's view once. */
+  awaitingLog: string[];
+  /** Tasks whose log Salesforce's view was refreshed for: once per task. */
+  refreshed: string[];
+}
+
+/** The channel identifiers of a task that Flex's copilot notes may carry (`interactionSid`, `channelSid`): the
+ * Flex interaction and its channel, a Conversations or chat channel, a call. */
+export function channelKeys(task: TaskActionPayload["task"]): string[] {
+  const a = task?.attributes ?? {};
+  const keys = [a.flexInteractionSid, a.flexInteractionChannelSid, a.conversationSid, a.channelSid, a.call_sid];
+  return keys.filter((k): k is string => typeof k === "string" && k.length > 0);
+}
+
+/** The accepted task the notes belong to, matched by an identifier both carry; never a guess. */
+export function taskForNotes(notes: NotesPayload | null | undefined, accepted: AcceptedTask[]): string | undefined {
+  const ids = [notes?.interactionSid, notes?.channelSid].filter((k): k is string => typeof k === "string" && !!k);
+  return accepted.find((t) => t.keys.some((k) => ids.includes(k)))?.sid;
 }
 
 // ---- embedding --------------------------------------------------------------------------------------------------------
@@ -223,6 +279,13 @@ export function problemText(problem: any): string | null {
   return null;
 }
 
+/** Open CTI's `errors` (an array of messages) as one line. */
+export function openCtiErrors(errors: unknown): string {
+  const list = Array.isArray(errors) ? errors : errors ? [errors] : [];
+  const texts = list.map((e: any) => (typeof e === "string" ? e : e?.description ?? e?.message ?? JSON.stringify(e)));
+  return texts.filter(Boolean).join("; ") || "no reason given";
+}
+
 function loadScript(doc: Document, src: string): Promise<void> {
   const existing = doc.querySelector(`script[src="${src}"]`) as HTMLScriptElement | null;
   if (existing && existing.dataset.flexsfLoaded === "true") return Promise.resolve();
@@ -253,7 +316,6 @@ export async function startBridge(options: BridgeOptions): Promise<Bridge> {
   const log = options.log ?? (() => undefined);
   const requireSelection = options.requireSelectionBeforeComplete ?? true;
   const poll = { initialDelayMs: 250, maxDelayMs: 2000, maxAttempts: 20, ...options.poll };
-  const offline = (options.offlineActivities ?? ["Offline"]).map((n) => n.toLowerCase());
   const apiVersion = options.apiVersion ?? "52.0";
 
   const origin = salesforceOrigin(win);
@@ -329,15 +391,25 @@ export async function startBridge(options: BridgeOptions): Promise<Bridge> {
   const remembered = (): Remembered => {
     try {
       const value = JSON.parse(storage.getItem(STORAGE_KEY) ?? "{}");
-      return { popped: value.popped ?? [], open: value.open ?? [] };
+      return {
+        popped: value.popped ?? [],
+        open: value.open ?? [],
+        accepted: value.accepted ?? [],
+        awaitingLog: value.awaitingLog ?? [],
+        refreshed: value.refreshed ?? [],
+      };
     } catch {
-      return { popped: [], open: [] };
+      return { popped: [], open: [], accepted: [], awaitingLog: [], refreshed: [] };
     }
   };
   const remember = (change: (r: Remembered) => void) => {
     const r = remembered();
     change(r);
-    r.popped = r.popped.slice(-200); // bounded: only recent tasks matter
+    // Bounded: only recent tasks matter, and a session's storage is small.
+    r.popped = r.popped.slice(-200);
+    r.accepted = r.accepted.slice(-50);
+    r.awaitingLog = r.awaitingLog.slice(-20);
+    r.refreshed = r.refreshed.slice(-50);
     storage.setItem(STORAGE_KEY, JSON.stringify(r));
   };
 
@@ -353,6 +425,7 @@ export async function startBridge(options: BridgeOptions): Promise<Bridge> {
 
   const taskSidOf = (payload: any): string | undefined =>
     payload?.task?.taskSid ?? payload?.task?.sid ?? payload?.sid ?? payload?.taskSid;
+  const onEvent = (event: FlexEventName, listener: (...args: any[]) => void) => on(manager.events, event, listener);
 
   // -- configuration
 
@@ -531,11 +604,8 @@ export async function startBridge(options: BridgeOptions): Promise<Bridge> {
     }
   };
 
-  const acceptedTasks: Array<{ sid: string; keys: string[] }> = [];
   const forget = (sid: string) => {
     remember((r) => void (r.open = r.open.filter((s) => s !== sid)));
-    const index = acceptedTasks.findIndex((t) => t.sid === sid);
-    if (index >= 0) acceptedTasks.splice(index, 1);
     const canvas = canvases.get(sid);
     if (canvas) {
       for (const element of canvas.elements) element.querySelector("[data-flexsf-dropdown]")?.remove();
@@ -551,18 +621,66 @@ export async function startBridge(options: BridgeOptions): Promise<Bridge> {
       abort?.();
     }
   });
-  onAction("afterCompleteTask", (payload: any) => {
+  onAction("afterCompleteTask", (payload: TaskActionPayload) => {
     const sid = taskSidOf(payload);
-    if (sid) forget(sid);
+    if (sid) {
+      forget(sid);
+      void awaitLog(sid);
+    }
   });
-  on(manager.events, "taskCanceled", (task: any) => {
+  onEvent("taskCanceled", (task: any) => {
     const sid = task?.taskSid ?? task?.sid;
-    if (sid) forget(sid);
+    if (sid) {
+      forget(sid);
+      void awaitLog(sid);
+    }
   });
 
   // -- screen pop
 
   const delay = (ms: number) => new Promise((resolve) => win.setTimeout(resolve, ms));
+
+  // -- the log: once the server has written it, Salesforce's view is refreshed (as the original does after saveLog),
+  // so the agent sees the new activity on the record they are looking at.
+
+  const logWaits = new Set<string>();
+  const awaitLog = async (sid: string) => {
+    if (!config.activity_logging || logWaits.has(sid)) return;
+    if (remembered().refreshed.includes(sid)) {
+      log(`task ${sid}: Salesforce's view was refreshed for its log already`);
+      return;
+    }
+    logWaits.add(sid);
+    remember((r) => void (r.awaitingLog.includes(sid) || r.awaitingLog.push(sid)));
+    try {
+      let wait = poll.initialDelayMs;
+      for (let attempt = 1; attempt <= poll.maxAttempts; attempt++) {
+        try {
+          const view = await api<TaskOut>("GET", `/agent/tasks/${sid}`);
+          if (view.activity_id) {
+            remember((r) => void r.refreshed.push(sid));
+            const opencti = sforce()?.opencti;
+            if (opencti?.refreshView) opencti.refreshView();
+            log(`task ${sid} is logged: Salesforce's view refreshed`);
+            return;
+          }
+          if (FINISHED.has(view.stage) && view.stage !== "logging") return; // nothing was or will be written
+        } catch (err) {
+          const status = err instanceof GatewayError ? err.status : 0;
+          if (status !== 503 && status !== 0) {
+            log(`stopped waiting for the log of ${sid}: ${(err as Error).message}`);
+            return;
+          }
+        }
+        await delay(wait);
+        wait = Math.min(wait * 2, poll.maxDelayMs);
+      }
+      log(`the log of ${sid} was not written after ${poll.maxAttempts} looks; Salesforce's view is left as it is`);
+    } finally {
+      logWaits.delete(sid);
+      remember((r) => void (r.awaitingLog = r.awaitingLog.filter((s) => s !== sid)));
+    }
+  };
 
   const awaitPop = async (sid: string): Promise<TaskOut | null> => {
     let wait = poll.initialDelayMs;
@@ -619,33 +737,41 @@ export async function startBridge(options: BridgeOptions): Promise<Bridge> {
         await screenPop("SOBJECT", { recordId: view.pop.record.id });
       } else if (view.pop.candidates.length > 0 && (view.pop.search_term ?? "").length >= 3) {
         await screenPop("SEARCH", { searchString: view.pop.search_term });
+      } else if (view.no_match_pop) {
+        await screenPop(view.no_match_pop.type, view.no_match_pop.params);
       }
     } finally {
       popInFlight.delete(sid);
     }
   });
 
-  // After a page refresh: the dropdowns of the tasks still being handled come back (the server has their state).
+  // After a page refresh: the dropdowns of the tasks still being handled come back (the server has their state), and
+  // so do the waits for logs not yet written.
   await Promise.all(remembered().open.map((sid) => refresh(sid)));
+  for (const sid of remembered().awaitingLog) void awaitLog(sid);
 
-  // -- copilot notes
+  // -- copilot notes: matched to the task by the channel identifiers both carry, remembered across a refresh
 
-  onAction("afterAcceptTask", (payload: any) => {
+  onAction("afterAcceptTask", (payload: TaskActionPayload) => {
     const sid = taskSidOf(payload);
-    const a = payload?.task?.attributes ?? {};
-    if (sid && !acceptedTasks.some((t) => t.sid === sid)) acceptedTasks.push({ sid, keys: [a.conversationSid, a.channelSid, a.call_sid, payload?.task?.channelSid].filter(Boolean) });
+    if (!sid) return;
+    const keys = channelKeys(payload?.task);
+    remember((r) => {
+      r.accepted = r.accepted.filter((t) => t.sid !== sid);
+      r.accepted.push({ sid, keys });
+    });
   });
   if (config.copilot_notes) {
-    on(manager.events, "notesSubmitted", async (notes: any) => {
-      const sid: string | undefined =
-        notes?.taskSid ??
-        acceptedTasks.find((t) => notes?.channelSid && t.keys.includes(notes.channelSid))?.sid ??
-        (acceptedTasks.length === 1 ? acceptedTasks[0].sid : undefined);
+    onEvent("notesSubmitted", async (notes: NotesPayload) => {
+      const sid = taskForNotes(notes, remembered().accepted);
       if (!sid) {
-        log("copilot notes for a task this page does not know: not sent");
+        // Sending them to some other task would put one customer's notes on another's record: say so instead.
+        const message = "Copilot notes did not match a task accepted on this page: they were not saved to Salesforce";
+        console.warn(`flexsf: ${message}`);
+        notify(message, "warning");
         return;
       }
-      const disposition = notes?.dispositionCode ?? {};
+      const disposition: { disposition_code?: unknown; topic_path?: unknown } = notes?.dispositionCode ?? {};
       const topicPath = disposition.topic_path;
       const topics = Array.isArray(topicPath) ? topicPath.map(String) : topicPath ? [String(topicPath)] : [];
       try {
@@ -663,46 +789,52 @@ export async function startBridge(options: BridgeOptions): Promise<Bridge> {
 
   // -- click-to-dial
 
+  const offlineSid = manager.serviceConfiguration?.taskrouter_offline_activity_sid;
+  if (config.click_to_dial && !offlineSid) {
+    log("the Flex configuration names no offline activity (taskrouter_offline_activity_sid): dialing is not refused");
+  }
   if (config.click_to_dial && sforce()?.opencti) {
     const opencti = sforce()!.opencti!;
+    const dial = async (payload: any) => {
+      // Open CTI relays clicks from the page it was loaded from; should this page now claim another Salesforce
+      // origin than the trusted one it started with, the click is not believed.
+      const now = salesforceOrigin(win);
+      if (now !== origin || originRefusal(win, now, options.allowedOrigins) !== null) {
+        notify(`Could not dial: the click did not come from ${origin}`);
+        return;
+      }
+      if (activeCalls > 0) {
+        notify("You are already on a call: finish it before dialing another number");
+        return;
+      }
+      // By sid, not by name: an activity named "Offline" need not be the offline one, and the offline one may be
+      // called anything.
+      const activity = manager.workerClient?.activity;
+      if (offlineSid && activity?.sid === offlineSid) {
+        notify(`You are ${activity.name ?? "offline"}: change your activity to dial`);
+        return;
+      }
+      try {
+        const call = await api<OutboundCall>("POST", "/agent/click-to-dial", {
+          number: payload?.number,
+          recordId: payload?.recordId ?? null,
+          objectType: payload?.objectType ?? null,
+          recordName: payload?.recordName ?? null,
+          accountId: payload?.accountId ?? null,
+          contactId: payload?.contactId ?? null,
+          personAccount: Boolean(payload?.personAccount),
+        });
+        opencti.setSoftphonePanelVisibility({ visible: true });
+        await flex.Actions.invokeAction("StartOutboundCall", call);
+      } catch (err) {
+        notify(`Could not dial: ${(err as Error).message}`);
+      }
+    };
+    // Listen to clicks only once Salesforce has enabled them, as the original does ("if successful").
     opencti.enableClickToDial({
       callback: (result) => {
-        if (!result?.success) log("enableClickToDial failed");
-      },
-    });
-    opencti.onClickToDial({
-      listener: async (payload: any) => {
-        // Open CTI relays clicks from the page it was loaded from; should this page now claim another Salesforce
-        // origin than the trusted one it started with, the click is not believed.
-        const now = salesforceOrigin(win);
-        if (now !== origin || originRefusal(win, now, options.allowedOrigins) !== null) {
-          notify(`Could not dial: the click did not come from ${origin}`);
-          return;
-        }
-        if (activeCalls > 0) {
-          notify("You are already on a call: finish it before dialing another number");
-          return;
-        }
-        const activity = manager.workerClient?.activity;
-        if (activity?.name && offline.includes(activity.name.toLowerCase())) {
-          notify(`You are ${activity.name}: change your activity to dial`);
-          return;
-        }
-        try {
-          const call = await api<unknown>("POST", "/agent/click-to-dial", {
-            number: payload?.number,
-            recordId: payload?.recordId ?? null,
-            objectType: payload?.objectType ?? null,
-            recordName: payload?.recordName ?? null,
-            accountId: payload?.accountId ?? null,
-            contactId: payload?.contactId ?? null,
-            personAccount: Boolean(payload?.personAccount),
-          });
-          opencti.setSoftphonePanelVisibility({ visible: true });
-          await flex.Actions.invokeAction("StartOutboundCall", call);
-        } catch (err) {
-          notify(`Could not dial: ${(err as Error).message}`);
-        }
+        if (result?.success) opencti.onClickToDial({ listener: dial });
+        else notify(`Click-to-dial is off: Salesforce did not enable it (${openCtiErrors(result?.errors)})`);
       },
     });
   }

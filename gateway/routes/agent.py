@@ -20,6 +20,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from flexsf.dial_policy import DialPolicy, DialRefused
 from flexsf.flex_config import FlexConfigCache
 from flexsf.models import FeatureFlags, RecordSelection, TaskView
+from flexsf.no_match_pop import NoMatchPop
 from flexsf.salesforce_ids import object_type_for_id
 from flexsf.vocabulary import NOTES_PER_TASK_MAX, workflow_id
 from gateway.auth import Agent
@@ -115,11 +116,13 @@ async def _flags(cache: FlexConfigCache) -> FeatureFlags:
 
 
 @router.get("/tasks/{task_sid}", response_model=TaskOut, responses=_TASK)
-async def get_task(task_sid: TaskSid, agent: AgentDep, client: TemporalClientDep) -> TaskOut:
-    """The task's stage, screen pop (one record or candidates), chosen record, notes and Salesforce log."""
+async def get_task(task_sid: TaskSid, agent: AgentDep, client: TemporalClientDep, settings: SettingsDep) -> TaskOut:
+    """The task's stage, screen pop (one record, candidates, or what to open when nothing matched), chosen record,
+    notes and Salesforce log."""
     view = await _view(client, task_sid)
     _authorize(agent, view, act=False)
-    return TaskOut.of(view)
+    no_match = NoMatchPop.parse(settings.flexsf_search_no_match_pop)
+    return TaskOut.of(view, no_match, settings.flexsf_default_region)
 
 
 @router.put(

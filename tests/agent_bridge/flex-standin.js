@@ -1,6 +1,6 @@
 // Stands in for Twilio Flex UI 2.x at the surface the bridge uses: Actions (before/after listeners, abort,
-// invokeAction), manager (user.token, events, voiceClient, workerClient, updateConfig), Notifications and a task
-// canvas. Every call is recorded in FlexStandIn.calls for the tests to read.
+// invokeAction), manager (user.token, events, voiceClient, workerClient, serviceConfiguration, updateConfig),
+// Notifications and a task canvas. Every call is recorded in FlexStandIn.calls for the tests to read.
 (function () {
   function emitter() {
     const listeners = {};
@@ -46,7 +46,10 @@
     user: { get token() { return window.__FLEXSF_TOKEN__; } },
     events: emitter(),
     voiceClient,
-    workerClient: Object.assign(emitter(), { activity: { name: "Available", available: true } }),
+    // The worker's activity as twilio-taskrouter's Worker holds it ({sid, name, available}).
+    workerClient: Object.assign(emitter(), { activity: { sid: "WAavailable", name: "Available", available: true } }),
+    // The Flex configuration as Flex fetched it (the tests read it from the Twilio sandbox's Flex Configuration).
+    serviceConfiguration: window.__FLEXSF_SERVICE_CONFIGURATION__ || {},
     updateConfig(config) { record("manager.updateConfig", config); },
   };
 

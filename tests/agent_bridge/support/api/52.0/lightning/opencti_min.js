@@ -8,6 +8,10 @@
     calls.push({ api, args: JSON.parse(JSON.stringify(copy)) });
   };
   const ok = (args, returnValue) => args && args.callback && args.callback({ success: true, returnValue, errors: null });
+  // A failed call answers {success: false, returnValue: null, errors: [messages]} (Open CTI's response object).
+  const fail = (args, message) => args && args.callback && args.callback({ success: false, returnValue: null, errors: [message] });
+  // What the tests make Salesforce refuse, from the Flex page's URL: `sfRefuse=enableClickToDial`.
+  const refused = new URLSearchParams(location.search).getAll("sfRefuse");
   let clickListener = null;
 
   window.sforce = window.sforce || {};
@@ -15,8 +19,18 @@
     SCREENPOP_TYPE: { SOBJECT: "sobject", URL: "url", OBJECTHOME: "objecthome", LIST: "list", SEARCH: "search",
                       NEW_RECORD_MODAL: "newRecord", FLOW: "flow" },
     CALL_TYPE: { INBOUND: "inbound", OUTBOUND: "outbound", INTERNAL: "internal" },
-    screenPop(args) { record("opencti.screenPop", args); ok(args, true); },
-    enableClickToDial(args) { record("opencti.enableClickToDial", args); ok(args, true); },
+    screenPop(args) {
+      record("opencti.screenPop", args);
+      // NEW_RECORD_MODAL: `params: {entityName (required), defaultFieldValues (optional)}` (screenPop() for
+      // Lightning Experience, Open CTI Developer Guide); strict here: without entityName the pop fails.
+      if (args.type === "newRecord" && !(args.params && args.params.entityName)) return fail(args, "entityName is required");
+      ok(args, null);
+    },
+    enableClickToDial(args) {
+      record("opencti.enableClickToDial", args);
+      if (refused.includes("enableClickToDial")) return fail(args, "The stand-in's Salesforce refused to enable click-to-dial");
+      ok(args, null);
+    },
     disableClickToDial(args) { record("opencti.disableClickToDial", args); ok(args, true); },
     onClickToDial(args) { record("opencti.onClickToDial", args); clickListener = args.listener; },
     setSoftphonePanelVisibility(args) { record("opencti.setSoftphonePanelVisibility", args); ok(args, true); },
