@@ -98,6 +98,7 @@ def build_activities(settings: Settings) -> Activities:
             topics_field=settings.flexsf_activity_topics_field,
             sentiment_field=settings.flexsf_activity_sentiment_field,
             activity_type=settings.flexsf_activity_type,
+            notes_precedence=settings.flexsf_notes_precedence,
         ),
         owner_mapping=settings.flexsf_owner_mapping,
         api_budget_share=settings.flexsf_salesforce_api_budget_share,

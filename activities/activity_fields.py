@@ -7,6 +7,7 @@ Pure and unit-tested. The defaults follow the original plugin's `saveLog` payloa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from activities.models import ActivityLogRequest
 from flexsf.salesforce_ids import object_type_for_id
@@ -16,6 +17,9 @@ _LIMITS = {"Subject": 255, "CallDisposition": 255, "CallObject": 255, "Descripti
 # TaskSubtype can only be set on create: an update that sends it is refused, an upsert that matches a Task included.
 CREATE_ONLY_FIELDS = frozenset({"TaskSubtype"})
 WHO_TYPES = frozenset({"Contact", "Lead"})
+# Which source of CallDisposition and Description wins when both have one: the copilot's notes (the original plugin
+# uses them instead of the task's `conversations` values) or the task's attributes.
+NotesPrecedence = Literal["copilot", "task"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,7 @@ class ActivityFieldConfig:
     # Task Type of a voice call: a value of the org's Type picklist (standard: Call, Email, Meeting, Other), which an
     # org may restrict. None or "": Type is not sent, for an integration user that field-level security keeps from it.
     activity_type: str | None = "Call"
+    notes_precedence: NotesPrecedence = "copilot"
 
 
 def subject(req: ActivityLogRequest) -> str:
@@ -45,12 +50,24 @@ def relation_fields(req: ActivityLogRequest) -> dict[str, str]:
     return {"WhoId": record.id} if kind in WHO_TYPES else {"WhatId": record.id}
 
 
+def disposition_and_description(req: ActivityLogRequest, precedence: NotesPrecedence) -> tuple[str | None, str | None]:
+    """CallDisposition and Description from the copilot's notes and the task's `conversations.outcome`/`content`,
+    field by field: the preferred source where it has a value, else the other. The request carries notes only when
+    Flex's `copilot_notes` flag is on."""
+    notes = req.notes
+    copilot = (notes.disposition, notes.summary) if notes else (None, None)
+    task = (req.disposition, req.description)
+    first, second = (copilot, task) if precedence == "copilot" else (task, copilot)
+    return first[0] or second[0], first[1] or second[1]
+
+
 def task_fields(req: ActivityLogRequest, config: ActivityFieldConfig, owner_id: str | None) -> dict:
     """The direction of a call is its CallType (Inbound/Outbound); Type is the kind of activity. Other channels carry
     neither: the Call* fields describe phone calls, and a chat logged with a CallType counts as a call in every report
     grouped by call type. Their direction is in the Subject."""
     notes = req.notes
     voice = req.channel == "voice"
+    disposition, description = disposition_and_description(req, config.notes_precedence)
     fields: dict = {
         "Subject": subject(req),
         "Status": "Completed",
@@ -60,8 +77,8 @@ def task_fields(req: ActivityLogRequest, config: ActivityFieldConfig, owner_id: 
         "Type": (config.activity_type or None) if voice else None,
         "TaskSubtype": "Call" if voice else "Task",
         "CallObject": req.call_sid,
-        "CallDisposition": req.disposition or (notes.disposition if notes else None),
-        "Description": req.description or (notes.summary if notes else None),
+        "CallDisposition": disposition,
+        "Description": description,
         "CallDurationInSeconds": req.duration_s,
         "OwnerId": owner_id,
         **relation_fields(req),

@@ -63,6 +63,9 @@ class ActivityLogResult(BaseModel):
     # inactive user, so the integration user owns the Task), and Salesforce's words for why. Empty in older results.
     dropped: list[str] = Field(default_factory=list)
     reason: str | None = None
+    # Why the agent does not own the Task (FLEXSF_OWNER_MAPPING found no Salesforce user for the worker), naming the
+    # mapping, never the worker's email or id; None when they do, nobody accepted the task, or the mapping is `none`.
+    owner_unmapped: str | None = None
 
     @property
     def subject(self) -> str | None:

@@ -27,7 +27,7 @@ from activities.models import ActivityLogRequest, ActivityLogResult, SearchReque
 from activities.salesforce_connection import SalesforceConnection
 from flexsf import metrics
 from flexsf.models import RecordRef
-from flexsf.salesforce_ids import object_type_for_id
+from flexsf.salesforce_ids import object_type_for_id, to_18
 from flexsf.search_terms import build_sosl, plan_search
 from flexsf.vocabulary import SALESFORCE_API_BUDGET
 
@@ -228,14 +228,22 @@ class SalesforceActivities(SalesforceSteps):
         return result.model_copy(update={"dropped": list(gone), "reason": "; ".join(reasons)})
 
     def _write(self, req: ActivityLogRequest, drop: frozenset[str] = frozenset()) -> ActivityLogResult:
-        fields = task_fields(req, self._fields, self._owner_for(req))
+        owner, unmapped = self._owner_for(req)
+        fields = task_fields(req, self._fields, owner)
         for name in drop:
             fields.pop(name, None)
         if req.activity_id:
-            return self._amend(req.activity_id, fields)
-        if self._fields.external_id_field:
-            return self._upsert(req.task_sid, fields)
-        return self._find_or_create(req, fields)
+            result = self._amend(req.activity_id, fields)
+        elif self._fields.external_id_field:
+            result = self._upsert(req.task_sid, fields)
+        else:
+            result = self._find_or_create(req, fields)
+        if unmapped is None:
+            return result
+        if result.created:
+            metrics.activity_log_owner_unmapped(self._owner_mapping)
+            log.warning("Salesforce Task %s is owned by the integration user: %s", result.activity_id, unmapped)
+        return result.model_copy(update={"owner_unmapped": unmapped})
 
     def _hold_if_over_budget(self) -> None:
         """Raise the non-retryable SalesforceApiBudgetLow when the org's usage is at or above the budget; the
@@ -323,17 +331,31 @@ class SalesforceActivities(SalesforceSteps):
             return record.model_copy(update={"person_contact_id": rows[0]["PersonContactId"]})
         return record
 
-    def _owner_for(self, req: ActivityLogRequest) -> str | None:
+    def _owner_for(self, req: ActivityLogRequest) -> tuple[str | None, str | None]:
+        """The Salesforce user who owns the log, and why there is none when the worker who accepted the task maps to
+        nobody (Salesforce then makes the integration user the owner). The reason names the mapping, never the
+        worker's email or id. No worker (nobody accepted the task) or the `none` mapping is no one to map."""
+        if self._owner_mapping == "none" or not (req.worker_sid or req.worker_attributes):
+            return None, None
         attrs = req.worker_attributes or {}
         if self._owner_mapping == "sfdcUserId":
-            return attrs.get("sfdcUserId")
+            user_id = attrs.get("sfdcUserId")
+            if object_type_for_id(user_id) != "User":
+                # Worker attributes are edited by hand: what is not a user id would only make the log fail.
+                why = "is not a Salesforce user id" if user_id else "is missing"
+                return None, f"FLEXSF_OWNER_MAPPING=sfdcUserId: the worker's sfdcUserId attribute {why}"
+            return to_18(user_id), None
         email = attrs.get("email")
-        if self._owner_mapping != "email" or not isinstance(email, str) or not email:
-            return None
+        if not isinstance(email, str) or not email.strip():
+            return None, "FLEXSF_OWNER_MAPPING=email: the worker has no email attribute"
         with self._owners_lock:
-            if email in self._owners:
-                return self._owners[email]
-        owner = self._first_id(format_soql("SELECT Id FROM User WHERE Email = {} AND IsActive = true LIMIT 1", email))
-        with self._owners_lock:
-            self._owners[email] = owner
-        return owner
+            known = email in self._owners
+            owner = self._owners.get(email)
+        if not known:
+            soql = format_soql("SELECT Id FROM User WHERE Email = {} AND IsActive = true LIMIT 1", email)
+            owner = self._first_id(soql)
+            with self._owners_lock:
+                self._owners[email] = owner
+        if owner is None:
+            return None, "FLEXSF_OWNER_MAPPING=email: no active Salesforce user has the worker's email"
+        return owner, None

@@ -43,7 +43,10 @@ def dev_command(
 @app.command("simulate")
 def simulate_command(
     tasks: int = typer.Option(20, "--tasks", min=1, help="How many Flex tasks to play."),
-    scenario: str = typer.Option("mix", help="mix, single, several, none, outbound, cancel or notes."),
+    scenario: str = typer.Option(
+        "mix",
+        help="mix, single, several, none, outbound, cancel, notes (from the browser) or copilot (the notes webhook).",
+    ),
     concurrency: int = typer.Option(8, min=1, help="Tasks played at the same time."),
     as_json: bool = typer.Option(
         False, "--json", help="Last stdout line: the summary as one JSON object (progress and table go to stderr)."
@@ -99,10 +102,10 @@ def soak_command(
     chaos: bool = typer.Option(
         False,
         "--chaos",
-        help="Salesforce 503s, limits, dropped answers and expiring "
-        "sessions; callbacks duplicated, reordered, delayed and "
-        "dropped; the worker SIGKILLed every --kill-every-s; "
-        "Temporal restarted mid-run.",
+        help="A bad day: Salesforce 503s, limits, locked rows, dropped answers, expiring sessions and token-endpoint "
+        "outages; Flex config and Events-list 401 windows; related records deleted before the log; signed poison "
+        "callbacks; callbacks duplicated, reordered, delayed and dropped, every one of them for 5 % of tasks (left to "
+        "the scheduled sweep); the worker SIGKILLed every --kill-every-s; Temporal restarted mid-run.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Last stdout line: the summary as one JSON object."),
     concurrency: int = typer.Option(20, min=1, help="Tasks played at the same time."),

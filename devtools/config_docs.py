@@ -56,7 +56,7 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "Activity log",
         "How the one Salesforce Task of a Flex task is written.",
-        ("flexsf_activity_", "flexsf_owner_mapping"),
+        ("flexsf_activity_", "flexsf_owner_mapping", "flexsf_notes_precedence", "flexsf_log_unhandled_tasks"),
     ),
     (
         "Workflow timers",

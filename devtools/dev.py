@@ -128,6 +128,9 @@ class DevStack:
             if self.twilio is not None:
                 self.twilio.set_callback_url(callback_url)
                 stack.callback(self.twilio.set_callback_url, None)
+                # Agent Copilot's wrap-up notes webhook URL, as set in Console (docs/installing.md).
+                self.twilio.set_copilot_url(f"{gateway_url}/copilot/notes")
+                stack.callback(self.twilio.set_copilot_url, None)
             await self._start_worker(stack, settings, client)
             info = self._info(gateway_url, callback_url, settings, sf_info, tw_info)
             self._write_info(info)

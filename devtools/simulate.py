@@ -2,9 +2,11 @@
 
 Finds the stack through `.flexsf/dev.json`, plays N tasks through the Twilio sandbox's control API (inbound calls
 with one, several or no matching records, click-to-dial outbound calls, calls canceled before anyone accepted them,
-calls with copilot notes), makes the agent's choices (a record among several candidates, wrap-up notes) through the
-gateway's agent API when the gateway has one, else on the task's workflow directly, waits until every workflow has
-finished, then reads the logged Salesforce Tasks back and compares each with what its scenario should have produced.
+calls with copilot notes from the agent's browser, and calls of a Flex interaction whose copilot notes reach the
+product only through Agent Copilot's wrap-up notes webhook, which the Twilio sandbox sends), makes the agent's choices
+(a record among several candidates, wrap-up notes) through the gateway's agent API when the gateway has one, else on
+the task's workflow directly, waits until every workflow has finished, then reads the logged Salesforce Tasks back
+and compares each with what its scenario should have produced.
 The plan is a pure function of `--tasks`, `--scenario` and `--seed`.
 """
 
@@ -23,7 +25,10 @@ from typing import Any
 from flexsf.vocabulary import workflow_id
 from sandboxes.salesforce import demo as sf_demo
 
-SCENARIOS = ("single", "several", "none", "outbound", "cancel", "notes")
+SCENARIOS = ("single", "several", "none", "outbound", "cancel", "notes", "copilot")
+# "mix" for callers that predate the copilot webhook (`flexsf soak`, whose stack does not set the webhook's URL): the
+# same seed keeps giving them the same tasks. `flexsf simulate` mixes every scenario.
+BROWSER_MIX = tuple(s for s in SCENARIOS if s != "copilot")
 DEFAULT_WAIT_S = 180.0
 _POLL_S = 0.2
 _GATEWAY_RECORD_PATH = re.compile(r"^/agent/tasks/\{[^}]+\}/record$")
@@ -43,6 +48,8 @@ class Expected:
     what: str | None = None
     description: str | None = None
     disposition: str | None = None
+    # A task nobody accepted is not logged (FLEXSF_LOG_UNHANDLED_TASKS off, the default).
+    logged: bool = True
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,8 @@ class PlannedTask:
     record_type: str | None = None
     notes: dict[str, Any] | None = None
     expected: Expected = field(default_factory=Expected)
+    # copilot: the Flex interaction's attributes (flexInteractionSid, flexInteractionChannelSid) the webhook names.
+    interaction: dict[str, str] | None = None
 
 
 def e164(phone: str) -> str:
@@ -80,10 +89,12 @@ _DISPOSITIONS = ("Resolved", "Follow-up required", "Escalated", "Callback schedu
 _TOPICS = ("billing", "delivery", "login", "refund", "upgrade")
 
 
-def plan(tasks: int, scenario: str, seed: int, worker_sids: list[str]) -> list[PlannedTask]:
+def plan(
+    tasks: int, scenario: str, seed: int, worker_sids: list[str], mix: tuple[str, ...] = BROWSER_MIX
+) -> list[PlannedTask]:
     rng = random.Random(seed)
     if scenario == "mix":
-        kinds = [SCENARIOS[i % len(SCENARIOS)] for i in range(tasks)]
+        kinds = [mix[i % len(mix)] for i in range(tasks)]
         rng.shuffle(kinds)
     else:
         kinds = [scenario] * tasks
@@ -132,9 +143,27 @@ def _plan_one(i: int, kind: str, rng: random.Random, worker: str) -> PlannedTask
             record_type=record.sobject,
             expected=Expected(who=who, what=what),
         )
+    if kind == "copilot":
+        # No browser: the agent types in Flex's wrap-up panel, Twilio sends the note to the gateway on Complete.
+        record, who, what = rng.choice(_SINGLE)
+        summary = f"Simulated interaction {i}: {record.name} was helped by copilot."
+        interaction = {
+            "flexInteractionSid": "KD" + rng.randbytes(16).hex(),
+            "flexInteractionChannelSid": "UO" + rng.randbytes(16).hex(),
+        }
+        return PlannedTask(
+            i,
+            kind,
+            worker,
+            e164(record.phone),
+            notes={"summary": summary, "sentiment": rng.choice(("positive", "neutral", "negative"))},
+            expected=Expected(who=who, what=what, description=summary),
+            interaction=interaction,
+        )
     if kind == "cancel":
         record, _, _ = rng.choice(_SINGLE)
-        return PlannedTask(i, kind, worker, e164(record.phone))  # nobody accepted: no screen pop, no relation
+        # Nobody accepted it: no screen pop, and no log (FLEXSF_LOG_UNHANDLED_TASKS is off).
+        return PlannedTask(i, kind, worker, e164(record.phone), expected=Expected(logged=False))
     raise ValueError(f"unknown scenario {kind!r}")
 
 
@@ -149,6 +178,7 @@ class TaskResult:
     finished: bool = False
     stage: str | None = None
     logged: list[dict[str, Any]] = field(default_factory=list)
+    notes_source: str | None = None  # which path brought the notes the workflow ended with ("webhook", or None)
 
     def row_as_expected(self, row: dict[str, Any]) -> bool:
         want = self.planned.expected
@@ -161,12 +191,21 @@ class TaskResult:
 
     @property
     def as_expected(self) -> bool:
-        """Logged exactly once, related (and annotated) as its scenario says."""
+        """Logged exactly once, related (and annotated) as its scenario says; or not at all, when it says so."""
+        if not self.planned.expected.logged:
+            return self.finished and not self.logged
         return len(self.logged) == 1 and self.row_as_expected(self.logged[0])
 
     @property
+    def notes_via_webhook(self) -> bool:
+        """Notes that arrived only by Agent Copilot's webhook (the scenario never uses the browser) and are in the
+        one Salesforce Task, as planned."""
+        return self.planned.scenario == "copilot" and self.notes_source == "webhook" and self.as_expected
+
+    @property
     def related_wrongly(self) -> bool:
-        return any(not self.row_as_expected(row) for row in self.logged)
+        unwanted = not self.planned.expected.logged and bool(self.logged)
+        return unwanted or any(not self.row_as_expected(row) for row in self.logged)
 
 
 def _same(a: str | None, b: str | None) -> bool:
@@ -200,9 +239,10 @@ def summarize(results: list[TaskResult], elapsed_s: float, via: str) -> dict[str
         "related_as_expected": as_expected,
         "related_wrongly": sum(r.related_wrongly for r in results),
         "duplicates": sum(max(len(r.logged) - 1, 0) for r in results),
-        "lost": sum(r.sid is not None and not r.logged for r in results),
+        "lost": sum(r.sid is not None and r.planned.expected.logged and not r.logged for r in results),
         "not_created": sum(r.sid is None for r in results),
         "awaiting_selection": sum(r.stage == "awaiting_selection" for r in results),
+        "notes_via_webhook": sum(r.notes_via_webhook for r in results),
         "unfinished": sum(r.sid is not None and not r.finished for r in results),
         "errors": len(errors),
         "error_details": errors[:50],
@@ -299,6 +339,7 @@ class Driver:
             "caller": p.phone,
             "to": "+15005550006",
             "channelType": "voice",
+            **(p.interaction or {}),
         }
         result.sid = (await self._post("/tasks", {"attributes": attributes, "channel": "voice"}))["sid"]
         await self._post(f"/tasks/{result.sid}/reserve", {"worker_sid": p.worker_sid})
@@ -313,7 +354,11 @@ class Driver:
             await self._select(result.sid, result.planned)
 
     async def _at_wrapup(self, result: TaskResult) -> None:
-        """The copilot submits its notes at wrap-up, once the screen pop has happened."""
+        """The copilot submits its notes at wrap-up, once the screen pop has happened: through the agent's browser,
+        or (copilot) typed in Flex's wrap-up panel, which Twilio sends to the webhook on Complete."""
+        if result.planned.scenario == "copilot":
+            await self._post(f"/tasks/{result.sid}/copilot-note", result.planned.notes)
+            return
         if result.planned.notes is not None:
             await self._wait_view(result.sid, lambda v: v.stage.value not in ("created", "accepted"), "the screen pop")
             await self._submit_notes(result.sid, result.planned)
@@ -389,7 +434,9 @@ class Driver:
                 if status != WorkflowExecutionStatus.RUNNING:
                     result.finished = True
                     if status == WorkflowExecutionStatus.COMPLETED:
-                        result.stage = (await handle.result()).stage.value
+                        view = await handle.result()
+                        result.stage = view.stage.value
+                        result.notes_source = view.notes.source if view.notes else None
                     else:
                         result.errors.append(f"workflow ended {status.name}")
                     return
@@ -522,7 +569,7 @@ def simulate_command(
     workers = [w["sid"] for w in info["twilio"]["workers"] if "agent" in w.get("roles", [])] or [
         w["sid"] for w in info["twilio"]["workers"]
     ]
-    planned = plan(tasks, scenario, seed, workers)
+    planned = plan(tasks, scenario, seed, workers, mix=SCENARIOS)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),

@@ -23,6 +23,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 ACTIVITY_LOGS = "flexsf_salesforce_task_writes_total"
 ACTIVITY_LOG_FIELDS_DROPPED = "flexsf_activity_log_fields_dropped_total"
 ACTIVITY_LOGS_HELD = "flexsf_activity_logs_held_total"
+ACTIVITY_LOG_OWNER_UNMAPPED = "flexsf_activity_log_owner_unmapped_total"
 SALESFORCE_CALLS = "flexsf_salesforce_calls_total"
 SALESFORCE_RETRIES = "flexsf_salesforce_retries_total"
 SALESFORCE_API_USAGE = "flexsf_salesforce_api_usage"
@@ -42,6 +43,9 @@ _DESCRIPTIONS = {
     "by field (WhoId, WhatId, OwnerId) and Salesforce errorCode",
     ACTIVITY_LOGS_HELD: "Attempts of the call activity's write held back, before any call, because the org's API usage "
     "was at or above FLEXSF_SALESFORCE_API_BUDGET_SHARE of its daily limit (the log waits and tries again)",
+    ACTIVITY_LOG_OWNER_UNMAPPED: "Call activities created with the integration user as owner because "
+    "FLEXSF_OWNER_MAPPING found no Salesforce user for the worker who handled the task, by mapping (email, "
+    "sfdcUserId); the task's view says why",
     SALESFORCE_CALLS: "HTTP calls to Salesforce by kind, method and status ('unreachable': no answer)",
     SALESFORCE_RETRIES: "Retried attempts of Salesforce activities",
     SALESFORCE_API_USAGE: "Salesforce API requests used in the org's 24-hour window (Sforce-Limit-Info)",
@@ -102,6 +106,11 @@ def activity_log_field_dropped(field: str, reason: str) -> None:
 def activity_log_held() -> None:
     """A log held back by the org's API budget (activities.salesforce.ApiBudget)."""
     _count(ACTIVITY_LOGS_HELD)
+
+
+def activity_log_owner_unmapped(mapping: str) -> None:
+    """A call activity created without its agent as owner (activities.salesforce: the worker mapped to no user)."""
+    _count(ACTIVITY_LOG_OWNER_UNMAPPED, {"mapping": mapping})
 
 
 def note_attempt(system: str) -> None:

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 
 class Stage(StrEnum):
@@ -63,6 +63,8 @@ class TaskPolicy(BaseModel):
     history_events_limit: int = 2000
     # First wait of a log held back by the org's API budget (doubles per check, up to 30 minutes).
     api_budget_retry: timedelta = timedelta(minutes=1)
+    # Log tasks no agent accepted (canceled in the queue, abandoned), as runs before `log-handled-tasks-only` did.
+    log_unhandled_tasks: bool = False
     flags_source: FlagsSource = "flex"
     # Why Flex's configuration could not be used (None when it was).
     flags_error: str | None = None
@@ -115,6 +117,21 @@ class Notes(BaseModel):
     summary: str | None = None
     topics: list[str] = Field(default_factory=list)
     sentiment: str | None = None
+    # Set only by Agent Copilot's wrap-up notes webhook (gateway/routes/copilot.py): which path brought the notes,
+    # the note's sid (KQ…) and its event (note_created / note_updated), so the workflow can tell a late or repeated
+    # delivery of the same note from new notes. The agent's browser leaves them unset.
+    source: str | None = None
+    note_sid: str | None = None
+    note_event: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset_provenance(self, handler: SerializerFunctionWrapHandler) -> dict:
+        # The browser's notes serialize exactly as before these fields existed (payloads, histories, API answers).
+        dumped = handler(self)
+        return {k: v for k, v in dumped.items() if k not in _PROVENANCE or v is not None}
+
+
+_PROVENANCE = {"source", "note_sid", "note_event"}
 
 
 class RecordSelection(BaseModel):
@@ -153,6 +170,13 @@ class TaskView(BaseModel):
     # When the task finished, as the last log wrote it (its Subject and ActivityDate): a relog of the closed workflow
     # writes the same. None before a log, and in results recorded before it was kept.
     finished_at: datetime | None = None
+    # Seconds from the agent's acceptance to wrap-up (or the finish): the call activity's CallDurationInSeconds.
+    handle_time_s: int | None = None
+    # TaskRouter's TaskAge at the finish (queue, handling and wrap-up together), kept for reports that want it.
+    task_age_s: int | None = None
+    # Why the log's owner is the integration user rather than the agent who handled the task (FLEXSF_OWNER_MAPPING
+    # found no Salesforce user for the worker); None when the agent owns it, or the mapping is `none`.
+    owner_unmapped: str | None = None
 
 
 class RelogSeed(BaseModel):
@@ -186,6 +210,7 @@ class CarriedFacts(BaseModel):
     attributes_at: int = -1
     channel: str | None = None
     accepted: TaskEvent | None = None
+    wrapped: TaskEvent | None = None
     finished: TaskEvent | None = None
 
 

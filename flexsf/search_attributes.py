@@ -21,8 +21,22 @@ FLEX_DIRECTION = SearchAttributeKey.for_keyword("FlexDirection")
 FLEX_STAGE = SearchAttributeKey.for_keyword("FlexStage")
 SFDC_OBJECT_ID = SearchAttributeKey.for_keyword("SfdcObjectId")
 SFDC_ACTIVITY_ID = SearchAttributeKey.for_keyword("SfdcActivityId")
+# The Flex interaction (KD…) and its channel (UO…) a task belongs to, from the task's attributes: Agent Copilot's
+# wrap-up notes webhook names these, never the task (gateway/routes/copilot.py finds the task's workflow by them).
+FLEX_INTERACTION_SID = SearchAttributeKey.for_keyword("FlexInteractionSid")
+FLEX_INTERACTION_CHANNEL_SID = SearchAttributeKey.for_keyword("FlexInteractionChannelSid")
 
-ALL = (FLEX_TASK_SID, FLEX_WORKER_SID, FLEX_CHANNEL, FLEX_DIRECTION, FLEX_STAGE, SFDC_OBJECT_ID, SFDC_ACTIVITY_ID)
+ALL = (
+    FLEX_TASK_SID,
+    FLEX_WORKER_SID,
+    FLEX_CHANNEL,
+    FLEX_DIRECTION,
+    FLEX_STAGE,
+    SFDC_OBJECT_ID,
+    SFDC_ACTIVITY_ID,
+    FLEX_INTERACTION_SID,
+    FLEX_INTERACTION_CHANNEL_SID,
+)
 
 # Name → the type name the `temporal` CLI and Temporal Cloud use.
 DEFINITIONS: dict[str, str] = {key.name: "Keyword" for key in ALL}

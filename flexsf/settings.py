@@ -172,7 +172,24 @@ class Settings(BaseSettings):
         description="Task Type of a voice call: a value of the org's Type picklist. Blank: Type is not sent (for an "
         "integration user whom field-level security keeps from Type). Other channels never send Type or CallType.",
     )
-    flexsf_owner_mapping: Literal["email", "sfdcUserId", "none"] = "email"
+    flexsf_owner_mapping: Literal["email", "sfdcUserId", "none"] = Field(
+        "email",
+        description="Who owns the call activity: `email`, the active Salesforce user with the worker's `email` "
+        "attribute; `sfdcUserId`, the user id in the worker's `sfdcUserId` attribute; `none`, the integration user. A "
+        "worker who maps to no user leaves the integration user as owner, said on the task's view (`owner_unmapped`) "
+        "and counted in flexsf_activity_log_owner_unmapped_total.",
+    )
+    flexsf_notes_precedence: Literal["copilot", "task"] = Field(
+        "copilot",
+        description="Where CallDisposition and Description come from when both the copilot's notes (with Flex's "
+        "`copilot_notes` on) and the task's `conversations.outcome`/`content` have one: `copilot` (the original "
+        "plugin's choice) or `task`. Field by field, the other source fills what the preferred one lacks.",
+    )
+    flexsf_log_unhandled_tasks: bool = Field(
+        False,
+        description="Also log tasks no agent accepted (canceled or abandoned in the queue), as the integration user's "
+        "Task related to nothing. Off: only tasks an agent handled are logged, as the original plugin does.",
+    )
 
     # Timers of the task workflow (seconds).
     flexsf_selection_timeout_s: float = Field(300, gt=0)
@@ -445,6 +462,7 @@ class Settings(BaseSettings):
             "repair_window": timedelta(seconds=self.flexsf_repair_window_s),
             "history_events_limit": self.flexsf_history_events_limit,
             "api_budget_retry": timedelta(seconds=self.flexsf_api_budget_retry_s),
+            "log_unhandled_tasks": self.flexsf_log_unhandled_tasks,
         }
 
 

@@ -20,7 +20,7 @@ from flexsf.twilio_client import twilio_client_from
 from gateway.auth import AuthFailureLimiter, TokenValidator
 from gateway.body_limit import BodyLimitMiddleware
 from gateway.client_address import trusted_networks
-from gateway.routes import agent, health, taskrouter
+from gateway.routes import agent, copilot, health, taskrouter
 from gateway.routes import metrics as metrics_route
 
 
@@ -82,4 +82,5 @@ def create_app(settings: Settings, client: Client | None = None, *, dev: bool = 
     app.include_router(health.router)
     app.include_router(taskrouter.router)
     app.include_router(agent.router)
+    app.include_router(copilot.router)
     return app

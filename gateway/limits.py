@@ -14,6 +14,9 @@ chunked upload) is counted as the bytes arrive.
 - The copilot's notes (`POST /agent/tasks/{sid}/notes`, JSON): 192 KiB. `gateway.schemas.NotesIn` takes a 32,000
   character summary and twenty 100-character topics; as UTF-8 a character is up to 4 bytes (JSON.stringify does
   not escape them), so the largest valid body is about 140 KB.
+- Agent Copilot's wrap-up notes webhook (`POST /copilot/notes`, JSON or a form): 320 KiB. It may carry two
+  summaries (the agent's and the generated one), each taken up to 32,000 characters of up to 4 bytes, and some ten
+  sids: about 260 KB. The page (twilio.com/docs/flex/developer/copilot-webhooks) documents no size of its own.
 - Every other agent call (`PUT …/record`, `POST /agent/click-to-dial`; the GETs carry none): 8 KiB. Their largest
   valid bodies are under 2 KB.
 - Anything else (health, docs, unknown paths): 8 KiB.
@@ -28,6 +31,7 @@ KIB = 1024
 
 TASKROUTER_CALLBACK_BYTES = 128 * KIB
 AGENT_NOTES_BYTES = 192 * KIB
+COPILOT_NOTES_BYTES = 320 * KIB
 AGENT_BYTES = 8 * KIB
 DEFAULT_BYTES = 8 * KIB
 
@@ -43,10 +47,11 @@ class BodyLimit:
 
 TASKROUTER = BodyLimit("taskrouter", TASKROUTER_CALLBACK_BYTES, re.compile(r"/taskrouter/events/?"))
 AGENT_NOTES = BodyLimit("agent_notes", AGENT_NOTES_BYTES, re.compile(r"/agent/tasks/[^/]*/notes/?"))
+COPILOT_NOTES = BodyLimit("copilot_notes", COPILOT_NOTES_BYTES, re.compile(r"/copilot/notes/?"))
 AGENT = BodyLimit("agent", AGENT_BYTES, re.compile(r"/agent(?:/.*)?"))
 DEFAULT = BodyLimit("default", DEFAULT_BYTES)
 
-LIMITS: tuple[BodyLimit, ...] = (TASKROUTER, AGENT_NOTES, AGENT)
+LIMITS: tuple[BodyLimit, ...] = (TASKROUTER, AGENT_NOTES, COPILOT_NOTES, AGENT)
 
 
 def limit_for(path: str) -> BodyLimit:

@@ -195,6 +195,8 @@ class ClickToDialIn(RequestBody):
 
 
 class OutboundTaskAttributes(BaseModel):
+    """Attributes for the outbound task; the click-to-dial route leaves out the unset ones rather than send nulls."""
+
     sfdcObjectId: str | None = None  # the task attribute names the workflow reads
     sfdcObjectType: str | None = None
     name: str | None = None

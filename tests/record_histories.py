@@ -122,7 +122,8 @@ SCENARIOS: dict[str, Scenario] = {
     for s in [
         Scenario("single_match", _single_match, (POLICY, SEARCH, SAVE, LOG), NO_GRACE),
         Scenario("selection", _selection, (POLICY, SEARCH, SAVE, LOG), NO_GRACE),
-        Scenario("cancel", _cancel, (POLICY, LOG), NO_GRACE),
+        # Nobody accepted it: logged only with FLEXSF_LOG_UNHANDLED_TASKS (the stored history predates that default).
+        Scenario("cancel", _cancel, (POLICY, LOG), {**NO_GRACE, "FLEXSF_LOG_UNHANDLED_TASKS": "true"}),
         Scenario(
             "lost_completion",
             _lost_completion,

@@ -62,14 +62,30 @@ def test_canceled_outbound_chat_with_copilot_notes_and_custom_fields() -> None:
     assert fields["Topics__c"] == "billing, refund" and fields["Sentiment__c"] == "positive"
 
 
-def test_task_attributes_win_over_copilot_notes_and_updates_drop_create_only_fields() -> None:
-    fields = task_fields(
-        request(disposition="Sale", description="from flex", notes=Notes(disposition="x", summary="y")),
-        ActivityFieldConfig(),
-        None,
+@pytest.mark.parametrize(
+    ("precedence", "expected"),
+    [("copilot", ("Resolved", "copilot summary")), ("task", ("Sale", "from flex"))],
+)
+def test_the_configured_source_wins_when_both_the_notes_and_the_task_say(precedence, expected) -> None:
+    """The seed's default: the copilot's notes "are included in the payload", in place of the task's values."""
+    both = request(
+        disposition="Sale", description="from flex", notes=Notes(disposition="Resolved", summary="copilot summary")
     )
-    assert (fields["CallDisposition"], fields["Description"]) == ("Sale", "from flex")
+    fields = task_fields(both, ActivityFieldConfig(notes_precedence=precedence), None)
+    assert (fields["CallDisposition"], fields["Description"]) == expected
     assert "TaskSubtype" not in update_fields(fields) and "Subject" in update_fields(fields)
+
+
+@pytest.mark.parametrize("precedence", ["copilot", "task"])
+def test_each_field_falls_back_to_the_other_source_when_the_preferred_has_none(precedence) -> None:
+    half = request(disposition="Sale", notes=Notes(summary="copilot summary"))
+    fields = task_fields(half, ActivityFieldConfig(notes_precedence=precedence), None)
+    assert (fields["CallDisposition"], fields["Description"]) == ("Sale", "copilot summary")
+    # No notes in the request (Flex's copilot_notes is off): the task's values, whatever the precedence.
+    plain = task_fields(
+        request(disposition="Sale", description="d"), ActivityFieldConfig(notes_precedence=precedence), None
+    )
+    assert (plain["CallDisposition"], plain["Description"]) == ("Sale", "d")
 
 
 @pytest.mark.parametrize("direction", ["Inbound", "Outbound"])

@@ -475,7 +475,15 @@ async def test_click_to_dial_without_an_object_type_takes_it_from_the_id(api: Ap
     account = sf_demo.UNIQUE_PHONE_ACCOUNT
     response = await api.post("/agent/click-to-dial", {"number": account.phone, "recordId": account.id})
     assert response.status_code == 200
-    assert response.json()["taskAttributes"] == {"sfdcObjectId": account.id, "sfdcObjectType": "Account", "name": None}
+    # No recordName: no `name` key at all, so Flex's own name for the outbound task stands (never a null).
+    assert response.json()["taskAttributes"] == {"sfdcObjectId": account.id, "sfdcObjectType": "Account"}
+
+
+async def test_click_to_dial_of_a_bare_number_sends_no_null_attributes(api: Api):
+    response = await api.post("/agent/click-to-dial", {"number": sf_demo.DEMO_LEAD.phone})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"destination": "+16465550175", "taskAttributes": {}}
+    assert "null" not in response.text
 
 
 @pytest.mark.parametrize(

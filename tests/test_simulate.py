@@ -1,4 +1,4 @@
-"""`flexsf simulate`: its plan and verdicts, and a run of 20 tasks against `flexsf dev` as a user starts it."""
+"""`flexsf simulate`: its plan and verdicts, and a run of 30 tasks against `flexsf dev` as a user starts it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools.simulate import SCENARIOS, Expected, PlannedTask, TaskResult, failed, plan, summarize
+from devtools.simulate import BROWSER_MIX, SCENARIOS, Expected, PlannedTask, TaskResult, failed, plan, summarize
 from sandboxes.salesforce import demo as sf_demo
 from tests.test_dev_stack import FLEXSF, PORTS, clean_env, flexsf_dev, free_offset, listening, wait_until
 
@@ -17,17 +17,32 @@ WORKERS = ["WK1", "WK2"]
 
 
 def test_the_plan_is_a_function_of_the_seed_and_covers_every_scenario_and_several_records() -> None:
-    first = plan(30, "mix", 5, WORKERS)
-    assert first == plan(30, "mix", 5, WORKERS)
-    assert first != plan(30, "mix", 6, WORKERS)
+    first = plan(30, "mix", 5, WORKERS, mix=SCENARIOS)
+    assert first == plan(30, "mix", 5, WORKERS, mix=SCENARIOS)
+    assert first != plan(30, "mix", 6, WORKERS, mix=SCENARIOS)
     assert {p.scenario for p in first} == set(SCENARIOS)
+    # `flexsf soak`'s mix is unchanged by the copilot scenario: the same seed, the same tasks as before it.
+    assert {p.scenario for p in plan(30, "mix", 5, WORKERS)} == set(BROWSER_MIX) == set(SCENARIOS) - {"copilot"}
+    copilot = plan(10, "copilot", 5, WORKERS)
+    assert all(p.interaction and p.expected.description == p.notes["summary"] for p in copilot)
+    assert len({p.interaction["flexInteractionChannelSid"] for p in copilot}) == 10
     inbound_single = {p.phone for p in plan(30, "single", 5, WORKERS)}
     assert len(inbound_single) > 1
     several = plan(30, "several", 5, WORKERS)
     assert {p.phone for p in several} == {sf_demo.SHARED_PHONE}
     assert len({p.record_id for p in several}) > 1
     assert all(p.expected.who == p.record_id for p in several)
-    assert all(p.expected == Expected() for p in plan(10, "cancel", 5, WORKERS) + plan(10, "none", 5, WORKERS))
+    assert all(p.expected == Expected() for p in plan(10, "none", 5, WORKERS))
+    # Nobody accepts a canceled one: not logged (FLEXSF_LOG_UNHANDLED_TASKS is off by default).
+    assert all(p.expected == Expected(logged=False) for p in plan(10, "cancel", 5, WORKERS))
+
+
+def test_a_canceled_task_is_as_expected_unlogged_and_wrong_once_logged() -> None:
+    canceled = PlannedTask(0, "cancel", "WK1", "+16285550147", expected=Expected(logged=False))
+    summary = summarize([_result(canceled)], 1.0, "temporal")
+    assert (summary["lost"], summary["related_as_expected"]) == (0, 1) and not failed(summary)
+    summary = summarize([_result(canceled, {"WhoId": None, "WhatId": None})], 1.0, "temporal")
+    assert summary["related_wrongly"] == 1 and failed(summary)
 
 
 def _result(planned: PlannedTask, *rows: dict) -> TaskResult:
@@ -77,7 +92,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.timeout(420)
-def test_simulate_plays_twenty_tasks_through_flexsf_dev_and_none_is_lost_or_duplicated(tmp_path: Path) -> None:
+def test_simulate_plays_thirty_tasks_through_flexsf_dev_and_none_is_lost_or_duplicated(tmp_path: Path) -> None:
     env = clean_env()
     offset = free_offset()
     with flexsf_dev(tmp_path, offset, env) as dev:
@@ -87,7 +102,7 @@ def test_simulate_plays_twenty_tasks_through_flexsf_dev_and_none_is_lost_or_dupl
         assert children, "flexsf dev runs the Temporal dev server as a child process"
 
         done = subprocess.run(
-            [str(FLEXSF), "simulate", "--tasks", "20", "--json"],
+            [str(FLEXSF), "simulate", "--tasks", "30", "--json"],
             cwd=tmp_path,
             env=env,
             capture_output=True,
@@ -96,13 +111,15 @@ def test_simulate_plays_twenty_tasks_through_flexsf_dev_and_none_is_lost_or_dupl
         )
         summary = json.loads(done.stdout.strip().splitlines()[-1])
         assert done.returncode == 0, (summary, done.stderr[-3000:])
-        assert summary["tasks"] == 20
-        assert summary["logged"] == 20
-        assert summary["related_as_expected"] == 20
+        assert summary["tasks"] == 30
+        assert summary["logged"] == 30 - summary["scenarios"]["cancel"]  # nobody handled those: not logged
+        assert summary["related_as_expected"] == 30
         assert summary["lost"] == 0 and summary["duplicates"] == 0 and summary["related_wrongly"] == 0
         assert summary["awaiting_selection"] == 0 and summary["errors"] == 0
         assert set(summary["scenarios"]) == set(SCENARIOS)
-        assert sum(summary["scenarios"].values()) == 20
+        assert sum(summary["scenarios"].values()) == 30
+        # Copilot's notes reached those tasks' Salesforce Tasks by the wrap-up webhook alone, no browser involved.
+        assert summary["notes_via_webhook"] == summary["scenarios"]["copilot"] > 0
         assert summary["selections_and_notes_via"] in ("gateway", "temporal")
         assert "driving tasks" in done.stderr  # the progress bar goes to stderr with --json
 

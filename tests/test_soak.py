@@ -78,7 +78,8 @@ def test_a_bad_day_soak_of_thirty_tasks_loses_none_and_the_sweep_recovers_the_si
     )
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert done.returncode == 0, (summary, done.stderr[-3000:])
-    assert summary["tasks"] == 30 and summary["logged"] == 30
+    # A task canceled in the queue was nobody's call: not logged (FLEXSF_LOG_UNHANDLED_TASKS is off).
+    assert summary["tasks"] == 30 and summary["logged"] == 30 - summary["scenarios"]["cancel"]
     assert (summary["lost"], summary["duplicates"], summary["misrelated"]) == (0, 0, 0)
     assert (summary["related_as_expected"], summary["unfinished"], summary["repairable"]) == (30, 0, 0), summary[
         "error_details"

@@ -222,6 +222,8 @@ async def test_copilot_notes_before_and_after_completion_land_on_the_same_task(s
     assert len(sf_tasks_for(stack, sid)) == 1
 
 
+# Nobody accepted this task: it is logged only with FLEXSF_LOG_UNHANDLED_TASKS (tests/test_seed_rest.py: the default).
+@pytest.mark.parametrize("stack_overrides", [{"FLEXSF_LOG_UNHANDLED_TASKS": "true"}], indirect=True)
 async def test_cancellation_is_logged_when_activity_logging_is_on(stack) -> None:
     sid = stack.tw.create_task({"name": sf_demo.DEMO_LEAD.name}, channel="chat")["sid"]
     stack.tw.reserve(sid, AGENT.sid)

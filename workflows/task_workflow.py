@@ -58,6 +58,15 @@ LOGGED_STAGES = {Stage.LOGGED, Stage.LOGGED_UNASSOCIATED}
 RELATION_FIELDS = {"WhoId", "WhatId"}
 # The longest a log held back by the org's API budget waits before looking again.
 API_BUDGET_MAX_WAIT = timedelta(minutes=30)
+# Runs from before these patches named channels as TaskRouter's unique name (unknown: voice), logged every finished
+# task and measured the call by the task's age; their histories replay so.
+CHANNEL_NAMES_PATCH = "task-channel-names"
+HANDLED_ONLY_PATCH = "log-handled-tasks-only"
+HANDLE_TIME_PATCH = "handle-time-duration"
+# Runs from before it never indexed the interaction sids: their histories have no such upsert.
+INDEX_INTERACTION_PATCH = "index-interaction-sids"
+# What of the notes reaches the log; equal content from a repeated delivery changes nothing.
+_NOTES_CONTENT = {"disposition", "summary", "topics", "sentiment"}
 
 
 @workflow.defn(name=WORKFLOW_TYPE)
@@ -94,6 +103,10 @@ class FlexTaskWorkflow:
         self._started_at = workflow.info().start_time
         # Set by a write the org's API budget held back (its reason); the log waits and tries again.
         self._held: str | None = None
+        # Which channel names this run uses (CHANNEL_NAMES_PATCH), decided at the first command that carries one.
+        self._channel_names: bool | None = None
+        # Why the last log's owner is not the agent (FLEXSF_OWNER_MAPPING found no user for the worker).
+        self._owner_unmapped: str | None = None
         meter = workflow.metric_meter()
         self._pops = meter.create_counter(
             "flexsf_screen_pops_total", "Screen pops by outcome (single, several, none, by_id, skipped, error)"
@@ -132,7 +145,7 @@ class FlexTaskWorkflow:
         await self._until(lambda: self._facts.finished is not None)
         if self._facts.accepted is None and self._facts.finished.event_type == TASK_COMPLETED:
             await self._recover_acceptance()
-        if self._flags.activity_logging:
+        if self._flags.activity_logging and self._logs_this_task():
             await self._await_selection()
             await self._log_activity()
             await self._amend_during_grace()
@@ -140,6 +153,16 @@ class FlexTaskWorkflow:
             self._set_stage(Stage.NOT_LOGGED)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.view()
+
+    def _logs_this_task(self) -> bool:
+        """The seed logs the task an agent was handling; one canceled or abandoned in the queue is nobody's call, and
+        would be a Task owned by the integration user related to nothing. FLEXSF_LOG_UNHANDLED_TASKS logs those too."""
+        if self._facts.accepted is not None or self._policy.log_unhandled_tasks:
+            return True
+        if not workflow.patched(HANDLED_ONLY_PATCH):
+            return True
+        self._log_note = "not logged: no agent accepted the task (FLEXSF_LOG_UNHANDLED_TASKS=true logs such tasks)"
+        return False
 
     async def _relog_closed(self, seed: RelogSeed) -> TaskView:
         """An operator's relog of a closed task: its new run amends the Task the closed run wrote, from that run's
@@ -346,6 +369,7 @@ class FlexTaskWorkflow:
             self._logged_version = version
             self._error = None
             self._log_note = self._note_on(result)
+            self._owner_unmapped = result.owner_unmapped
             unrelated = self._related() is None or RELATION_FIELDS & set(result.dropped)
             self._set_stage(Stage.LOGGED_UNASSOCIATED if unrelated else Stage.LOGGED)
             self._logs.add(1, {"outcome": self._stage.value})
@@ -477,8 +501,10 @@ class FlexTaskWorkflow:
             )
 
     def _keep_notes(self, notes: Notes) -> None:
-        self._notes = notes
         self._notes_submissions += 1
+        if notes.source is not None and not _replaces(notes, self._notes):
+            return  # a late or repeated webhook delivery: what the task holds is as new or newer
+        self._notes = notes
         if self._policy is None or self._flags.copilot_notes:
             self._version += 1
 
@@ -551,7 +577,7 @@ class FlexTaskWorkflow:
             stage=self._stage,
             flags=self._flags,
             direction=self._facts.direction(),
-            channel=self._facts.channel_name(),
+            channel=self._channel(decide=False),
             worker_sid=self._facts.worker_sid,
             pop=self._pop,
             record=self._related(),
@@ -563,6 +589,9 @@ class FlexTaskWorkflow:
             flags_error=self._policy.flags_error if self._policy else None,
             log_note=self._log_note,
             finished_at=self._finished_at,
+            handle_time_s=self._facts.handle_time_s(),
+            task_age_s=self._facts.task_age_s(),
+            owner_unmapped=self._owner_unmapped,
         )
 
     # ---- facts -------------------------------------------------------------------------------------------------
@@ -573,6 +602,18 @@ class FlexTaskWorkflow:
 
     def _related(self) -> RecordRef | None:
         return self._record or self._facts.record_from_attributes()
+
+    def _channel(self, decide: bool = True) -> str:
+        """The task's channel name; `decide=False` (a query, which issues no command) reads it without deciding."""
+        if self._channel_names is None and decide:
+            self._channel_names = workflow.patched(CHANNEL_NAMES_PATCH)
+        return self._facts.legacy_channel_name() if self._channel_names is False else self._facts.channel_name()
+
+    def _duration_s(self) -> int | None:
+        """CallDurationInSeconds: the time the agent handled the call, not its time in the queue or wrap-up."""
+        if not workflow.patched(HANDLE_TIME_PATCH):
+            return self._facts.finished.task_age
+        return self._facts.handle_time_s()
 
     @staticmethod
     def _note_on(result: ActivityLogResult) -> str | None:
@@ -587,7 +628,7 @@ class FlexTaskWorkflow:
 
     def _log_request(self) -> ActivityLogRequest:
         facts, finished, accepted = self._facts, self._facts.finished, self._facts.accepted
-        channel = facts.channel_name()
+        channel = self._channel()
         return ActivityLogRequest(
             task_sid=self._task_sid,
             outcome=facts.outcome or "Canceled",
@@ -600,7 +641,7 @@ class FlexTaskWorkflow:
             call_sid=facts.worker_call_leg(),
             disposition=facts.conversations().get("outcome"),
             description=facts.conversations().get("content"),
-            duration_s=finished.task_age if channel == "voice" else None,
+            duration_s=self._duration_s() if channel == "voice" else None,
             notes=self._notes if self._flags.copilot_notes else None,
             worker_sid=facts.worker_sid,
             worker_attributes=accepted.worker_attributes if accepted else {},
@@ -626,11 +667,15 @@ class FlexTaskWorkflow:
             sa.FLEX_TASK_SID: self._task_sid,
             sa.FLEX_STAGE: self._stage.value,
             sa.FLEX_WORKER_SID: self._facts.worker_sid,
-            sa.FLEX_CHANNEL: self._facts.channel_name() if self._facts.event_count else None,
+            sa.FLEX_CHANNEL: self._channel() if self._facts.event_count else None,
             sa.FLEX_DIRECTION: self._facts.direction() if self._facts.event_count else None,
             sa.SFDC_OBJECT_ID: record.id if record else None,
             sa.SFDC_ACTIVITY_ID: self._activity_id,
         }
+        interaction, channel = self._facts.interaction_sids()
+        if (interaction or channel) and workflow.patched(INDEX_INTERACTION_PATCH):
+            # Agent Copilot's wrap-up webhook names the interaction and its channel, never the task.
+            known |= {sa.FLEX_INTERACTION_SID: interaction, sa.FLEX_INTERACTION_CHANNEL_SID: channel}
         changed = [
             key.value_set(value) for key, value in known.items() if value and self._indexed.get(key.name) != value
         ]
@@ -643,3 +688,15 @@ class FlexTaskWorkflow:
 
     def _now_ms(self) -> int:
         return int(workflow.now().timestamp() * 1000)
+
+
+def _replaces(new: Notes, held: Notes | None) -> bool:
+    """Whether notes the wrap-up webhook brought replace the ones the task holds. Newest by arrival wins, except:
+    `note_created` (the generated draft, sent when the note is created) never replaces notes the agent finished
+    (`note_updated`, sent on Complete, or the browser's notes, submitted on Complete), whatever order they arrive in;
+    and the same content again (Twilio or a proxy repeating a delivery) changes nothing."""
+    if held is None:
+        return True
+    if new.model_dump(include=_NOTES_CONTENT) == held.model_dump(include=_NOTES_CONTENT):
+        return False
+    return not (new.note_event == "note_created" and held.note_event != "note_created")

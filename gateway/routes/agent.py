@@ -183,6 +183,8 @@ async def submit_notes(task_sid: TaskSid, notes: NotesIn, agent: AgentDep, clien
 @router.post(
     "/click-to-dial",
     response_model=StartOutboundCall,
+    # StartOutboundCall adds taskAttributes to the task Flex creates: an explicit null may overwrite a value of its own.
+    response_model_exclude_none=True,
     responses={
         **_AUTH,
         409: {"model": Problem, "description": "Click-to-dial is off"},

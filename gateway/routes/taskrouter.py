@@ -72,8 +72,14 @@ class RefusalLog:
     reason since the last line, on the first refusal after the interval. A flood of forgeries is a line a minute at
     most, not a line a request; `flexsf_taskrouter_events_total` counts each. Reasons are ours, never request data."""
 
-    def __init__(self, interval_s: float = REFUSAL_LOG_INTERVAL_S, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        interval_s: float = REFUSAL_LOG_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+        what: str = "TaskRouter callbacks",
+    ):
         self.interval_s = interval_s
+        self.what = what
         self._clock = clock
         self._counts: Counter[str] = Counter()
         self._last: float | None = None
@@ -85,7 +91,7 @@ class RefusalLog:
             return
         since = "" if self._last is None else f" in the last {math.ceil(now - self._last)}s"
         summary = ", ".join(f"{count} {why}" for why, count in sorted(self._counts.items()))
-        log.warning("TaskRouter callbacks refused%s: %s", since, summary)
+        log.warning("%s refused%s: %s", self.what, since, summary)
         self._counts.clear()
         self._last = now
 

@@ -11,7 +11,7 @@ import logging
 import secrets
 from typing import Any
 
-from sandboxes.twilio import control, demo, flex, tokens
+from sandboxes.twilio import control, copilot, demo, flex, tokens
 from sandboxes.twilio.callbacks import CallbackDispatcher, Delivery
 from sandboxes.twilio.errors import not_found
 from sandboxes.twilio.faults import Faults
@@ -59,6 +59,8 @@ class TwilioSandbox:
             callback_url=callback_url,
         )
         self.flex_configuration = FlexConfiguration(self.account_sid)
+        # Agent Copilot's wrap-up notes webhook: off until a URL is configured (as in Console).
+        self.copilot = copilot.CopilotNotes(self.auth_token, self.account_sid)
         self._tokens = TokenAuthority(
             account_sid=self.account_sid, api_key_sid=self.api_key_sid, secret=secrets.token_hex(32)
         )
@@ -69,6 +71,7 @@ class TwilioSandbox:
             *flex.routes(self.flex_configuration, lambda: self.url),
             *tokens.routes(self._tokens, self.account_sid, self.faults),
             *control.routes(self),
+            *copilot.routes(self),
         )
         self._server: SandboxHTTPServer | None = None
 
@@ -89,6 +92,7 @@ class TwilioSandbox:
             self._server = None
         self.state.stop()
         self._dispatcher.stop()
+        self.copilot.stop()
 
     def __enter__(self) -> TwilioSandbox:
         return self.start()
@@ -123,6 +127,7 @@ class TwilioSandbox:
             "task_queue_sid": self.task_queue_sid,
             "task_channels": dict(demo.DEMO_TASK_CHANNELS),
             "callback_url": self.state.event_callback_url,
+            "copilot_notes_url": self.copilot.url,
             "retention_s": self.state.retention_s,
             "workers": self.workers,
         }
@@ -155,16 +160,24 @@ class TwilioSandbox:
         return self._taskrouter.render_reservation(self.state.accept(task_sid))
 
     def wrapup(self, task_sid: str) -> dict[str, Any]:
-        """The call ends; emits task.wrapup and reservation.wrapup."""
-        return self._taskrouter.render_task(self.state.wrapup(task_sid))
+        """The call ends; emits task.wrapup and reservation.wrapup (and copilot's note_created, when configured)."""
+        task = self._taskrouter.render_task(self.state.wrapup(task_sid))
+        self.copilot.wrapped_up(task)
+        return task
 
     def complete(self, task_sid: str, reason: str = "Task completed by agent") -> dict[str, Any]:
-        """Emits task.completed and reservation.completed."""
-        return self._taskrouter.render_task(self.state.complete(task_sid, reason))
+        """Emits task.completed and reservation.completed (and copilot's note_updated, when configured)."""
+        task = self._taskrouter.render_task(self.state.complete(task_sid, reason))
+        self.copilot.completed(task)
+        return task
 
     def cancel(self, task_sid: str, reason: str = "Task canceled") -> dict[str, Any]:
         """Only a pending or reserved task can be canceled; emits task.canceled (+ reservation.canceled)."""
         return self._taskrouter.render_task(self.state.cancel(task_sid, reason))
+
+    def write_worker_attributes(self, worker_sid: str, patch: dict[str, Any]) -> None:
+        """An admin merges keys into a worker's attributes (`sfdcUserId`, a changed `email`)."""
+        self.state.write_worker_attributes(worker_sid, patch)
 
     def write_attributes(self, task_sid: str, patch: dict[str, Any]) -> dict[str, Any]:
         """Another writer (the Flex UI) merges keys into the attributes: bumps the ETag, emits task.updated."""
@@ -277,8 +290,17 @@ class TwilioSandbox:
     def set_callback_url(self, url: str | None) -> None:
         self.state.update_workspace(event_callback_url=url, clear_callback_url=url is None)
 
+    def set_copilot_url(self, url: str | None, method: str = "POST") -> None:
+        """Console's Agent Copilot "Wrap-up notes webhook URL" and method (None: no webhook)."""
+        self.copilot.configure(url, method)
+
     def set_retention(self, seconds: float) -> None:
         self.state.set_retention(seconds)
+
+    def shift_clock(self, seconds: float) -> None:
+        """Move TaskRouter's time by `seconds` (negative: into the past), so a test can have a task queue, be handled
+        and wrap up for given times without waiting for them. reset() puts the clock back."""
+        self.state.shift_clock(seconds)
 
     def purge_finished(self) -> list[str]:
         """Delete every completed/canceled task now (emits task.deleted for each); returns their sids."""
@@ -301,3 +323,4 @@ class TwilioSandbox:
             self._dispatcher.reset()
         self.state.set_retention(self._initial_retention_s)
         self.flex_configuration.reset()
+        self.copilot.reset()

@@ -145,7 +145,7 @@ class TaskRouterState:
         self.faults = faults
         self.retention_s = retention_s
         self._dispatch = dispatch
-        self._clock = clock
+        self._wall = clock
         self._initial_callback_url = callback_url
         self.lock = threading.RLock()
         self._janitor_wakeup = threading.Condition(self.lock)
@@ -156,6 +156,7 @@ class TaskRouterState:
     # ----- lifecycle of the state itself -----
 
     def _reset_locked(self) -> None:
+        self._shift_s = 0.0
         now = self._clock()
         self.event_callback_url: str | None = self._initial_callback_url
         self.events_filter: list[str] | None = None
@@ -199,6 +200,19 @@ class TaskRouterState:
                 due = [t.finished_at + self.retention_s for t in self.tasks.values() if t.finished_at is not None]
                 self._janitor_wakeup.wait(timeout=max(0.0, min(due) - now) if due else None)
 
+    def _clock(self) -> float:
+        return self._wall() + self._shift_s
+
+    def now(self) -> float:
+        """TaskRouter's time: the wall clock, moved by `shift_clock`."""
+        return self._clock()
+
+    def shift_clock(self, seconds: float) -> None:
+        """Tests: move TaskRouter's time (event timestamps, task age) by `seconds` without waiting; reset() undoes it.
+        Event times stay strictly increasing whatever the shift."""
+        with self.lock:
+            self._shift_s += seconds
+
     def set_retention(self, seconds: float) -> None:
         with self.lock:
             self.retention_s = seconds
@@ -238,6 +252,16 @@ class TaskRouterState:
             worker = self.workers.get(sid)
             if worker is None:
                 raise not_found(f"/Workers/{sid}")
+            return dataclasses.replace(worker)
+
+    def write_worker_attributes(self, sid: str, patch: dict[str, Any]) -> Worker:
+        """An admin edits a worker's attributes (Console, or POST /Workers/{sid} Attributes): keys merged in; later
+        reservation events carry them as WorkerAttributes."""
+        with self.lock:
+            worker = self.workers.get(sid)
+            if worker is None:
+                raise not_found(f"/Workers/{sid}")
+            worker.attributes = json.dumps({**json.loads(worker.attributes), **patch})
             return dataclasses.replace(worker)
 
     def list_workers(self) -> list[Worker]:

@@ -96,7 +96,7 @@ class TaskRouterApi:
         return {
             "account_sid": self.state.account_sid,
             "addons": "{}",
-            "age": int(time.time() - task.date_created),
+            "age": int(self.state.now() - task.date_created),
             "assignment_status": task.assignment_status,
             "attributes": task.attributes,
             "date_created": iso(task.date_created),
