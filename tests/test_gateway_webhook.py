@@ -103,6 +103,7 @@ async def test_signature_for_another_url_is_403(gateway: Gateway, temporal_clien
     ("change", "reason"),
     [
         ({"TaskSid": ""}, "TaskSid is missing"),
+        ({"EventType": ""}, "EventType is missing"),
         ({"TaskAttributes": "{not json"}, "TaskAttributes is not valid JSON"),
         ({"TaskAttributes": "[1, 2]"}, "TaskAttributes must be a JSON object"),
         ({"WorkerAttributes": "nope"}, "WorkerAttributes is not valid JSON"),

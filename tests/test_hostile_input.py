@@ -520,7 +520,7 @@ WEBHOOK = [
     pytest.param(case(signed({"TaskAttributes": '{"a": "\\ud800'}), 400, "not valid JSON"), id="truncated-json"),
     pytest.param(case(signed({"TaskAttributes": "[1, 2]"}), 400, "must be a JSON object"), id="json-not-an-object"),
     pytest.param(case(signed({"TaskSid": ""}), 400, "TaskSid is missing"), id="no-task-sid"),
-    pytest.param(case(signed({"EventType": ""}), 204), id="no-event-type-ignored"),
+    pytest.param(case(signed({"EventType": ""}), 400, "EventType is missing"), id="no-event-type"),
     pytest.param(case(signed({"EventType": "task.created\nFORGED line"}), 204), id="event-type-newline-ignored"),
     pytest.param(case(body_as(FORM, lambda p: b"%zz=%%&&==&" + urlencode(p).encode()[:40]), 403), id="malformed-form"),
     # text that is not UTF-8: kept as U+FFFD, the event signalled rather than lost (tests/test_poison_intake.py)

@@ -255,6 +255,9 @@ async def _deliver(request: Request, settings: Settings, client, seen: dict) -> 
     _check_trust(request, settings, form, seen)
     logs.set_task(form.get("TaskSid") or None)
     event_type = printable(form.get("EventType") or "?")
+    if not form.get("EventType"):
+        # Every TaskRouter callback names its event: a signed body without one is broken, not an event to ignore.
+        raise HTTPException(400, "EventType is missing")
     if form.get("EventType") not in HANDLED_EVENTS:
         return IGNORED
     try:
