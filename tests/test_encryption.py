@@ -25,6 +25,7 @@ import pytest_asyncio
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from temporalio.api.common.v1 import Payload
+from temporalio.api.history.v1 import MarkerRecordedEventAttributes
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
@@ -158,11 +159,26 @@ def test_keys_settings_and_the_converter() -> None:
 # --- an encrypted task end to end ------------------------------------------------------------------------------
 
 
+# Markers Temporal's SDK core records, and the details it writes itself: a `workflow.patched` decision, and a local
+# activity's run (its "result" detail comes from the data converter).
+SDK_MARKER_DETAILS = {"core_patch": {"patch-data"}, "core_local_activity": {"data"}}
+
+
 def payloads_in(message: Message) -> Iterator[Payload]:
     """Every `Payload` inside a proto message (inputs, results, headers, memos, failure details …) except search
-    attributes: those the server indexes, so no codec touches them (ours hold ids only: workflows/search_attributes)."""
+    attributes: those the server indexes, so no codec touches them (ours hold ids only: workflows/search_attributes);
+    and patch markers, which hold only a patch id."""
     if isinstance(message, Payload):
         yield message
+        return
+    if isinstance(message, MarkerRecordedEventAttributes) and message.marker_name in SDK_MARKER_DETAILS:
+        # The SDK's own bookkeeping (a patch id; a local activity's type, attempt and times) is written by the SDK,
+        # never through the data converter; what a local activity returned is ours, and encrypted.
+        for name, payloads in message.details.items():
+            if name not in SDK_MARKER_DETAILS[message.marker_name]:
+                yield from payloads.payloads
+        if message.HasField("failure"):
+            yield from payloads_in(message.failure)
         return
     for field, value in message.ListFields():
         if field.type != field.TYPE_MESSAGE or field.name == "search_attributes":
