@@ -17,9 +17,16 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import (
+    PollerBehaviorAutoscaling,
+    PollerBehaviorSimpleMaximum,
+    ResourceBasedSlotConfig,
+    Worker,
+    WorkerTuner,
+)
 
 from activities.activity_fields import ActivityFieldConfig
 from activities.interfaces import activity_methods
@@ -44,6 +51,14 @@ ACTIVITY_THREADS = 64
 # search finishing and the attribute write starting by about half and the pop's p50 by ~14 % (`flexsf bench`,
 # paired runs); throughput unchanged.
 WORKFLOW_TASK_POLLS = ACTIVITY_TASK_POLLS = 16
+# FLEXSF_WORKER_TUNING's alternatives. Against the fixed polls in the same bench rounds, autoscaling was a wash and
+# the resource-based tuner slower (docs/performance.md#worker-tuning), so `fixed` stays the default.
+# Autoscaling: the SDK's bounds (1 to 100 polls, 5 to begin with), scaled on the server's poll responses.
+AUTOSCALING = PollerBehaviorAutoscaling(minimum=1, maximum=100, initial=5)
+# Resource-based slots: the targets are the whole machine's (the SDK reads system CPU and memory), so other processes
+# on the same host hold it back; memory at the SDK's recommended ceiling, CPU with a little headroom.
+RESOURCE_TARGET_MEMORY = 0.8
+RESOURCE_TARGET_CPU = 0.9
 # How long a stopping worker lets running activities finish; docker-compose.yml's stop_grace_period must exceed it.
 GRACEFUL_SHUTDOWN = timedelta(seconds=20)
 
@@ -112,6 +127,34 @@ def build_activities(settings: Settings) -> Activities:
     )
 
 
+def tuning_options(tuning: str, activity_threads: int) -> dict[str, Any]:
+    """The `Worker` arguments for FLEXSF_WORKER_TUNING: how many polls each task queue keeps open, and how many
+    tasks run at once. Activities never outnumber the executor's threads (the SDK warns when they could)."""
+    fixed = {
+        "workflow_task_poller_behavior": PollerBehaviorSimpleMaximum(WORKFLOW_TASK_POLLS),
+        "activity_task_poller_behavior": PollerBehaviorSimpleMaximum(ACTIVITY_TASK_POLLS),
+    }
+    if tuning == "fixed":
+        return fixed | {"max_concurrent_activities": activity_threads}
+    if tuning == "autoscale":
+        return {
+            "workflow_task_poller_behavior": AUTOSCALING,
+            "activity_task_poller_behavior": AUTOSCALING,
+            "max_concurrent_activities": activity_threads,
+        }
+    if tuning == "resource":
+        # Local activities run on the same executor as activities, so they share its bound.
+        bounded = ResourceBasedSlotConfig(maximum_slots=activity_threads)
+        tuner = WorkerTuner.create_resource_based(
+            target_memory_usage=RESOURCE_TARGET_MEMORY,
+            target_cpu_usage=RESOURCE_TARGET_CPU,
+            activity_config=bounded,
+            local_activity_config=bounded,
+        )
+        return fixed | {"tuner": tuner}
+    raise ConfigurationError(f"unknown worker tuning {tuning!r} (fixed, autoscale or resource)")
+
+
 def build_worker(
     client: Client,
     task_queue: str,
@@ -119,10 +162,12 @@ def build_worker(
     executor: ThreadPoolExecutor,
     extra_workflows: Sequence[type] = (),
     extra_activities: Sequence[Callable] = (),
+    tuning: str = "fixed",
     **options,
 ) -> Worker:
-    """`extra_*`: registered beside the product's (`flexsf bench` adds its baseline workflow this way); `options`:
-    further `Worker` arguments (benchmark experiments). The sweep's activity is built here, on the connected client."""
+    """`extra_*`: registered beside the product's (`flexsf bench` adds its baseline workflow this way); `tuning`:
+    FLEXSF_WORKER_TUNING; `options`: further `Worker` arguments (benchmark experiments), over the tuning's. The sweep's
+    activity is built here, on the connected client."""
     # Gauges and calls outside an activity are recorded through the client's runtime (its Prometheus endpoint).
     metrics.bind_runtime(client.service_client.config.runtime)
     return Worker(
@@ -135,11 +180,8 @@ def build_worker(
             *extra_activities,
         ],
         activity_executor=executor,
-        max_concurrent_activities=executor._max_workers,
-        max_concurrent_workflow_task_polls=WORKFLOW_TASK_POLLS,
-        max_concurrent_activity_task_polls=ACTIVITY_TASK_POLLS,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
-        **options,
+        **(tuning_options(tuning, executor._max_workers) | options),
     )
 
 
@@ -178,7 +220,9 @@ async def run(settings: Settings | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS, thread_name_prefix="activity") as executor:
-        worker = build_worker(client, settings.flexsf_task_queue, activities, executor)
+        worker = build_worker(
+            client, settings.flexsf_task_queue, activities, executor, tuning=settings.flexsf_worker_tuning
+        )
         async with worker:
             log.info("worker polling task queue %s", settings.flexsf_task_queue)
             await stop.wait()

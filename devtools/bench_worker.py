@@ -50,6 +50,7 @@ async def run() -> None:
             executor,
             extra_workflows=[BareWorkflow],
             extra_activities=[bench_noop],
+            tuning=settings.flexsf_worker_tuning,
             **experiment_options(),
         )
         async with worker:

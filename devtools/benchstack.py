@@ -174,12 +174,13 @@ class Stack:
         env = {k: v for k, v in os.environ.items() if not k.startswith(_ENV_PREFIXES)}
         return env | self.env
 
-    async def start_worker(self) -> None:
-        """Start a worker process and return once it polls (it says so in a ready file)."""
+    async def start_worker(self, env: dict[str, str] | None = None) -> None:
+        """Start a worker process and return once it polls (it says so in a ready file). `env`: settings of this
+        worker process only (a worker configuration compared with another in the same run)."""
         ready = self.workdir / f"worker-{self.worker_starts}.ready"
         if self._worker_log is None:
             self._worker_log = open(self.workdir / "worker.log", "ab")
-        env = self.worker_env() | {"FLEXSF_BENCH_READY_FILE": str(ready)}
+        env = self.worker_env() | (env or {}) | {"FLEXSF_BENCH_READY_FILE": str(ready)}
         self.worker = subprocess.Popen(
             [sys.executable, "-m", "devtools.bench_worker"],
             env=env,

@@ -32,8 +32,9 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         TEMPORAL,
         "The connection is Temporal's own environment configuration, read by the SDK's envconfig as the Temporal CLI "
-        "reads it (worker, gateway and the `flexsf` operator commands alike); then the task queue.",
-        ("flexsf_task_queue", "flexsf_temporal_ui_url"),
+        "reads it (worker, gateway and the `flexsf` operator commands alike); then the task queue and how the worker "
+        "polls it.",
+        ("flexsf_task_queue", "flexsf_temporal_ui_url", "flexsf_worker_tuning"),
     ),
     (
         "Salesforce",

@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     flexsf_temporal_ui_url: str | None = None
     # host:port the worker serves Prometheus metrics on (`/metrics`: Temporal SDK and flexsf_* metrics); unset: off.
     flexsf_worker_metrics_address: str | None = None
+    flexsf_worker_tuning: Literal["fixed", "autoscale", "resource"] = Field(
+        "fixed",
+        description="How the worker polls and sizes its slots: `fixed`, 16 workflow-task and 16 activity-task polls; "
+        "`autoscale`, the SDK's poller autoscaling (1 to 100 polls, scaled on the server's answers; Temporal Server "
+        "1.28+); `resource`, the SDK's resource-based slots (system CPU 90 %, memory 80 %) with the fixed polls. "
+        "Measured on one shared host, autoscaling was no better and the resource tuner worse (docs/performance.md).",
+    )
     # host:port the gateway serves Prometheus metrics on (`/metrics`, a listener of its own); unset: off.
     flexsf_gateway_metrics_address: str | None = None
     # Serve the gateway's /docs, /redoc and /openapi.json (`flexsf dev` turns it on); off: they answer 404.
