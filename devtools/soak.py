@@ -644,6 +644,11 @@ async def run_soak(
     notes_on_fallback = _expect_no_notes_on_fallback_flags(results, views)
     failed_pops = _expect_no_relation_after_a_failed_pop(results, views)
     for r in results:
+        if r.sid and r.planned.expected.logged and not r.logged and r.finished:
+            # Finished without a Salesforce Task: say how the workflow saw it, so a lost task is never just a count.
+            view = views.get(r.sid)
+            seen = f"stage {view.stage.value}; {view.log_note or view.error or 'no note'}" if view else "no view"
+            r.errors.append(f"lost: the workflow finished without a Salesforce Task ({seen})")
         if r.related_wrongly:
             expected = r.planned.expected
             rows = "; ".join(f"WhoId {row.get('WhoId')}, WhatId {row.get('WhatId')}" for row in r.logged)

@@ -96,6 +96,16 @@ async def test_events_list_refused_while_reconciling_records_why_and_keeps_waiti
     assert view.error is None
 
 
+async def test_a_completed_task_whose_acceptance_nobody_can_tell_is_still_logged(stack) -> None:
+    """Only tasks an agent accepted are logged; a completed task was accepted by someone, even when that callback was
+    lost and the Events list refuses to say who."""
+    stack.tw.faults.update(callback_drop_event_types=["reservation.accepted"], refused_endpoints={"events_list": 403})
+    sid = stack.tw.lifecycle({"from": CONTACT.phone}, worker_sid=AGENT.sid, complete=True)["sid"]
+    view = await stack.result(sid)
+    assert view.stage == Stage.LOGGED_UNASSOCIATED, view
+    assert [t["Id"] for t in stack.sf.records("Task") if t.get("Flex_Task_Sid__c") == sid] == [view.activity_id]
+
+
 async def test_a_terminated_run_is_started_again_by_the_next_event(stack) -> None:
     sid = await popped(stack, {"from": CONTACT.phone})
     first = await stack.handle(sid).describe()

@@ -159,6 +159,10 @@ class FlexTaskWorkflow:
         would be a Task owned by the integration user related to nothing. FLEXSF_LOG_UNHANDLED_TASKS logs those too."""
         if self._facts.accepted is not None or self._policy.log_unhandled_tasks:
             return True
+        if self._facts.finished.event_type == TASK_COMPLETED:
+            # Only an assigned task can be completed: an agent handled it, though its acceptance was lost and the
+            # Events list could not tell who (a refused reconcile). Logged without an owner rather than lost.
+            return True
         if not workflow.patched(HANDLED_ONLY_PATCH):
             return True
         self._log_note = "not logged: no agent accepted the task (FLEXSF_LOG_UNHANDLED_TASKS=true logs such tasks)"
