@@ -316,7 +316,8 @@ def test_caddy_terminates_tls_for_the_public_url_and_forwards_only_the_gateways_
     assert "reverse_proxy gateway:8000" in public
     [matcher] = [line for line in public.splitlines() if line.startswith("@gateway path")]
     routes = matcher.split()[2:]
-    assert set(routes) == {"/taskrouter/*", "/agent/*", "/healthz"}
+    # Twilio's two webhooks (TaskRouter's callbacks, Agent Copilot's wrap-up notes), the agent API and the probe.
+    assert set(routes) == {"/taskrouter/*", "/copilot/*", "/agent/*", "/healthz"}
     assert "respond 404" in public, "anything else stops at Caddy"
     for hidden in ("/docs", "/openapi.json", "/metrics", "/codec"):
         assert not any(route.startswith(hidden) for route in routes), hidden
