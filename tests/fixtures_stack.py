@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
@@ -32,6 +36,8 @@ from flexsf.vocabulary import workflow_id
 from gateway.app import create_app
 from gateway.server import start_gateway, stop_gateway
 from workflows.task_workflow import FlexTaskWorkflow
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 async def eventually(predicate, timeout: float = 30.0, what: str = "condition") -> None:
@@ -221,3 +227,37 @@ async def stack(
             activities, worker = start_stack_worker(temporal_client, env, executor)
             async with worker:
                 yield Stack(temporal_client, task_queue, env, activities, salesforce_sandbox, twilio_sandbox, gateway)
+
+
+class WorkerProcess:
+    """`python worker.py` as an operator runs it, configured for the sandboxes through its environment."""
+
+    def __init__(self, env: dict[str, str], log_file: Path) -> None:
+        self.log_file = log_file
+        self._log = log_file.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / "worker.py")], cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def polling(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log_file.read_text()}")
+        return "worker polling task queue" in self.log_file.read_text()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing is drained."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self._log.close()
+
+    def stop(self) -> None:
+        """SIGTERM, as an operator's stop: the worker drains; killed if it has not exited within 30 s."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        self._log.close()

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from flexsf.models import Stage, TaskView
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
 from sandboxes.twilio.state import CONCURRENT_WRITER_KEY
-from tests.fixtures_stack import Stack, eventually, settings_from, stack_env, stack_gateway
+from tests.fixtures_stack import Stack, WorkerProcess, eventually, settings_from, stack_env, stack_gateway
 
 AGENT = tw_demo.DEMO_WORKERS[0]
 AGENT_USER = sf_demo.AGENT_USERS[0]
@@ -350,28 +348,6 @@ async def test_lost_create_answer_does_not_create_a_second_task_without_external
 
 
 # ---- 9. the worker process dies mid-workflow -----------------------------------------------------------------------
-
-
-class WorkerProcess:
-    """`python worker.py` as an operator runs it, configured for the sandboxes through its environment."""
-
-    def __init__(self, env: dict[str, str], log_file: Path) -> None:
-        self.log_file = log_file
-        self._log = log_file.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(REPO / "worker.py")], cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT
-        )
-
-    def polling(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log_file.read_text()}")
-        return "worker polling task queue" in self.log_file.read_text()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        self._log.close()
 
 
 @pytest.fixture

@@ -5,9 +5,6 @@ endpoint reports (the SDK's own gauges), with one task through the gateway, Temp
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -22,7 +19,7 @@ from flexsf.models import Stage
 from flexsf.settings import ConfigurationError
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
-from tests.fixtures_stack import Stack, eventually, settings_from, stack_env, stack_gateway
+from tests.fixtures_stack import Stack, WorkerProcess, eventually, settings_from, stack_env, stack_gateway
 
 AGENT = tw_demo.DEMO_WORKERS[0]
 CONTACT = sf_demo.UNIQUE_PHONE_CONTACT
@@ -95,30 +92,6 @@ def polls(samples: dict) -> tuple[list[float], float]:
         samples, "temporal_num_pollers", poller_type="sticky_workflow_task"
     )
     return named(samples, "temporal_num_pollers", poller_type="activity_task"), sum(workflow)
-
-
-class WorkerProcess:
-    def __init__(self, env: dict[str, str], log_file: Path) -> None:
-        self.log_file = log_file
-        self._log = log_file.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(REPO / "worker.py")], cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT
-        )
-
-    def polling(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log_file.read_text()}")
-        return "worker polling task queue" in self.log_file.read_text()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-        self._log.close()
 
 
 @pytest.mark.parametrize("tuning", ["fixed", "autoscale", "resource"])
