@@ -147,6 +147,27 @@ class PopView(BaseModel):
     candidates: list[RecordRef] = Field(default_factory=list)
 
 
+# The workflow update the agent's bridge long-polls for the pop (flexsf.delivery.await_pop).
+POP_UPDATE = "await_pop"
+
+
+class PopWait(BaseModel):
+    """One long-poll for the pop: who asks (only the worker who accepted the task is answered) and how long the
+    workflow may hold the answer back before saying it is not decided yet."""
+
+    worker_sid: str
+    wait: timedelta = timedelta(seconds=20)
+
+
+class PopAnswer(BaseModel):
+    """The pop once decided (one record, candidates, none, skipped, failed, or the task finished first); `decided`
+    False when the wait ended before that."""
+
+    decided: bool
+    stage: Stage
+    pop: PopView = Field(default_factory=PopView)
+
+
 class TaskView(BaseModel):
     """The workflow's state as the gateway and ops see it (the query result)."""
 

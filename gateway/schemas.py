@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from flexsf.models import FeatureFlags, Notes, RecordRef, Stage, TaskView
+from flexsf.models import FeatureFlags, Notes, PopAnswer, PopView, RecordRef, Stage, TaskView
 from flexsf.no_match_pop import NoMatchPop
 from flexsf.task_events import clean_text
 
@@ -100,12 +100,26 @@ class PopOut(BaseModel):
     record: RecordOut | None = Field(None, description="The one record to open")
     candidates: list[RecordOut] = Field(default_factory=list, description="Several matches: the agent picks one")
 
+    @classmethod
+    def of(cls, pop: PopView) -> PopOut:
+        return cls(
+            search_term=pop.search_term,
+            record=RecordOut.of(pop.record),
+            candidates=[RecordOut.of(c) for c in pop.candidates],
+        )
+
 
 class ScreenPopOut(BaseModel):
     """The arguments of one Open CTI `screenPop` call, for the bridge to make as they are."""
 
     type: Literal["NEW_RECORD_MODAL", "SEARCH"] = Field(description="An `sforce.opencti.SCREENPOP_TYPE` key")
     params: dict[str, Any]
+
+
+def _no_match_pop(pop: PopView, no_match: NoMatchPop | None, region: str) -> ScreenPopOut | None:
+    searched_in_vain = pop.search_term is not None and pop.record is None and not pop.candidates
+    found = no_match.screen_pop(pop.search_term, region) if no_match and searched_in_vain else None
+    return ScreenPopOut(**found) if found else None
 
 
 class NotesOut(BaseModel):
@@ -137,26 +151,39 @@ class TaskOut(BaseModel):
 
     @classmethod
     def of(cls, view: TaskView, no_match: NoMatchPop | None = None, region: str = "US") -> TaskOut:
-        pop = view.pop
-        searched_in_vain = pop.search_term is not None and pop.record is None and not pop.candidates
-        no_match_pop = no_match.screen_pop(pop.search_term, region) if no_match and searched_in_vain else None
         return cls(
             task_sid=view.task_sid,
             stage=view.stage,
             direction=view.direction,
             channel=view.channel,
             worker_sid=view.worker_sid,
-            pop=PopOut(
-                search_term=view.pop.search_term,
-                record=RecordOut.of(view.pop.record),
-                candidates=[RecordOut.of(c) for c in view.pop.candidates],
-            ),
+            pop=PopOut.of(view.pop),
             record=RecordOut.of(view.record),
-            no_match_pop=ScreenPopOut(**no_match_pop) if no_match_pop else None,
+            no_match_pop=_no_match_pop(view.pop, no_match, region),
             notes=NotesOut(**view.notes.model_dump()) if view.notes else None,
             activity_id=view.activity_id,
             outcome=view.outcome,
             error=view.error,
+        )
+
+
+class PopAnswerOut(BaseModel):
+    """The answer to the pop's long-poll: once `decided`, what to open (as `TaskOut` has it); else ask again."""
+
+    decided: bool = Field(description="False when the wait ended before the pop was decided: ask again")
+    stage: Stage
+    pop: PopOut = Field(default_factory=PopOut)
+    no_match_pop: ScreenPopOut | None = Field(
+        None, description="What to open when the search found no record (as on `TaskOut`)"
+    )
+
+    @classmethod
+    def of(cls, answer: PopAnswer, no_match: NoMatchPop | None = None, region: str = "US") -> PopAnswerOut:
+        return cls(
+            decided=answer.decided,
+            stage=answer.stage,
+            pop=PopOut.of(answer.pop),
+            no_match_pop=_no_match_pop(answer.pop, no_match, region),
         )
 
 

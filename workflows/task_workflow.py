@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from activities.interfaces import PolicySteps, SalesforceSteps, TwilioSteps
@@ -24,10 +25,13 @@ with workflow.unsafe.imports_passed_through():
     from flexsf import search_attributes as sa
     from flexsf.models import (
         FALLBACK_FLAGS,
+        POP_UPDATE,
         CarriedState,
         FeatureFlags,
         Notes,
+        PopAnswer,
         PopView,
+        PopWait,
         RecordRef,
         RecordSelection,
         RelogRequest,
@@ -65,6 +69,16 @@ HANDLED_ONLY_PATCH = "log-handled-tasks-only"
 HANDLE_TIME_PATCH = "handle-time-duration"
 # Runs from before it never indexed the interaction sids: their histories have no such upsert.
 INDEX_INTERACTION_PATCH = "index-interaction-sids"
+# Runs from before it loaded the flags and searched as activities of their own (a workflow task each), upserted the
+# search attributes at every stage change and had no long-poll for the pop.
+POP_IN_ONE_TASK_PATCH = "pop-in-one-workflow-task"
+# Only the worker who accepted the task hears its pop (the long-poll's refusal).
+NOT_THIS_WORKERS_TASK = "NotThisWorkersTask"
+# The longest one long-poll may hold the update open: each is a timer in the history.
+POP_WAIT_MAX = timedelta(minutes=1)
+# How a local activity's failure reaches the workflow: wrapped like an activity's, or as its own error (the SDK raises
+# a local activity's ApplicationError, or its timeout, unwrapped).
+LOCAL_ACTIVITY_FAILURES = (ActivityError, ApplicationError, TemporalTimeoutError)
 # What of the notes reaches the log; equal content from a repeated delivery changes nothing.
 _NOTES_CONTENT = {"disposition", "summary", "topics", "sentiment"}
 
@@ -96,6 +110,14 @@ class FlexTaskWorkflow:
         self._log_lock = asyncio.Lock()
         self._log_attempts = 0
         self._indexed: dict[str, str] = {}
+        # Decided by the first command of every run (POP_IN_ONE_TASK_PATCH): local activities on the pop path, and
+        # one upsert of the search attributes per workflow task (see _flush_index_when_waiting).
+        self._one_task_pop = False
+        self._index_dirty = False
+        self._flusher: asyncio.Task | None = None
+        self._local_calls = 0
+        # The pop is known (one record, candidates, none, skipped, failed): what the long-poll waits for.
+        self._pop_decided = False
         # Whether the screen pop ran (a continued run must not pop again), and how many runs this task has had.
         self._popped = False
         self._runs = 1
@@ -129,6 +151,9 @@ class FlexTaskWorkflow:
 
     @workflow.run
     async def run(self, input: TaskWorkflowInput) -> TaskView:
+        self._one_task_pop = workflow.patched(POP_IN_ONE_TASK_PATCH)
+        if self._one_task_pop:
+            self._flusher = asyncio.create_task(self._flush_index_when_waiting(), name="flush search attributes")
         if input.relog_of is not None:
             return await self._relog_closed(input.relog_of)
         if input.carried is not None:
@@ -138,7 +163,9 @@ class FlexTaskWorkflow:
             await self._load_policy(input)
             if not self._flags.enabled:
                 self._set_stage(Stage.DISABLED)
-                return self.view()
+                # A long-poll that started the workflow is answered (nothing to pop) before it closes.
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                return self._final_view()
         await self._until(lambda: self._facts.accepted is not None or self._facts.finished is not None)
         if self._facts.accepted is not None and not self._popped:
             await self._screen_pop()
@@ -152,6 +179,11 @@ class FlexTaskWorkflow:
         else:
             self._set_stage(Stage.NOT_LOGGED)
         await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._final_view()
+
+    def _final_view(self) -> TaskView:
+        # The closing stage is indexed before the workflow completes: nothing runs after the return.
+        self._flush_index()
         return self.view()
 
     def _logs_this_task(self) -> bool:
@@ -178,7 +210,7 @@ class FlexTaskWorkflow:
             self._error = f"relog refused: {error}"
             self._set_stage(seed.view.stage)
         self._relogs.add(1, {"stage": self._stage.value})
-        return self.view()
+        return self._final_view()
 
     def _restore(self, view: TaskView) -> None:
         """The facts the log is written from, as the closed run's result states them. What the result does not keep
@@ -207,6 +239,7 @@ class FlexTaskWorkflow:
         self._policy = carried.policy
         self._facts = TaskFacts.carried(carried.facts)
         self._popped = carried.popped
+        self._pop_decided = carried.popped  # a run continues as new only while waiting, never mid-pop
         self._pop = carried.pop
         self._record = carried.record
         self._notes = carried.notes
@@ -247,10 +280,17 @@ class FlexTaskWorkflow:
 
     async def _load_policy(self, input: TaskWorkflowInput) -> None:
         try:
-            self._policy = await workflow.execute_activity_method(
-                PolicySteps.load_task_policy, input, summary="load Flex feature flags", **policies.READ
-            )
-        except ActivityError as err:
+            if self._one_task_pop:
+                # A local activity: its answer (Flex's flags, cached per worker) lands in the same workflow task, so
+                # a task whose acceptance is its first event is popped without a round trip for the flags.
+                self._policy = await self._local(
+                    PolicySteps.load_task_policy, input, summary="load Flex feature flags", **policies.READ
+                )
+            else:
+                self._policy = await workflow.execute_activity_method(
+                    PolicySteps.load_task_policy, input, summary="load Flex feature flags", **policies.READ
+                )
+        except LOCAL_ACTIVITY_FAILURES as err:
             # The activity falls back on Flex failures itself; this is for the rest (no worker serving it within the
             # window, a bug). Older runs failed here, and a query of one must replay to that failure.
             if not workflow.patched("policy-load-fallback"):
@@ -268,25 +308,33 @@ class FlexTaskWorkflow:
             self._record = given
             self._pop = PopView(record=given) if given and self._facts.direction() == "Inbound" else PopView()
             self._count_pop("by_id" if given is not None else "skipped")
+            self._pop_decided = True
             self._set_stage(Stage.IN_PROGRESS)
             return
         term = first_search_term(attributes)
         if term is None:
             self._count_pop("skipped")
+            self._pop_decided = True
             self._set_stage(Stage.IN_PROGRESS)
             return
+        search = SearchRequest(task_sid=self._task_sid, term=term)
+        # History is plaintext: name the attribute searched, never the caller's name or number.
+        summary = f"search Salesforce by the task's `{self._facts.term_source()}`"
         try:
-            found = await workflow.execute_activity_method(
-                SalesforceSteps.search_salesforce,
-                SearchRequest(task_sid=self._task_sid, term=term),
-                # History is plaintext: name the attribute searched, never the caller's name or number.
-                summary=f"search Salesforce by the task's `{self._facts.term_source()}`",
-                **policies.SEARCH,
-            )
-        except ActivityError as err:
+            if self._one_task_pop:
+                # A local activity: the pop is decided in the workflow task that brought the acceptance, and answered
+                # to the long-poll when that task completes. A worker lost before then searches again on the next
+                # worker (a read); once the task completed, its marker replays and nobody searches twice.
+                found = await self._local(SalesforceSteps.search_salesforce, search, summary=summary, **policies.SEARCH)
+            else:
+                found = await workflow.execute_activity_method(
+                    SalesforceSteps.search_salesforce, search, summary=summary, **policies.SEARCH
+                )
+        except LOCAL_ACTIVITY_FAILURES as err:
             # A pop that cannot happen must not cost the task its log: carry on without a record.
             self._error = f"screen pop search failed: {err.cause or err}"
             self._count_pop("error")
+            self._pop_decided = True
             self._set_stage(Stage.IN_PROGRESS)
             return
         records = found.records
@@ -295,6 +343,7 @@ class FlexTaskWorkflow:
             record=records[0] if len(records) == 1 else None,
             candidates=records if len(records) > 1 else [],
         )
+        self._pop_decided = True
         self._count_pop("single" if len(records) == 1 else "several" if records else "none")
         if len(records) == 1:
             await self._associate(records[0])
@@ -303,6 +352,16 @@ class FlexTaskWorkflow:
             self._set_stage(Stage.AWAITING_SELECTION)
         else:
             self._set_stage(Stage.IN_PROGRESS)
+
+    async def _local(self, activity, arg, **options):
+        """A local activity, counted while it runs: the search attributes are flushed only once none is running."""
+        self._local_calls += 1
+        try:
+            return await workflow.execute_local_activity_method(
+                activity, arg, local_retry_threshold=policies.LOCAL_RETRY_THRESHOLD, **options
+            )
+        finally:
+            self._local_calls -= 1
 
     async def _recover_acceptance(self) -> None:
         """A completed task was accepted by someone: when that callback was lost, TaskRouter's Events list still
@@ -538,6 +597,40 @@ class FlexTaskWorkflow:
         if not self._pop_pending() and self._candidate(selection.record_id) is None:
             raise ValueError(f"{selection.record_id} is not one of the candidate records")
 
+    @workflow.update(name=POP_UPDATE)
+    async def await_pop(self, request: PopWait) -> PopAnswer:
+        """The agent's bridge long-polls the pop: answered the moment it is decided (the update completes in the
+        workflow task that decided it), or undecided once `request.wait` has passed, when the bridge asks again."""
+        if not self._pop_known():
+            try:
+                await workflow.wait_condition(self._pop_known, timeout=request.wait)
+            except TimeoutError:
+                if self._facts.event_count == 0:
+                    # Nothing from TaskRouter yet: its callbacks are late or lost, or the sid names no task (anyone
+                    # signed in may ask about any sid). Ask TaskRouter now, not after the lost-event window: a task
+                    # it does not know ends here, unlogged, and one it does is caught up.
+                    self._facts.gone = True
+                return PopAnswer(decided=False, stage=self._stage)
+        # Asked before anyone accepted: the acceptance that decided the pop says whose it is.
+        self._refuse_other_worker(request)
+        return PopAnswer(decided=True, stage=self._stage, pop=self._pop)
+
+    @await_pop.validator
+    def _validate_pop_wait(self, request: PopWait) -> None:
+        if not timedelta(0) < request.wait <= POP_WAIT_MAX:
+            raise ValueError(f"the wait must be more than 0 and at most {POP_WAIT_MAX.total_seconds():.0f} s")
+        self._refuse_other_worker(request)
+
+    def _refuse_other_worker(self, request: PopWait) -> None:
+        if self._facts.accepted is not None and request.worker_sid != self._facts.accepted.worker_sid:
+            raise ApplicationError(
+                "only the worker who accepted the task hears its pop", type=NOT_THIS_WORKERS_TASK, non_retryable=True
+            )
+
+    def _pop_known(self) -> bool:
+        """Decided, or never to be: the flags turned the integration off, or the task finished first."""
+        return self._pop_decided or self._stage == Stage.DISABLED or self._facts.finished is not None
+
     def _pop_pending(self) -> bool:
         """Accepted, and the screen pop not decided yet (the flags still loading, or the search under way)."""
         return self._facts.accepted is not None and self._stage in (Stage.CREATED, Stage.ACCEPTED)
@@ -665,6 +758,26 @@ class FlexTaskWorkflow:
         self._index()
 
     def _index(self) -> None:
+        if self._one_task_pop:
+            self._index_dirty = True  # upserted once the workflow task waits (_flush_index_when_waiting)
+        else:
+            self._upsert_index()
+
+    async def _flush_index_when_waiting(self) -> None:
+        """Stage changes within one workflow task cost one upsert, not one each. Workflow conditions are checked
+        once every coroutine is blocked, so this wakes when the workflow waits for something outside the task (a
+        signal, a timer, an activity): then the task's commands go to Temporal with the values known at its end. A
+        local activity keeps the task open, so the flush waits for it to answer."""
+        while True:
+            await workflow.wait_condition(lambda: self._index_dirty and self._local_calls == 0)
+            self._flush_index()
+
+    def _flush_index(self) -> None:
+        if self._index_dirty:
+            self._index_dirty = False
+            self._upsert_index()
+
+    def _upsert_index(self) -> None:
         """Upsert the search attributes that changed, so visibility queries find the task by what is known now."""
         record = self._related()
         known = {

@@ -13,13 +13,20 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Response
-from temporalio.client import WorkflowHandle, WorkflowQueryFailedError, WorkflowUpdateFailedError
+from fastapi import APIRouter, HTTPException, Path, Query, Response
+from temporalio.client import (
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from flexsf import delivery
 from flexsf.dial_policy import DialPolicy, DialRefused
 from flexsf.flex_config import FlexConfigCache
-from flexsf.models import FeatureFlags, RecordSelection, TaskView
+from flexsf.models import FeatureFlags, PopAnswer, PopWait, RecordSelection, TaskView
 from flexsf.no_match_pop import NoMatchPop
 from flexsf.salesforce_ids import object_type_for_id
 from flexsf.vocabulary import NOTES_PER_TASK_MAX, workflow_id
@@ -32,6 +39,7 @@ from gateway.schemas import (
     ClickToDialIn,
     NotesIn,
     OutboundTaskAttributes,
+    PopAnswerOut,
     Problem,
     RecordChoice,
     RecordOut,
@@ -39,13 +47,16 @@ from gateway.schemas import (
     TaskOut,
 )
 from gateway.temporal_errors import unavailable
-from workflows.task_workflow import FlexTaskWorkflow
+from workflows.task_workflow import NOT_THIS_WORKERS_TASK, FlexTaskWorkflow
 
 log = logging.getLogger("flexsf.gateway.agent")
 
 router = APIRouter(prefix="/agent", tags=["agent"])
 
 TEMPORAL_RPC_TIMEOUT = timedelta(seconds=10)
+# The pop's long-poll: how long one request may wait for the decision (the workflow's own bound is a minute).
+POP_WAIT_DEFAULT_S = 20.0
+POP_WAIT_MAX_S = 50.0
 
 TaskSid = Annotated[str, Path(pattern=TASK_SID_PATTERN, description="The Flex (TaskRouter) task sid, WT…")]
 
@@ -123,6 +134,46 @@ async def get_task(task_sid: TaskSid, agent: AgentDep, client: TemporalClientDep
     _authorize(agent, view, act=False)
     no_match = NoMatchPop.parse(settings.flexsf_search_no_match_pop)
     return TaskOut.of(view, no_match, settings.flexsf_default_region)
+
+
+@router.get(
+    "/tasks/{task_sid}/pop",
+    response_model=PopAnswerOut,
+    responses={**_TASK, 422: {"description": f"A wait outside (0, {POP_WAIT_MAX_S:.0f}] seconds"}},
+)
+async def await_pop(
+    task_sid: TaskSid,
+    agent: AgentDep,
+    client: TemporalClientDep,
+    settings: SettingsDep,
+    wait_s: Annotated[
+        float, Query(gt=0, le=POP_WAIT_MAX_S, description="How long to wait for the decision, in seconds")
+    ] = POP_WAIT_DEFAULT_S,
+) -> PopAnswerOut:
+    """The task's screen pop, answered the moment the workflow decides it (a long-poll: no need to poll the task).
+    `decided: false` when `wait_s` passed first: ask again. Works before TaskRouter's `reservation.accepted` callback
+    reached the gateway (the call starts the task's workflow and waits for it); only the worker who accepted the task
+    is answered, including when the acceptance arrives during the wait (403 then)."""
+    request = PopWait(worker_sid=agent.worker_sid, wait=timedelta(seconds=wait_s))
+    try:
+        async with _temporal(task_sid):
+            answer = await delivery.await_pop(client, settings.flexsf_task_queue, task_sid, request)
+    except WorkflowAlreadyStartedError:
+        # The task's workflow has completed (its id is not reused): its pop is long decided, the query still answers.
+        view = await _view(client, task_sid)
+        _authorize(agent, view, act=True)
+        answer = PopAnswer(decided=True, stage=view.stage, pop=view.pop)
+    except WorkflowUpdateFailedError as exc:
+        if getattr(exc.cause, "type", None) == NOT_THIS_WORKERS_TASK:
+            raise HTTPException(403, "this task was accepted by another worker") from None
+        raise HTTPException(422, getattr(exc.cause, "message", None) or str(exc.cause)) from None
+    except WorkflowUpdateRPCTimeoutOrCancelledError:
+        # No worker answered within the wait and its margin (all down, a backlog): the workflow's own timer would
+        # have answered `decided: false` otherwise.
+        log.warning("the pop of task %s was not answered in time", task_sid)
+        raise HTTPException(503, f"no worker answered for task {task_sid} in time; retry later") from None
+    no_match = NoMatchPop.parse(settings.flexsf_search_no_match_pop)
+    return PopAnswerOut.of(answer, no_match, settings.flexsf_default_region)
 
 
 @router.put(

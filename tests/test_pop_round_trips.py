@@ -1,0 +1,159 @@
+"""The pop in fewer round trips (POP_IN_ONE_TASK_PATCH): the flags and the search as local activities, one upsert of
+the search attributes per workflow task, and still one search and one attribute write per task, a worker killed
+between the two included. Counted on real histories: the stack's, and the stored one of the code before the patch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import uuid
+
+import pytest
+
+from devtools.history_stats import pop_workflow_tasks
+from flexsf.models import Stage
+from sandboxes.salesforce import demo as sf_demo
+from sandboxes.twilio import demo as tw_demo
+from tests.fixtures_stack import Stack, eventually, stack_env, stack_gateway
+from tests.record_histories import HISTORIES, activity_types, local_activity_type
+from tests.test_task_workflow_resilience import WorkerProcess, assert_logged_once_to, worker_processes  # noqa: F401
+from workflows.task_workflow import POP_IN_ONE_TASK_PATCH
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+AGENT = tw_demo.DEMO_WORKERS[0]
+CONTACT = sf_demo.UNIQUE_PHONE_CONTACT
+BEFORE = HISTORIES / f"before-{POP_IN_ONE_TASK_PATCH}" / "single_match.json"
+
+
+@pytest.fixture
+def stack_overrides() -> dict[str, str]:
+    return {"FLEXSF_NOTES_GRACE_S": "0"}
+
+
+def upserts_per_workflow_task(history: dict) -> list[int]:
+    """The workflow's search-attribute upserts among each workflow task's commands (the events after its
+    completion). The SDK's own upsert of `TemporalChangeVersion` beside each new patch marker is not the workflow's."""
+    counts: list[int] = []
+    for event in history["events"]:
+        if event["eventType"] == "EVENT_TYPE_WORKFLOW_TASK_COMPLETED":
+            counts.append(0)
+        elif event["eventType"] == "EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES":
+            fields = event["upsertWorkflowSearchAttributesEventAttributes"]["searchAttributes"]["indexedFields"]
+            counts[-1] += set(fields) != {"TemporalChangeVersion"}
+    return counts
+
+
+def workflow_upserts(history: dict) -> int:
+    return sum(upserts_per_workflow_task(history))
+
+
+def write_seen(history: dict) -> bool:
+    """Whether a workflow task completed after the attribute write did."""
+    events = history["events"]
+    write = next((e["eventId"] for e in events if activity_type(e) == "save_record_on_task"), None)
+    if write is None:
+        return False
+    done = next(
+        (
+            i
+            for i, e in enumerate(events)
+            if e.get("activityTaskCompletedEventAttributes", {}).get("scheduledEventId") == write
+        ),
+        None,
+    )
+    return done is not None and any(e["eventType"] == "EVENT_TYPE_WORKFLOW_TASK_COMPLETED" for e in events[done:])
+
+
+def activity_type(event: dict) -> str | None:
+    return event.get("activityTaskScheduledEventAttributes", {}).get("activityType", {}).get("name")
+
+
+async def pop_history(stack: Stack, sid: str) -> dict:
+    """The task's history once the workflow task that saw the attribute write complete is in it."""
+    found: dict = {}
+
+    async def popped() -> bool:
+        try:
+            found["history"] = json.loads((await stack.handle(sid).fetch_history()).to_json())
+        except Exception:  # not started yet
+            return False
+        return write_seen(found["history"])
+
+    await eventually(popped, what="the pop's attribute write seen by the workflow")
+    return found["history"]
+
+
+async def test_the_pop_takes_two_workflow_tasks_where_it_took_four(stack: Stack) -> None:
+    sid = stack.tw.lifecycle({"from": CONTACT.phone}, worker_sid=AGENT.sid)["sid"]
+    # Watched through the history, not the `view` query: a query that reaches a worker while a local activity runs
+    # makes it complete the workflow task early (and the pop then takes one more).
+    history = await pop_history(stack, sid)
+
+    before = json.loads(BEFORE.read_text())
+    assert pop_workflow_tasks(before) == 4  # after the signal, the flags, the search, the write
+    assert pop_workflow_tasks(history) == 2  # after the signal (flags and search local), after the write
+    local = [kind for e in history["events"] if (kind := local_activity_type(e))]
+    assert local == ["load_task_policy", "search_salesforce"]
+    assert activity_types(history) == ("load_task_policy", "search_salesforce", "save_record_on_task")
+    assert all(n <= 1 for n in upserts_per_workflow_task(history)), upserts_per_workflow_task(history)
+    assert workflow_upserts(history) < workflow_upserts(before)
+    assert stack.sf.counters()["search"] == 1 and stack.tw.counters()["task_update"] == 1
+
+
+async def test_the_search_attributes_hold_the_pop_once_the_workflow_waits(stack: Stack) -> None:
+    sid = stack.tw.lifecycle({"from": CONTACT.phone}, worker_sid=AGENT.sid)["sid"]
+    await stack.wait_for(sid, lambda v: v.stage == Stage.IN_PROGRESS)
+    attributes = (await stack.handle(sid).describe()).typed_search_attributes
+    indexed = {pair.key.name: pair.value for pair in attributes}
+    assert indexed["FlexStage"] == Stage.IN_PROGRESS.value
+    assert indexed["FlexWorkerSid"] == AGENT.sid
+    assert indexed["SfdcObjectId"] == CONTACT.id
+
+
+async def test_a_worker_killed_between_the_search_and_the_write_searches_once_and_writes_once(
+    temporal_server,
+    temporal_client,
+    clean_salesforce_sandbox,
+    fresh_twilio_sandbox,
+    worker_processes,  # noqa: F811
+    tmp_path,
+) -> None:
+    sf, tw = clean_salesforce_sandbox, fresh_twilio_sandbox
+    task_queue = f"kill-mid-pop-{uuid.uuid4()}"
+    env = {
+        **os.environ,
+        **stack_env(sf.info, tw.info, task_queue, FLEXSF_NOTES_GRACE_S="0"),
+        "TEMPORAL_ADDRESS": temporal_server.address,
+        "TEMPORAL_NAMESPACE": "default",
+    }
+    env.pop("TEMPORAL_PROFILE", None)
+    async with stack_gateway(temporal_client, env, tw) as gateway:
+        stack = Stack(temporal_client, task_queue, env, None, sf, tw, gateway)
+        first = WorkerProcess(env, tmp_path / "worker-1.log")
+        worker_processes.append(first)
+        await eventually(first.polling, what="the first worker polling")
+
+        # The write's fetches answer 503: the search is done and the write keeps retrying when the worker dies.
+        tw.faults.update(fail_next=[503] * 20, endpoints=["task_fetch"])
+        sid = tw.lifecycle({"from": CONTACT.phone}, worker_sid=AGENT.sid)["sid"]
+        await eventually(lambda: tw.counters().get("task_fetch", 0) >= 2, what="the write retrying")
+        first.kill()
+        assert first.proc.returncode == -signal.SIGKILL
+        assert sf.counters()["search"] == 1
+        tw.faults.update(fail_next=[])
+
+        second = WorkerProcess(env, tmp_path / "worker-2.log")
+        worker_processes.append(second)
+        await eventually(second.polling, what="the second worker polling")
+        await stack.wait_for(sid, lambda v: v.stage == Stage.IN_PROGRESS, timeout=90)
+        assert json.loads(tw.task(sid)["attributes"])["sfdcObjectId"] == CONTACT.id
+        tw.wrapup(sid)
+        tw.complete(sid)
+        view = await stack.result(sid, timeout=90)
+
+        assert_logged_once_to(stack, sid, view, CONTACT.id)
+        assert sf.counters()["search"] == 1  # the replacement replayed the search's marker
+        assert tw.counters()["task_update"] == 1
