@@ -22,6 +22,7 @@ from gateway.body_limit import BodyLimitMiddleware
 from gateway.client_address import trusted_networks
 from gateway.routes import agent, copilot, health, taskrouter
 from gateway.routes import metrics as metrics_route
+from gateway.taskrouter_tasks import TaskRouterTasks
 
 
 def create_app(settings: Settings, client: Client | None = None, *, dev: bool = False) -> FastAPI:
@@ -42,9 +43,12 @@ def create_app(settings: Settings, client: Client | None = None, *, dev: bool = 
                 if settings.twilio_account_sid:
                     # The agent API: Flex tokens validated through Twilio, feature flags from the Flex configuration.
                     app.state.token_validator = TokenValidator.from_settings(settings, http)
+                    twilio = twilio_client_from(settings)
                     app.state.flex_config = FlexConfigCache(
-                        twilio_client_from(settings), settings.flexsf_features, settings.flexsf_flex_config_ttl_s
+                        twilio, settings.flexsf_features, settings.flexsf_flex_config_ttl_s
                     )
+                    if settings.twilio_workspace_sid:
+                        app.state.taskrouter_tasks = TaskRouterTasks(twilio, settings.twilio_workspace_sid)
                 yield
         finally:
             if listener is not None:
@@ -63,6 +67,7 @@ def create_app(settings: Settings, client: Client | None = None, *, dev: bool = 
     app.state.temporal_client = client
     app.state.token_validator = None
     app.state.flex_config = None
+    app.state.taskrouter_tasks = None
     app.state.request_validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
     app.state.dev = dev
     app.state.auth_limiter = AuthFailureLimiter.from_settings(settings)

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 from temporalio.worker import Replayer
 
 from devtools.history_stats import event_counts
@@ -170,14 +171,23 @@ async def test_a_wait_out_of_bounds_is_refused(stack: Stack, wait_s) -> None:
     assert response.status_code == 422, response.text
 
 
-async def test_a_long_poll_about_a_task_taskrouter_does_not_know_ends_its_workflow_unlogged(stack: Stack) -> None:
-    sid = "WT" + uuid.uuid4().hex  # anyone signed in may name any sid: the workflow it starts must not linger
+async def test_a_long_poll_about_a_task_taskrouter_does_not_know_is_404_and_starts_nothing(stack: Stack) -> None:
+    sid = "WT" + uuid.uuid4().hex  # anyone signed in may name any well-formed sid
     response = await long_poll(stack, sid, wait_s=0.5)
-    assert response.status_code == 200 and response.json()["decided"] is False, response.text
-    view = await stack.result(sid)
-    assert view.stage == Stage.NOT_LOGGED and view.outcome == "Canceled"
-    assert stack.sf.counters().get("search", 0) == 0
-    assert not [t for t in stack.sf.records("Task") if t.get("Flex_Task_Sid__c") == sid]
+    assert response.status_code == 404 and "TaskRouter has no task" in response.text, response.text
+    assert not await workflow_running(stack, sid)
+    with pytest.raises(RPCError):
+        await stack.handle(sid).describe()
+
+
+async def test_a_long_poll_is_answered_503_while_taskrouter_cannot_confirm_the_task(stack: Stack) -> None:
+    stack.tw.set_callback_url(None)  # no callback: the long-poll is the first Temporal hears of the task
+    sid = stack.tw.create_task({"from": CONTACT.phone})["sid"]
+    stack.tw.faults.update(refused_endpoints={"task_fetch": 401})  # a credential TaskRouter refuses
+    response = await long_poll(stack, sid, wait_s=0.5)
+    assert response.status_code == 503 and response.headers.get("retry-after"), response.text
+    with pytest.raises(RPCError):
+        await stack.handle(sid).describe()
 
 
 async def test_what_a_long_poll_costs_in_history(stack: Stack) -> None:

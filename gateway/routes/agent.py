@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query, Response
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from temporalio.client import (
     WorkflowHandle,
     WorkflowQueryFailedError,
@@ -46,6 +46,7 @@ from gateway.schemas import (
     StartOutboundCall,
     TaskOut,
 )
+from gateway.taskrouter_tasks import TaskRouterTasks, TaskRouterUnavailable
 from gateway.temporal_errors import unavailable
 from workflows.task_workflow import NOT_THIS_WORKERS_TASK, FlexTaskWorkflow
 
@@ -104,6 +105,32 @@ async def _view(client, task_sid: str) -> TaskView:
         return await _handle(client, task_sid).query(FlexTaskWorkflow.view, rpc_timeout=TEMPORAL_RPC_TIMEOUT)
 
 
+async def _workflow_exists(client, task_sid: str) -> bool:
+    try:
+        async with _temporal(task_sid):
+            await _handle(client, task_sid).describe(rpc_timeout=TEMPORAL_RPC_TIMEOUT)
+    except HTTPException as exc:
+        if exc.status_code == 404:
+            return False
+        raise
+    return True
+
+
+async def _known_to_taskrouter(request: Request, task_sid: str) -> None:
+    """Before the long-poll starts a task's workflow: only for a task TaskRouter has (gateway.taskrouter_tasks)."""
+    tasks: TaskRouterTasks | None = request.app.state.taskrouter_tasks
+    if tasks is None:
+        raise HTTPException(503, "the pop's long-poll needs TWILIO_WORKSPACE_SID to check a task it has not seen")
+    try:
+        known = await tasks.exists(task_sid)
+    except TaskRouterUnavailable:
+        raise HTTPException(
+            503, f"TaskRouter could not confirm task {task_sid} now; retry later", headers={"Retry-After": "2"}
+        ) from None
+    if not known:
+        raise HTTPException(404, f"TaskRouter has no task {task_sid}")
+
+
 def _authorize(agent: Agent, view: TaskView, *, act: bool) -> None:
     if view.worker_sid is not None and view.worker_sid == agent.worker_sid:
         return
@@ -142,6 +169,7 @@ async def get_task(task_sid: TaskSid, agent: AgentDep, client: TemporalClientDep
     responses={**_TASK, 422: {"description": f"A wait outside (0, {POP_WAIT_MAX_S:.0f}] seconds"}},
 )
 async def await_pop(
+    http_request: Request,
     task_sid: TaskSid,
     agent: AgentDep,
     client: TemporalClientDep,
@@ -155,6 +183,8 @@ async def await_pop(
     reached the gateway (the call starts the task's workflow and waits for it); only the worker who accepted the task
     is answered, including when the acceptance arrives during the wait (403 then)."""
     request = PopWait(worker_sid=agent.worker_sid, wait=timedelta(seconds=wait_s))
+    if not await _workflow_exists(client, task_sid):
+        await _known_to_taskrouter(http_request, task_sid)
     try:
         async with _temporal(task_sid):
             answer = await delivery.await_pop(client, settings.flexsf_task_queue, task_sid, request)
