@@ -11,6 +11,9 @@ Phases (one stack, one worker process, one run):
    applying the attribute write that carries `sfdcObjectId`, minus the time spent inside the sandboxes' handlers for
    that task's calls in that window (its SOSL search, matched by the caller's unique number, and its Twilio task fetch
    and update, matched by task sid). Per-stage times come from the workflow histories.
+   `pop_workflow_tasks`: the workflow tasks a single-match pop takes, from the histories of the unloaded pops.
+   Agent-felt pop (devtools/agent_bench.py): the real bridge in headless Chromium, from the agent's accept to Open
+   CTI's `screenPop` called, sandbox time subtracted, one at a time and with 20 accepts within one second.
 4. Worker memory with open (accepted, not completed) task workflows, read from /proc/<worker>/status.
 5. The sweep's API cost: `sweep_tasks` tasks (833: five minutes at 10k tasks/hour) finish in the Twilio sandbox with
    callbacks off: the memory phase's open tasks (their workflows stay open, in hand) and 1 % new ones that never had
@@ -39,6 +42,7 @@ from typing import Any
 
 from devtools.bench_workflow import SIGNALS, BareInput, BareSignal, BareWorkflow
 from devtools.benchstack import Stack, cancelled_by_sigterm
+from devtools.progress import NO_BARS, Bars, shows_bars
 from flexsf.vocabulary import workflow_id
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
@@ -75,6 +79,9 @@ class Sizes:
     open_checkpoints: tuple[int, ...]
     # Finished tasks in the sweep's window: 833 are five minutes at 10k tasks/hour.
     sweep_tasks: int = 833
+    # The agent-felt pop: tasks accepted one at a time, then tasks accepted within one second.
+    agent_single: int = 5
+    agent_tasks: int = 20
 
 
 # Quick: memory up to just past the sticky cache, so the 10k figure is extrapolated from measured slopes.
@@ -87,7 +94,13 @@ QUICK = Sizes(
     open_checkpoints=(250, 1000, 1400),
 )
 FULL = Sizes(
-    per_scenario=10, lifecycles=600, concurrency=20, pop_tasks=50, pop_rounds=4, open_checkpoints=(1000, 5000, 10000)
+    per_scenario=10,
+    lifecycles=600,
+    concurrency=20,
+    pop_tasks=50,
+    pop_rounds=4,
+    open_checkpoints=(1000, 5000, 10000),
+    agent_single=10,
 )
 
 
@@ -149,12 +162,13 @@ class Observer:
 
 
 class Bench:
-    def __init__(self, stack: Stack, sizes: Sizes, progress=None) -> None:
+    def __init__(self, stack: Stack, sizes: Sizes, progress=None, bars: Bars = NO_BARS) -> None:
         self.stack = stack
         self.sizes = sizes
         self.tw = stack.tw
         self.client = stack.client
         self.progress = progress or (lambda text: None)
+        self.bars = bars
         self.observer = Observer(asyncio.get_running_loop())
         self.tw.time_requests(self.observer.on_twilio)
         stack.sf.time_requests(self.observer.on_salesforce)
@@ -256,12 +270,14 @@ class Bench:
             await asyncio.sleep(0.05)
         raise TimeoutError("the workflow did not reach the expected stage")
 
-    async def many(self, n: int, concurrency: int, one) -> float:
+    async def many(self, n: int, concurrency: int, one, advance=None) -> float:
         gate = asyncio.Semaphore(concurrency)
 
         async def run(i: int) -> None:
             async with gate:
                 await one(i)
+            if advance is not None:
+                advance()
 
         started = time.perf_counter()
         await asyncio.gather(*(run(i) for i in range(n)))
@@ -277,6 +293,7 @@ class Bench:
 
     async def api_calls(self) -> dict[str, Any]:
         per: dict[str, Any] = {}
+        advance = self.bars.add("API calls per task", 1 + len(SCENARIOS))
         before = self._counts()
         await self.scenario("single")  # a fresh worker: login + owner lookup on top of the steady cost
         after = self._counts()
@@ -285,6 +302,7 @@ class Bench:
             "twilio_calls_per_task": after[1] - before[1],
             "sf_logins": after[2] - before[2],
         }
+        advance()
         for kind in SCENARIOS:
             before = self._counts()
             k = self.sizes.per_scenario
@@ -296,6 +314,7 @@ class Bench:
                 "sf_logins": after[2] - before[2],
             }
             self.progress(f"api calls: {kind} {per[kind]}")
+            advance()
         return per
 
     # ---- 2. throughput ---------------------------------------------------------------------------------------------
@@ -321,12 +340,13 @@ class Bench:
         attributes = {"from": CONTACT.phone, "direction": "inbound"}
         await self.many(c, c, lambda i: self.lifecycle(attributes))  # warm-up: connections, caches, JIT-free paths
         await self.many(c, c, self.bare)
+        advance = self.bars.add("throughput: lifecycles, then bare", 2 * n)
         cpu = self.cpu_seconds()
-        lifecycle_s = await self.many(n, c, lambda i: self.lifecycle(attributes))
+        lifecycle_s = await self.many(n, c, lambda i: self.lifecycle(attributes), advance)
         cpu_lifecycle = _per_task(cpu, self.cpu_seconds(), n)
         self.progress(f"throughput: {n} lifecycles in {lifecycle_s:.1f} s")
         cpu = self.cpu_seconds()
-        bare_s = await self.many(n, c, lambda i: self.bare(n + c + i))
+        bare_s = await self.many(n, c, lambda i: self.bare(n + c + i), advance)
         cpu_bare = _per_task(cpu, self.cpu_seconds(), n)
         self.progress(f"throughput: {n} bare workflows in {bare_s:.1f} s")
         lifecycle, bare = n / lifecycle_s, n / bare_s
@@ -391,6 +411,8 @@ class Bench:
         # Unloaded: one task at a time, what the path itself costs.
         alone: list[float] = []
         alone_stages: dict[str, list[float]] = defaultdict(list)
+        workflow_tasks: list[int] = []
+        advance = self.bars.add("screen pop, server side", 10 + self.sizes.pop_rounds)
         for phone in phones[:10]:
             sid = await self._created(phone)
             await self._idle(sid)
@@ -400,7 +422,10 @@ class Bench:
             received = self.stack.clock.first[("reservation.accepted", sid)]
             for name, ms in (await self._pop_stages(sid, received, self.observer.pop_written[sid])).items():
                 alone_stages[name].append(ms)
+            if (counted := await self._pop_workflow_tasks(sid)) is not None:
+                workflow_tasks.append(counted)
             await self.finish(sid)
+            advance()
         # Loaded: n tasks waiting for an agent (their workflows started and idle), then all n accepted at once.
         samples: list[float] = []
         stages: dict[str, list[float]] = defaultdict(list)
@@ -415,6 +440,7 @@ class Bench:
                 for name, ms in (await self._pop_stages(sid, received, self.observer.pop_written[sid])).items():
                     stages[name].append(ms)
             await asyncio.gather(*(self.finish(sid) for sid in sids))
+            advance()
         samples.sort()
         alone.sort()
         return {
@@ -426,7 +452,23 @@ class Bench:
             "pop_overhead_unloaded_max_ms": round(alone[-1], 1),
             "pop_stages_p50_ms": {k: round(_pct(sorted(v), 50), 1) for k, v in stages.items()},
             "pop_stages_unloaded_p50_ms": {k: round(_pct(sorted(v), 50), 1) for k, v in alone_stages.items()},
+            # The median over the unloaded pops: every single-match pop takes the same path.
+            "pop_workflow_tasks": statistics.median_low(workflow_tasks) if workflow_tasks else None,
+            "samples_ms": {
+                "pop_overhead": [round(v, 1) for v in samples],
+                "pop_overhead_unloaded": [round(v, 1) for v in alone],
+            },
         }
+
+    async def _pop_workflow_tasks(self, sid: str) -> int | None:
+        """Workflow tasks on the pop path of the task's history (devtools/history_stats.py), None where unknown."""
+        try:
+            from devtools.history_stats import pop_workflow_tasks
+        except ImportError:
+            # TODO(issue 16 item 2): devtools.history_stats arrives with the local-activities change.
+            return None
+        history = await self.client.get_workflow_handle(workflow_id(sid)).fetch_history()
+        return pop_workflow_tasks(history)
 
     def _pop_ms(self, sid: str, phone: str) -> float:
         """Gateway receipt of reservation.accepted → sfdcObjectId applied on the task, minus the sandboxes' handler
@@ -462,7 +504,10 @@ class Bench:
         raise TimeoutError(f"the workflow of {sid} did not settle")
 
     async def _pop_stages(self, sid: str, received: float, written: float) -> dict[str, float]:
-        """Where the pop's time goes, from the workflow history's event times (the server's clock, this machine)."""
+        """Where the pop's time goes, from the workflow history's event times (the server's clock, this machine).
+
+        A step run as an activity of its own has scheduled/started/completed events; one run as a local activity
+        runs inside the workflow task that brought the acceptance and shows as the length of that task."""
         from temporalio.api.enums.v1 import EventType
 
         history = await self.client.get_workflow_handle(workflow_id(sid)).fetch_history()
@@ -474,6 +519,8 @@ class Bench:
                 at.setdefault("signaled", t)
             elif e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED and "signaled" in at:
                 at.setdefault("wft_started", t)
+            elif e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED and "wft_started" in at:
+                at.setdefault("wft_completed", t)
             elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
                 name = e.activity_task_scheduled_event_attributes.activity_type.name
                 names[e.event_id] = name
@@ -482,18 +529,31 @@ class Bench:
                 at.setdefault(f"{names.get(e.activity_task_started_event_attributes.scheduled_event_id)}:started", t)
             elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
                 at.setdefault(f"{names.get(e.activity_task_completed_event_attributes.scheduled_event_id)}:done", t)
+        s, w = "search_salesforce", "save_record_on_task"
         try:
-            s, w = "search_salesforce", "save_record_on_task"
-            return {
+            stages = {
                 "gateway_until_signal_recorded": (at["signaled"] - received) * 1000,
                 "signal_until_workflow_task_started": (at["wft_started"] - at["signaled"]) * 1000,
-                "workflow_task_until_search_scheduled": (at[f"{s}:scheduled"] - at["wft_started"]) * 1000,
-                "search_dispatch": (at[f"{s}:started"] - at[f"{s}:scheduled"]) * 1000,
-                "search_activity": (at[f"{s}:done"] - at[f"{s}:started"]) * 1000,
-                "workflow_task_between": (at[f"{w}:scheduled"] - at[f"{s}:done"]) * 1000,
-                "write_dispatch": (at[f"{w}:started"] - at[f"{w}:scheduled"]) * 1000,
-                "write_activity_until_applied": (written - at[f"{w}:started"]) * 1000,
             }
+            if f"{s}:scheduled" in at:
+                stages |= {
+                    "workflow_task_until_search_scheduled": (at[f"{s}:scheduled"] - at["wft_started"]) * 1000,
+                    "search_dispatch": (at[f"{s}:started"] - at[f"{s}:scheduled"]) * 1000,
+                    "search_activity": (at[f"{s}:done"] - at[f"{s}:started"]) * 1000,
+                }
+                searched = at[f"{s}:done"]
+            else:
+                stages["workflow_task_with_local_search"] = (at["wft_completed"] - at["wft_started"]) * 1000
+                searched = at["wft_completed"]
+            if f"{w}:scheduled" in at:
+                stages |= {
+                    "workflow_task_between": (at[f"{w}:scheduled"] - searched) * 1000,
+                    "write_dispatch": (at[f"{w}:started"] - at[f"{w}:scheduled"]) * 1000,
+                    "write_activity_until_applied": (written - at[f"{w}:started"]) * 1000,
+                }
+            else:
+                stages["workflow_task_until_write_applied"] = (written - at["wft_started"]) * 1000
+            return stages
         except KeyError:
             return {}
 
@@ -545,8 +605,11 @@ class Bench:
                 raise RuntimeError(f"the {tag} sweep failed: {result.error}")
             return result, time.perf_counter() - started, self.tw.counters().get("events_list", 0) - before
 
+        advance = self.bars.add("sweep: recovery, then steady", 2)
         recovery, recovery_s, _ = await sweep("recovery")
+        advance()
         steady, steady_s, seen = await sweep("steady")
+        advance()
         self.progress(f"sweep: recovered {recovery.recovered_count}, then {steady.api_calls} Events-list call(s)")
         started = time.perf_counter()
         views = await asyncio.gather(*(self.result(sid) for sid in recovery.recovered))
@@ -575,6 +638,7 @@ class Bench:
         c = self.sizes.concurrency * 2
         points = [(0, self.stack.worker_rss_kib())]
         opened = 0
+        advance = self.bars.add("memory: open tasks", self.sizes.open_checkpoints[-1])
         for checkpoint in self.sizes.open_checkpoints:
 
             async def open_one(i: int) -> None:
@@ -582,7 +646,7 @@ class Bench:
                 await self.observer.popped(sid)
                 self.open_sids.append(sid)
 
-            await self.many(checkpoint - opened, c, open_one)
+            await self.many(checkpoint - opened, c, open_one, advance)
             opened = checkpoint
             points.append((opened, self.stack.worker_rss_kib()))
             self.progress(f"memory: {opened} open tasks, worker RSS {points[-1][1] / 1024:.0f} MiB")
@@ -628,34 +692,78 @@ def _slope(points: list[tuple[int, int]]) -> float:
 async def run_bench(
     sizes: Sizes,
     progress=None,
-    phases: tuple[str, ...] = ("calls", "throughput", "pop", "memory", "sweep"),
+    phases: tuple[str, ...] = ("calls", "throughput", "pop", "agent", "memory", "sweep"),
     env: dict[str, str] | None = None,
+    bars: Bars = NO_BARS,
 ) -> dict[str, Any]:
+    from devtools import agent_desk
+    from devtools.agent_bench import Origins
+
     started = time.monotonic()
     result: dict[str, Any] = {"mode": "quick" if sizes == QUICK else "full" if sizes == FULL else "custom"}
-    async with Stack(env=BENCH_ENV | (env or {}), log=progress) as stack:
-        bench = Bench(stack, sizes, progress)
-        if "calls" in phases:
-            per = await bench.api_calls()
-            single = per["single"]
-            result |= {
-                "sf_calls_per_task": single["sf_calls_per_task"],
-                "twilio_calls_per_task": single["twilio_calls_per_task"],
-                "sf_logins": stack.sf.counters().get("logins", 0),
-                "api_calls_by_scenario": per,
-            }
-        if "throughput" in phases:
-            result |= await bench.throughput()
-        if "pop" in phases:
-            result |= await bench.pop_overhead()
-        if "memory" in phases:
-            result |= await bench.memory()
-        if "sweep" in phases:
-            # After the memory phase, whose open tasks it finishes.
-            result |= await bench.sweep()
-        # Over the whole run, the worker's only (the bench logs in once itself to create the pop phase's contacts).
-        result["sf_logins"] = stack.sf.counters().get("logins", 0) - bench.own_logins
+    samples: dict[str, list[float]] = {}
+    env = BENCH_ENV | (env or {})
+    origins = None
+    if "agent" in phases:
+        if (lacking := agent_desk.missing()) is None:
+            origins = Origins()
+            # The bridge calls the gateway from the Flex page's origin.
+            env = env | {"FLEXSF_CORS_ORIGINS": origins.flex.origin}
+        else:
+            result["agent_pop_skipped"] = lacking
+            (progress or print)(f"agent pop: not measured: {lacking}")
+    try:
+        async with Stack(env=env, log=progress) as stack:
+            result |= await _phases(stack, sizes, progress, phases, bars, samples, origins)
+    finally:
+        if origins is not None:
+            origins.close()
+    result["samples_ms"] = samples
     result["wall_s"] = round(time.monotonic() - started, 1)
+    return result
+
+
+async def _phases(
+    stack: Stack,
+    sizes: Sizes,
+    progress,
+    phases: tuple[str, ...],
+    bars: Bars,
+    samples: dict[str, list[float]],
+    origins,
+) -> dict[str, Any]:
+    """The phases on one stack; the latency samples go to `samples` (for --plot), the figures are returned."""
+    from devtools.agent_bench import AgentPop
+
+    result: dict[str, Any] = {}
+    bench = Bench(stack, sizes, progress, bars)
+    if "calls" in phases:
+        per = await bench.api_calls()
+        single = per["single"]
+        result |= {
+            "sf_calls_per_task": single["sf_calls_per_task"],
+            "twilio_calls_per_task": single["twilio_calls_per_task"],
+            "sf_logins": stack.sf.counters().get("logins", 0),
+            "api_calls_by_scenario": per,
+        }
+    if "throughput" in phases:
+        result |= await bench.throughput()
+    if "pop" in phases:
+        figures = await bench.pop_overhead()
+        samples |= figures.pop("samples_ms")
+        result |= figures
+    if origins is not None:
+        # Before the memory phase: its open tasks would share the worker with the pops.
+        figures = await AgentPop(bench, origins).run(sizes.agent_single, sizes.agent_tasks)
+        samples |= figures.pop("samples_ms")
+        result |= figures
+    if "memory" in phases:
+        result |= await bench.memory()
+    if "sweep" in phases:
+        # After the memory phase, whose open tasks it finishes.
+        result |= await bench.sweep()
+    # Over the whole run, the worker's only (the bench logs in once itself to create the pop phases' contacts).
+    result["sf_logins"] = stack.sf.counters().get("logins", 0) - bench.own_logins
     return result
 
 
@@ -668,6 +776,8 @@ def _table(result: dict[str, Any]):
     table.add_column("target", justify="right")
     targets = {
         "throughput_ratio": "≥ 0.8",
+        "agent_pop_p50_ms": "≤ 50",
+        "agent_pop_p99_ms": "≤ 150",
         "pop_overhead_p50_ms": "≤ 30",
         "pop_overhead_p99_ms": "≤ 100",
         "sf_calls_per_task": "≤ 2",
@@ -680,8 +790,12 @@ def _table(result: dict[str, Any]):
         "lifecycle_tasks_per_s",
         "bare_workflows_per_s",
         "throughput_ratio",
+        "agent_pop_p50_ms",
+        "agent_pop_p99_ms",
+        "agent_pop_single_p50_ms",
         "pop_overhead_p50_ms",
         "pop_overhead_p99_ms",
+        "pop_workflow_tasks",
         "sf_calls_per_task",
         "twilio_calls_per_task",
         "sf_logins",
@@ -712,22 +826,28 @@ def _table(result: dict[str, Any]):
         )
     for stage, ms in result.get("pop_stages_p50_ms", {}).items():
         table.add_row(f"pop stage p50: {stage}", f"{ms} ms", "")
+    for stage, ms in result.get("agent_pop_stages_p50_ms", {}).items():
+        table.add_row(f"agent pop stage p50: {stage}", f"{ms} ms", "")
     for n, mib in result.get("worker_rss_mib_by_open_tasks", {}).items():
         table.add_row(f"worker RSS at {n} open", f"{mib} MiB", "")
     return table
 
 
-def bench_command(quick: bool, as_json: bool) -> int:
+def bench_command(quick: bool, as_json: bool, plot: Path | None = None) -> int:
     from rich.console import Console
 
     from flexsf import logs
 
     logs.setup_logging(level="WARNING")
     console = Console(stderr=as_json)
-    result = asyncio.run(
-        cancelled_by_sigterm(run_bench(QUICK if quick else FULL, progress=lambda text: console.print(text)))
-    )
+    with Bars(console, shows_bars(console, as_json)) as bars:
+        result = asyncio.run(cancelled_by_sigterm(run_bench(QUICK if quick else FULL, progress=bars.print, bars=bars)))
     console.print(_table(result))
+    if plot is not None:
+        from devtools.bench_plot import plot_bench
+
+        plot_bench(result, plot)
+        console.print(f"plot: {plot}")
     if as_json:
         print(json.dumps(result), flush=True)
     return 0

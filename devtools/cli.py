@@ -88,12 +88,23 @@ def bench_command(
     as_json: bool = typer.Option(
         False, "--json", help="Last stdout line: the figures as one JSON object (progress and table go to stderr)."
     ),
+    plot: Path | None = typer.Option(
+        None,
+        "--plot",
+        help="Also draw the screen-pop latency distributions against their targets and the throughput bars into "
+        "this PNG file.",
+        dir_okay=False,
+        writable=True,
+    ),
 ) -> None:
-    """Measure throughput against a bare workflow, screen-pop overhead, API calls per task and worker memory on a
-    stack of its own (Temporal dev server, sandboxes, gateway, worker process)."""
+    """Measure throughput against a bare workflow, screen-pop overhead (server side, and as the agent feels it in the
+    real bridge in headless Chromium), API calls per task and worker memory on a stack of its own (Temporal dev server,
+    sandboxes, gateway, worker process). A progress bar shows on a terminal (not when piped or with --json)."""
     from devtools.bench import bench_command as run
 
-    _leave(run(quick, as_json))
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise typer.BadParameter("the plot is a PNG: name a file ending in .png", param_hint="--plot")
+    _leave(run(quick, as_json, plot))
 
 
 @app.command("soak")

@@ -562,6 +562,8 @@ def simulate_command(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from devtools.progress import shows_bars
+
     if scenario != "mix" and scenario not in SCENARIOS:
         raise SimulationError(f"unknown scenario {scenario!r}; one of mix, {', '.join(SCENARIOS)}")
     info = load_dev_info(state_dir)
@@ -577,6 +579,8 @@ def simulate_command(
         TimeElapsedColumn(),
         console=console,
         transient=False,
+        # Only for a person at a terminal: not into a pipe or a log, not with --json.
+        disable=not shows_bars(console, as_json),
     ) as progress:
         summary = asyncio.run(simulate(info, planned, concurrency, wait_s, progress, via))
     console.print(_table(summary))

@@ -55,6 +55,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from devtools.benchstack import Stack, cancelled_by_sigterm
+from devtools.progress import NO_BARS, Bars, shows_bars
 from devtools.simulate import Driver, Expected, TaskResult, e164, plan, salesforce_tasks, summarize
 from flexsf.vocabulary import WORKFLOW_TYPE, workflow_id
 
@@ -484,10 +485,25 @@ async def settle(client, result: TaskResult, deadline: float, views: dict[str, A
     if unqueried is not None:  # e.g. its workflow task fails: the workflow cannot run, nor answer
         where = f" (unanswered query: {unqueried})"
     elif view is not None:
-        where = f" (stage {view.stage.value}{': ' + view.error if view.error else ''})"
+        where = f" (stage {view.stage.value}{': ' + view.error if view.error else ''}{await _pending(handle)})"
     else:
         where = ""
     result.errors.append(f"workflow not finished{where}: {type(last).__name__ if last else 'deadline'}")
+
+
+async def _pending(handle) -> str:
+    """What the workflow is still retrying, and the last failure of each (a retried activity's failures reach the
+    workflow only once it gives up)."""
+    try:
+        described = await asyncio.wait_for(handle.describe(), 10)
+    except Exception as exc:  # Temporal restarting
+        return f"; not described: {type(exc).__name__}"
+    pending = [
+        f"{a.activity_type.name} attempt {a.attempt}"
+        + (f", last failure: {a.last_failure.message[:200]}" if a.HasField("last_failure") else "")
+        for a in described.raw_description.pending_activities
+    ]
+    return f"; pending: {'; '.join(pending)}" if pending else "; nothing pending"
 
 
 async def task_workflow_runs(client) -> tuple[int, str | None, dict[str, float], dict[str, float]]:
@@ -540,6 +556,7 @@ async def run_soak(
     seed: int = 1,
     wait_s: float = 600.0,
     progress=None,
+    bars: Bars = NO_BARS,
 ) -> dict[str, Any]:
     import httpx
 
@@ -566,12 +583,14 @@ async def run_soak(
                 driver = SoakDriver(info, http, stack.client, wait_s, bad)
                 gate = asyncio.Semaphore(concurrency)
                 driven = 0
+                advance_driven = bars.add("driving tasks", tasks)
 
                 async def one(result: TaskResult) -> None:
                     nonlocal driven
                     async with gate:
                         await driver.run(result)
                     driven += 1
+                    advance_driven()
                     for i, event in enumerate(restart_at):  # evenly spaced through the run, e.g. half-way
                         if driven >= tasks * (i + 1) / (len(restart_at) + 1):
                             event.set()
@@ -586,11 +605,13 @@ async def run_soak(
                 # never (those tasks are then lost, and the verdict says so).
                 recovered_by = deadline if sweep else time.monotonic()
                 gate = asyncio.Semaphore(200)
+                advance_settled = bars.add("waiting for workflows", tasks)
 
                 async def settled(result: TaskResult) -> None:
                     without = bad is not None and result.planned.index in bad.without_callbacks
                     async with gate:
                         await settle(stack.client, result, recovered_by if without else deadline, views)
+                    advance_settled()
 
                 await asyncio.gather(*(settled(r) for r in results))
                 progress(
@@ -802,20 +823,22 @@ def soak_command(
 
     logs.setup_logging(level="WARNING")
     console = Console(stderr=as_json)
-    summary = asyncio.run(
-        cancelled_by_sigterm(
-            run_soak(
-                tasks,
-                chaos,
-                concurrency,
-                kill_every_s,
-                temporal_restarts,
-                seed,
-                wait_s,
-                progress=lambda text: console.print(text),
+    with Bars(console, shows_bars(console, as_json)) as bars:
+        summary = asyncio.run(
+            cancelled_by_sigterm(
+                run_soak(
+                    tasks,
+                    chaos,
+                    concurrency,
+                    kill_every_s,
+                    temporal_restarts,
+                    seed,
+                    wait_s,
+                    progress=bars.print,
+                    bars=bars,
+                )
             )
         )
-    )
     table = Table(title=f"flexsf soak · {tasks} tasks{' · chaos' if chaos else ''} · {summary['wall_s']} s")
     table.add_column("measure")
     table.add_column("value", justify="right")

@@ -13,41 +13,31 @@ import json
 import os
 import shutil
 import subprocess
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from threading import Thread
 from urllib.parse import quote
 
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Frame, Page, async_playwright
 
+from devtools import agent_desk as desk_pages
+from devtools.agent_desk import BRIDGE, BUNDLE, CHROMIUM, CHROMIUM_FLAGS, StaticServer
 from flexsf.models import Stage
+from flexsf.vocabulary import workflow_id
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
+from tests.fixtures_stack import Stack, eventually, stack_env, stack_gateway, start_stack_worker
 from tests.test_gateway_agent_api import serve
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 ROOT = Path(__file__).resolve().parent.parent
-HARNESS = Path(__file__).resolve().parent / "agent_bridge"
-BRIDGE = ROOT / "agent-bridge"
-BUNDLE = BRIDGE / "dist" / "bridge.js"
 ARTIFACTS = ROOT / "tests" / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 AGENT = tw_demo.DEMO_WORKERS[0]
 API_VERSION = "52.0"
 
@@ -62,34 +52,6 @@ def ensure_bundle() -> None:
         subprocess.run(["npm", "run", "--silent", "build"], cwd=BRIDGE, check=True)
         return
     pytest.fail(f"{BUNDLE.relative_to(ROOT)} is missing or older than its sources: run `make bridge` (npm ci + build)")
-
-
-class StaticServer:
-    """The harness pages and stand-ins, plus /dist/ from the built bridge."""
-
-    def __init__(self) -> None:
-        class Handler(SimpleHTTPRequestHandler):
-            def translate_path(self, path: str) -> str:
-                clean = path.split("?", 1)[0].split("#", 1)[0]
-                if clean.startswith("/dist/"):
-                    return str(BRIDGE / "dist" / Path(clean).name)
-                return super().translate_path(path)
-
-            def end_headers(self) -> None:
-                self.send_header("Cache-Control", "no-store")
-                super().end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(HARNESS)))
-        self.server.daemon_threads = True
-        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
-        Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @dataclass
@@ -175,7 +137,7 @@ async def bridge_frame(page: Page, origins: Origins) -> Frame:
 def flex_url(origins: Origins, gateway: str, allowed: str | None = None, extra: str = "") -> str:
     """The Flex page; `allowed` is the Flex configuration's `allowed_origins` (default: the Salesforce stand-in's)."""
     trusted = origins.salesforce.origin if allowed is None else allowed
-    return f"{origins.flex.origin}/harness.html?gateway={quote(gateway)}&allowed={quote(trusted)}{extra}"
+    return desk_pages.flex_url(origins.flex.origin, gateway, trusted, extra)
 
 
 @pytest.fixture
@@ -411,6 +373,118 @@ async def test_accepting_a_single_match_task_pops_its_record_once(desk: Desk, st
 
     await desk.accept(sid)
     assert len(await desk.sforce_calls("opencti.screenPop")) == 1
+
+
+def task_requests(desk: Desk, sid: str) -> list[str]:
+    """The bridge's requests about one task from now on (method and path), as the browser sends them."""
+    seen: list[str] = []
+
+    def on_request(request) -> None:
+        path = request.url.split("://", 1)[1].split("/", 1)[1]
+        if f"/agent/tasks/{sid}" in request.url and request.method != "OPTIONS":
+            seen.append(f"{request.method} /{path}")
+
+    desk.page.on("request", on_request)
+    return seen
+
+
+async def test_the_pop_arrives_through_one_long_poll_not_polling(desk: Desk, stack):
+    contact = sf_demo.UNIQUE_PHONE_CONTACT
+    sid = stack.tw.lifecycle({"from": contact.phone}, worker_sid=AGENT.sid)["sid"]
+    requests = task_requests(desk, sid)
+    await desk.accept(sid)
+    assert await desk.sforce_calls("opencti.screenPop") == [{"type": "sobject", "params": {"recordId": contact.id}}]
+    # One question, answered once the workflow decided: no GET /agent/tasks/{sid} looks, no second ask.
+    assert requests == [f"GET /agent/tasks/{sid}/pop?wait_s=25"]
+
+
+async def test_a_bridge_that_asks_before_taskrouters_callback_still_gets_the_pop_in_one_request(desk: Desk, stack):
+    contact = sf_demo.UNIQUE_PHONE_CONTACT
+    sid = stack.tw.create_task({"from": contact.phone})["sid"]
+    stack.tw.reserve(sid, AGENT.sid)
+    requests = task_requests(desk, sid)
+    asked = asyncio.Event()
+    desk.page.on("request", lambda r: asked.set() if f"/agent/tasks/{sid}/pop" in r.url else None)
+    accepting = asyncio.ensure_future(desk.accept(sid))  # Flex's after-accept listener runs before TaskRouter tells us
+    await asyncio.wait_for(asked.wait(), 30)
+    assert not accepting.done() and await desk.sforce_calls("opencti.screenPop") == []
+    stack.tw.accept(sid)  # now reservation.accepted is sent to the gateway
+    assert (await asyncio.wait_for(accepting, 60))["aborted"] is False
+    assert await desk.sforce_calls("opencti.screenPop") == [{"type": "sobject", "params": {"recordId": contact.id}}]
+    assert requests == [f"GET /agent/tasks/{sid}/pop?wait_s=25"]
+
+
+async def test_not_decided_yet_asks_again_at_once_until_the_pop_is_decided(
+    browser: Browser, gateway: str, origins: Origins, stack, service_configuration
+):
+    contact = sf_demo.UNIQUE_PHONE_CONTACT
+    async with open_desk(browser, gateway, origins, stack, service_configuration, extra="&longPollWaitS=1") as desk:
+        sid = stack.tw.create_task({"from": contact.phone})["sid"]
+        stack.tw.reserve(sid, AGENT.sid)
+        requests = task_requests(desk, sid)
+        answers: list[dict] = []
+
+        async def on_response(response) -> None:
+            if f"/agent/tasks/{sid}/pop" in response.url and response.request.method == "GET":
+                answers.append(await response.json())
+
+        desk.page.on("response", on_response)
+        accepting = asyncio.ensure_future(desk.accept(sid))
+        await eventually(lambda: len(answers) >= 2, what="two answers of 'not decided yet'")
+        assert [a["decided"] for a in answers[:2]] == [False, False]
+        stack.tw.accept(sid)
+        assert (await asyncio.wait_for(accepting, 60))["aborted"] is False
+        assert await desk.sforce_calls("opencti.screenPop") == [{"type": "sobject", "params": {"recordId": contact.id}}]
+        assert set(requests) == {f"GET /agent/tasks/{sid}/pop?wait_s=1"} and len(requests) >= 3
+        assert not any("gave up" in line for line in await desk.log())
+
+
+async def test_the_pop_arrives_through_the_long_poll_when_the_worker_restarts_during_the_wait(
+    browser: Browser,
+    origins: Origins,
+    temporal_client,
+    clean_salesforce_sandbox,
+    fresh_twilio_sandbox,
+    service_configuration,
+):
+    """The stack's worker, but one this test stops and replaces: the bridge asks, the worker goes away with the
+    question accepted and the pop undecided, the agent's acceptance arrives, a new worker decides the pop."""
+    sf, tw = clean_salesforce_sandbox, fresh_twilio_sandbox
+    contact = sf_demo.UNIQUE_PHONE_CONTACT
+    env = stack_env(sf.info, tw.info, f"stack-{uuid.uuid4()}")
+    async with stack_gateway(temporal_client, env, tw) as events_gateway:
+        with ThreadPoolExecutor(max_workers=16) as executor:
+            activities, first = start_stack_worker(temporal_client, env, executor)
+            stack = Stack(temporal_client, env["FLEXSF_TASK_QUEUE"], env, activities, sf, tw, events_gateway)
+            async with serve(stack, FLEXSF_CORS_ORIGINS=origins.flex.origin) as api:
+                async with open_desk(browser, api.url, origins, stack, service_configuration) as desk:
+                    sid = tw.create_task({"from": contact.phone})["sid"]
+                    tw.reserve(sid, AGENT.sid)
+                    requests = task_requests(desk, sid)
+                    async with first:
+                        await stack.wait_for(sid, lambda v: v.stage == Stage.CREATED)
+                        accepting = asyncio.ensure_future(desk.accept(sid))
+                        # The question reached the workflow: it waits inside its update handler.
+                        await eventually(lambda: pending_updates(temporal_client, sid), what="the pop update accepted")
+                    tw.accept(sid)  # no worker now: the acceptance waits in the history
+                    assert not accepting.done() and await desk.sforce_calls("opencti.screenPop") == []
+                    _, second = start_stack_worker(temporal_client, env, executor)
+                    async with second:
+                        assert (await asyncio.wait_for(accepting, 60))["aborted"] is False
+                    assert await desk.sforce_calls("opencti.screenPop") == [
+                        {"type": "sobject", "params": {"recordId": contact.id}}
+                    ]
+                    assert all(r.startswith(f"GET /agent/tasks/{sid}/pop?") for r in requests), requests
+
+
+async def pending_updates(client, sid: str) -> bool:
+    """Whether the task's workflow has accepted an update it has not answered yet (the pop's long-poll)."""
+    from temporalio.api.enums.v1 import EventType
+
+    history = await client.get_workflow_handle(workflow_id(sid)).fetch_history()
+    accepted = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED]
+    done = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED]
+    return len(accepted) > len(done)
 
 
 async def test_several_matches_show_the_dropdown_block_completion_and_the_choice_is_logged(desk: Desk, stack):

@@ -5,6 +5,7 @@
  * what: the task's Temporal workflow decides, and the gateway's agent API (`/agent/...`) tells. The bridge only
  * - loads Salesforce's Open CTI and Console API scripts when Flex is embedded in Lightning,
  * - pops what the server says after the agent accepts a task (the record, a search, or the no-match pop), once per task,
+ *   asking once (a long-poll the gateway answers the moment the workflow has decided the pop) rather than polling,
  * - shows the candidate dropdown and sends the agent's choice back,
  * - forwards copilot notes (to the task whose channel they name) and click-to-dial, locks the softphone's pop-out
  *   button during calls, and refreshes Salesforce's view once a task's log is written.
@@ -116,6 +117,14 @@ export interface TaskOut {
   activity_id?: string | null;
 }
 
+/** The answer of the pop long-poll (`GET /agent/tasks/{sid}/pop?wait_s=…`): the task as far as the pop goes, and
+ * whether the workflow has decided it (false: the wait ran out first, ask again). */
+export interface PopAnswer extends Partial<TaskOut> {
+  decided?: boolean;
+  stage: string;
+  pop: TaskOut["pop"];
+}
+
 export interface BridgeOptions {
   flex: FlexLike;
   manager: ManagerLike;
@@ -138,8 +147,12 @@ export interface BridgeOptions {
   requireSelectionBeforeComplete?: boolean;
   /** Where a task's dropdown goes when Flex does not hand us an element (the test stand-in's task canvas). */
   taskCanvasContainer?: (taskSid: string) => Element | null | undefined;
-  /** Polling for the pop decision: first delay, doubling up to maxDelayMs, at most maxAttempts requests. */
+  /** Back-off after a failed request (the pop's long-poll, the log's looks): first delay, doubling up to maxDelayMs,
+   * at most maxAttempts requests. */
   poll?: { initialDelayMs?: number; maxDelayMs?: number; maxAttempts?: number };
+  /** How long one pop long-poll may wait on the gateway (seconds; the gateway may cap it), and how many times it is
+   * asked again after "not decided yet" before the bridge gives up on the pop. */
+  longPoll?: { waitS?: number; maxWaits?: number };
   /** Where the bridge reports what it did and why (never tokens). */
   log?: (message: string) => void;
 }
@@ -316,6 +329,8 @@ export async function startBridge(options: BridgeOptions): Promise<Bridge> {
   const log = options.log ?? (() => undefined);
   const requireSelection = options.requireSelectionBeforeComplete ?? true;
   const poll = { initialDelayMs: 250, maxDelayMs: 2000, maxAttempts: 20, ...options.poll };
+  // Under the usual 30-60 s idle timeouts of proxies and load balancers between Flex and the gateway.
+  const longPoll = { waitS: 25, maxWaits: 20, ...options.longPoll };
   const apiVersion = options.apiVersion ?? "52.0";
 
   const origin = salesforceOrigin(win);
@@ -682,24 +697,41 @@ export async function startBridge(options: BridgeOptions): Promise<Bridge> {
     }
   };
 
+  // One request that the gateway answers the moment the workflow has decided the pop (a workflow update that waits
+  // for the decision), so the agent waits for no poll interval. "Not decided yet" (the wait ran out) asks again at
+  // once; only failures back off.
   const awaitPop = async (sid: string): Promise<TaskOut | null> => {
     let wait = poll.initialDelayMs;
-    for (let attempt = 1; attempt <= poll.maxAttempts; attempt++) {
+    let failures = 0;
+    for (let waits = 0; waits < longPoll.maxWaits; ) {
+      let answer: PopAnswer | undefined;
       try {
-        const view = await api<TaskOut>("GET", `/agent/tasks/${sid}`);
-        if (DECIDED(view.stage)) return view;
+        answer = await api<PopAnswer | undefined>("GET", `/agent/tasks/${sid}/pop?wait_s=${longPoll.waitS}`);
       } catch (err) {
-        // 404: the workflow has not started yet; 403: it has not heard of the acceptance yet. Both pass.
+        // 503/504/network: the gateway, Temporal or every worker is away for a moment (a worker restarting); 404: no
+        // workflow (yet). Anything else is final: 403 is another worker's task (the gateway waits for the acceptance
+        // itself), 422 a wait it refuses.
         const status = err instanceof GatewayError ? err.status : 0;
-        if (status !== 404 && status !== 403 && status !== 503 && status !== 0) {
+        if (![404, 503, 504, 0].includes(status)) {
           log(`gave up on the pop of ${sid}: ${(err as Error).message}`);
           return null;
         }
+        if (++failures >= poll.maxAttempts) {
+          log(`gave up on the pop of ${sid} after ${failures} failed requests: ${(err as Error).message}`);
+          return null;
+        }
+        await delay(wait);
+        wait = Math.min(wait * 2, poll.maxDelayMs);
+        continue;
       }
-      await delay(wait);
-      wait = Math.min(wait * 2, poll.maxDelayMs);
+      failures = 0;
+      wait = poll.initialDelayMs;
+      if (answer && (answer.decided ?? DECIDED(answer.stage))) {
+        return { task_sid: sid, ...answer } as TaskOut;
+      }
+      waits += 1;
     }
-    log(`the pop of ${sid} was not decided after ${poll.maxAttempts} attempts`);
+    log(`the pop of ${sid} was not decided after ${longPoll.maxWaits} waits of ${longPoll.waitS} s`);
     return null;
   };
 

@@ -5,7 +5,8 @@
   const record = (api, args) => {
     const copy = {};
     for (const [key, value] of Object.entries(args || {})) if (typeof value !== "function") copy[key] = value;
-    calls.push({ api, args: JSON.parse(JSON.stringify(copy)) });
+    // `at`: when it was called, on the wall clock in ms (for the bench's accept → screenPop time).
+    calls.push({ api, args: JSON.parse(JSON.stringify(copy)), at: performance.timeOrigin + performance.now() });
   };
   const ok = (args, returnValue) => args && args.callback && args.callback({ success: true, returnValue, errors: null });
   // A failed call answers {success: false, returnValue: null, errors: [messages]} (Open CTI's response object).
