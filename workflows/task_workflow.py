@@ -110,12 +110,8 @@ class FlexTaskWorkflow:
         self._log_lock = asyncio.Lock()
         self._log_attempts = 0
         self._indexed: dict[str, str] = {}
-        # Decided by the first command of every run (POP_IN_ONE_TASK_PATCH): local activities on the pop path, and
-        # one upsert of the search attributes per workflow task (see _flush_index_when_waiting).
+        # Decided by the first command of every run (POP_IN_ONE_TASK_PATCH): local activities on the pop path.
         self._one_task_pop = False
-        self._index_dirty = False
-        self._flusher: asyncio.Task | None = None
-        self._local_calls = 0
         # The pop is known (one record, candidates, none, skipped, failed): what the long-poll waits for.
         self._pop_decided = False
         # Whether the screen pop ran (a continued run must not pop again), and how many runs this task has had.
@@ -152,8 +148,6 @@ class FlexTaskWorkflow:
     @workflow.run
     async def run(self, input: TaskWorkflowInput) -> TaskView:
         self._one_task_pop = workflow.patched(POP_IN_ONE_TASK_PATCH)
-        if self._one_task_pop:
-            self._flusher = asyncio.create_task(self._flush_index_when_waiting(), name="flush search attributes")
         if input.relog_of is not None:
             return await self._relog_closed(input.relog_of)
         if input.carried is not None:
@@ -165,7 +159,7 @@ class FlexTaskWorkflow:
                 self._set_stage(Stage.DISABLED)
                 # A long-poll that started the workflow is answered (nothing to pop) before it closes.
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                return self._final_view()
+                return self.view()
         await self._until(lambda: self._facts.accepted is not None or self._facts.finished is not None)
         if self._facts.accepted is not None and not self._popped:
             await self._screen_pop()
@@ -179,11 +173,6 @@ class FlexTaskWorkflow:
         else:
             self._set_stage(Stage.NOT_LOGGED)
         await workflow.wait_condition(workflow.all_handlers_finished)
-        return self._final_view()
-
-    def _final_view(self) -> TaskView:
-        # The closing stage is indexed before the workflow completes: nothing runs after the return.
-        self._flush_index()
         return self.view()
 
     def _logs_this_task(self) -> bool:
@@ -210,7 +199,7 @@ class FlexTaskWorkflow:
             self._error = f"relog refused: {error}"
             self._set_stage(seed.view.stage)
         self._relogs.add(1, {"stage": self._stage.value})
-        return self._final_view()
+        return self.view()
 
     def _restore(self, view: TaskView) -> None:
         """The facts the log is written from, as the closed run's result states them. What the result does not keep
@@ -354,14 +343,11 @@ class FlexTaskWorkflow:
             self._set_stage(Stage.IN_PROGRESS)
 
     async def _local(self, activity, arg, **options):
-        """A local activity, counted while it runs: the search attributes are flushed only once none is running."""
-        self._local_calls += 1
-        try:
-            return await workflow.execute_local_activity_method(
-                activity, arg, local_retry_threshold=policies.LOCAL_RETRY_THRESHOLD, **options
-            )
-        finally:
-            self._local_calls -= 1
+        # Only the first quick retry waits inside the worker: a local activity holds its workflow task open, and with
+        # it every update (the agent's long-poll).
+        return await workflow.execute_local_activity_method(
+            activity, arg, local_retry_threshold=policies.LOCAL_RETRY_THRESHOLD, **options
+        )
 
     async def _recover_acceptance(self) -> None:
         """A completed task was accepted by someone: when that callback was lost, TaskRouter's Events list still
@@ -758,27 +744,10 @@ class FlexTaskWorkflow:
         self._index()
 
     def _index(self) -> None:
-        if self._one_task_pop:
-            self._index_dirty = True  # upserted once the workflow task waits (_flush_index_when_waiting)
-        else:
-            self._upsert_index()
-
-    async def _flush_index_when_waiting(self) -> None:
-        """Stage changes within one workflow task cost one upsert, not one each. Workflow conditions are checked
-        once every coroutine is blocked, so this wakes when the workflow waits for something outside the task (a
-        signal, a timer, an activity): then the task's commands go to Temporal with the values known at its end. A
-        local activity keeps the task open, so the flush waits for it to answer."""
-        while True:
-            await workflow.wait_condition(lambda: self._index_dirty and self._local_calls == 0)
-            self._flush_index()
-
-    def _flush_index(self) -> None:
-        if self._index_dirty:
-            self._index_dirty = False
-            self._upsert_index()
-
-    def _upsert_index(self) -> None:
         """Upsert the search attributes that changed, so visibility queries find the task by what is known now."""
+        # Where the stage changes, in the code's order; never batched until the workflow next waits, a moment that
+        # differs between a live run (a local activity answering in a later activation, a query ending the workflow
+        # task early) and its replay: a batched upsert failed replay with a nondeterminism error.
         record = self._related()
         known = {
             sa.FLEX_TASK_SID: self._task_sid,
