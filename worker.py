@@ -3,7 +3,8 @@
 Run with `python worker.py` or `flexsf worker`. Connects through Temporal's environment configuration
 (`TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `TEMPORAL_API_KEY`, `TEMPORAL_TLS*`, `TEMPORAL_PROFILE`), builds the
 Salesforce and Twilio clients once per process, creates or updates the sweep's Schedule for its task queue
-(workflows/sweep_schedule.py), and drains in-flight work on SIGTERM/SIGINT.
+(workflows/sweep_schedule.py), and drains in-flight work on SIGTERM/SIGINT. With an OTLP endpoint in the standard
+`OTEL_*` variables it exports traces of its workflows, activities and Salesforce/Twilio calls (flexsf/tracing.py).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from activities.salesforce import SalesforceActivities, SearchConfig
 from activities.salesforce_connection import SalesforceConnection
 from activities.sweep import SweepActivities
 from activities.twilio import TwilioActivities
-from flexsf import logs, metrics
+from flexsf import logs, metrics, tracing
 from flexsf.flex_config import FlexConfigCache
 from flexsf.salesforce_client import SalesforceCredentials
 from flexsf.settings import ConfigurationError, Settings, load_settings
@@ -233,11 +234,15 @@ def main() -> None:
     try:
         settings = load_settings()
         logs.setup_logging(settings)
+        # Before connecting: the client (and so the worker) carries the tracing interceptor only once this is set up.
+        tracing.start("flexsf-worker")
         asyncio.run(run(settings))
     except ConfigurationError as exc:
         raise SystemExit(f"flexsf worker: {exc}") from None
     # Drained and stopped: leave without interpreter teardown, where temporalio's core threads can abort the process
-    # (sdk-python issue #300) and a clean stop would be reported as exit 134.
+    # (sdk-python issue #300) and a clean stop would be reported as exit 134. That skips the exit hooks, so the spans
+    # still batched are sent here.
+    tracing.shutdown()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -15,6 +15,7 @@ from temporalio.converter import DataConverter, DefaultFailureConverterWithEncod
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
 
+from flexsf import tracing
 from flexsf.codec import AesGcmCodec
 from flexsf.settings import Settings, load_settings
 
@@ -36,7 +37,15 @@ def data_converter(settings: Settings) -> DataConverter:
 
 
 async def connect(settings: Settings | None = None, runtime: Runtime | None = None) -> Client:
-    """`runtime`: e.g. `metrics.prometheus_runtime(address)` to export metrics; None: Temporal's default runtime."""
+    """`runtime`: e.g. `metrics.prometheus_runtime(address)` to export metrics; None: Temporal's default runtime.
+
+    In a process that traces (`flexsf.tracing.start`), the client carries Temporal's tracing interceptor, and so does
+    any worker built on it (a worker takes the client's interceptors that are worker interceptors too)."""
     config = ClientConfig.load_client_connect_config()
     config.setdefault("target_host", "localhost:7233")
-    return await Client.connect(**config, data_converter=data_converter(settings or load_settings()), runtime=runtime)
+    return await Client.connect(
+        **config,
+        data_converter=data_converter(settings or load_settings()),
+        runtime=runtime,
+        interceptors=tracing.temporal_interceptors(),
+    )

@@ -1,4 +1,8 @@
-"""The gateway's FastAPI application."""
+"""The gateway's FastAPI application.
+
+With an OTLP endpoint in the standard `OTEL_*` variables it exports a span per request, whose child is the
+signal-with-start of the task's workflow: the workflow's and its activities' spans join the same trace
+(flexsf/tracing.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from temporalio.client import Client
 from twilio.request_validator import RequestValidator
 
+from flexsf import tracing
 from flexsf.flex_config import FlexConfigCache
 from flexsf.settings import ConfigurationError, Settings
 from flexsf.temporal_client import connect
@@ -30,6 +35,8 @@ def create_app(settings: Settings, client: Client | None = None, *, dev: bool = 
     if settings.twilio_auth_token is None:
         raise ConfigurationError("TWILIO_AUTH_TOKEN is required to verify TaskRouter callback signatures")
     taskrouter.check_settings(settings, dev=dev)
+    # Before the lifespan connects: the client it opens carries the tracing interceptor only once this is set up.
+    tracing.start("flexsf-gateway")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -53,6 +60,7 @@ def create_app(settings: Settings, client: Client | None = None, *, dev: bool = 
         finally:
             if listener is not None:
                 await asyncio.to_thread(listener.stop)
+            await asyncio.to_thread(tracing.flush)
 
     docs = settings.flexsf_gateway_docs  # off: /docs, /redoc and /openapi.json answer 404 (`app.openapi()` still works)
     app = FastAPI(
@@ -88,4 +96,5 @@ def create_app(settings: Settings, client: Client | None = None, *, dev: bool = 
     app.include_router(taskrouter.router)
     app.include_router(agent.router)
     app.include_router(copilot.router)
+    tracing.instrument_app(app)  # outermost: the request's span also covers the middleware above
     return app
