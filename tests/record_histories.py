@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import sys
@@ -159,22 +158,11 @@ def to_text(history: dict) -> str:
 
 
 def activity_types(history: dict) -> tuple[str, ...]:
-    """The activities the history ran, in order: scheduled ones and local ones (recorded as markers)."""
-    found = []
-    for event in history["events"]:
-        if "activityTaskScheduledEventAttributes" in event:
-            found.append(event["activityTaskScheduledEventAttributes"]["activityType"]["name"])
-        elif (local := local_activity_type(event)) is not None:
-            found.append(local)
-    return tuple(found)
-
-
-def local_activity_type(event: dict) -> str | None:
-    marker = event.get("markerRecordedEventAttributes")
-    if not marker or marker.get("markerName") != "core_local_activity":
-        return None
-    payload = marker["details"]["data"]["payloads"][0]
-    return json.loads(base64.b64decode(payload["data"]))["activity_type"]
+    return tuple(
+        e["activityTaskScheduledEventAttributes"]["activityType"]["name"]
+        for e in history["events"]
+        if "activityTaskScheduledEventAttributes" in e
+    )
 
 
 class Recorder:

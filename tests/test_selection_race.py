@@ -1,40 +1,76 @@
 """The agent's choice and the search result it was made from, in one workflow task.
 
-When the search was an activity (runs from before the `pop-in-one-workflow-task` patch), a worker that died with the
-search result in flight left that result waiting; an agent who already saw the candidates (a bridge retrying its
-choice) chose in that gap, so the replacement worker got the search result and the choice in one workflow task. The
-update's validator runs before the result is applied: it used to refuse the choice ("no candidate records"), and a
-handler that assumed its candidate was there could not replay such a history. The choice is now checked once the pop
-is decided.
-
-The history below was recorded with that code: a workflow-only worker took the task up to the search, an
-activity-only worker answered the search, the choice was admitted while no workflow worker ran, and a fresh worker
-took both at once. Runs of today's code search in a local activity, inside the workflow task, so the gap is gone;
-runs from before still have to replay.
+A worker that dies with the search result in flight leaves that result waiting; an agent who already saw the
+candidates (a bridge retrying its choice) chooses in that gap, so the replacement worker gets the search result and
+the choice in one workflow task. The update's validator runs before the result is applied: it used to refuse the
+choice ("no candidate records"), and a handler that assumed its candidate was there could not replay such a
+history. The choice is now checked once the pop is decided, and the history replays.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import asyncio
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
-from temporalio import workflow
-from temporalio.client import WorkflowHistory
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import UpdateWorkflowExecutionLifecycleStage
+from temporalio.api.update.v1 import UpdateRef, WaitPolicy
+from temporalio.api.workflowservice.v1 import PollWorkflowExecutionUpdateRequest
+from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.worker import Replayer, Worker
 
-with workflow.unsafe.imports_passed_through():
-    from flexsf.models import RecordRef, RecordSelection, Stage, TaskView, TaskWorkflowInput
-    from workflows.task_workflow import FlexTaskWorkflow
+import worker as worker_module
+from flexsf.models import RecordRef, RecordSelection, Stage
+from flexsf.vocabulary import workflow_id
+from sandboxes.salesforce import demo as sf_demo
+from sandboxes.twilio import demo as tw_demo
+from tests.fixtures_stack import eventually, settings_from, stack_env, stack_gateway
+from workflows.task_workflow import FlexTaskWorkflow
 
-# Kept apart from tests/histories (the recorder's scenarios), which the replay tests hold to their scenario list.
-RACE = Path(__file__).parent / "recorded" / "selection_race.json"
+AGENT = tw_demo.DEMO_WORKERS[0]
+CHOSEN = sf_demo.SHARED_PHONE_RECORDS[1]
 
 
-def history() -> WorkflowHistory:
-    return WorkflowHistory.from_json("flex-task-selection-race", RACE.read_text())
+def workflow_worker(client: Client, task_queue: str) -> Worker:
+    # No cache: each workflow task is a replay from the first event, as on a worker that just replaced a dead one.
+    return Worker(client, task_queue=task_queue, workflows=[FlexTaskWorkflow], max_cached_workflows=0)
 
 
-def workflow_tasks_between_search_result_and_choice(history: WorkflowHistory) -> int:
+def activity_worker(client: Client, task_queue: str, env: dict[str, str], executor: ThreadPoolExecutor) -> Worker:
+    activities = worker_module.build_activities(settings_from(env))
+    return Worker(client, task_queue=task_queue, activities=activities.all(), activity_executor=executor)
+
+
+async def pending(handle) -> dict[str, int]:
+    """Pending activities by type, with their attempt."""
+    described = (await handle.describe()).raw_description
+    return {a.activity_type.name: a.attempt for a in described.pending_activities}
+
+
+async def admitted(client: Client, handle, update_id: str) -> bool:
+    """Whether the server holds the update (admitted, not yet handed to a worker)."""
+    request = PollWorkflowExecutionUpdateRequest(
+        namespace=client.namespace,
+        update_ref=UpdateRef(workflow_execution=WorkflowExecution(workflow_id=handle.id), update_id=update_id),
+        identity="test",
+        wait_policy=WaitPolicy(
+            lifecycle_stage=UpdateWorkflowExecutionLifecycleStage.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_ADMITTED
+        ),
+    )
+    try:
+        await client.workflow_service.poll_workflow_execution_update(request, timeout=timedelta(seconds=2))
+    except RPCError as exc:
+        if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.DEADLINE_EXCEEDED):
+            return False
+        raise
+    return True
+
+
+def workflow_tasks_between_search_result_and_choice(history) -> int:
     """Workflow tasks completed after the search's completion and before the choice was accepted: 0 is the race."""
     events = list(history.events)
     search = next(
@@ -55,38 +91,63 @@ def workflow_tasks_between_search_result_and_choice(history: WorkflowHistory) ->
     return sum(1 for e in events[completed:accepted] if e.HasField("workflow_task_completed_event_attributes")) - 1
 
 
-async def replay(workflow_class: type):
-    replayer = Replayer(workflows=[workflow_class], data_converter=pydantic_data_converter)
-    return await replayer.replay_workflow(history(), raise_on_replay_failure=False)
+async def test_a_choice_in_the_workflow_task_of_its_search_result_is_applied_and_replays(
+    temporal_client, clean_salesforce_sandbox, fresh_twilio_sandbox
+) -> None:
+    sf, tw = clean_salesforce_sandbox, fresh_twilio_sandbox
+    task_queue = f"race-{uuid.uuid4()}"
+    env = stack_env(sf.info, tw.info, task_queue, FLEXSF_NOTES_GRACE_S="0")
+    async with stack_gateway(temporal_client, env, tw):
+        with ThreadPoolExecutor(max_workers=4) as executor:
+            # 1. The task is accepted and its policy loaded; Salesforce answers 503, so the search stays pending.
+            sf.faults.set(fail_rate=1.0)
+            async with (
+                workflow_worker(temporal_client, task_queue),
+                activity_worker(temporal_client, task_queue, env, executor),
+            ):
+                sid = tw.lifecycle({"from": "+1 (415) 555-0100"}, worker_sid=AGENT.sid)["sid"]
+                handle = temporal_client.get_workflow_handle(workflow_id(sid))
+                await eventually(lambda: _search_retried(handle), timeout=60, what="the search attempted and refused")
+            # 2. Salesforce is back and only activities run: the search's result waits for a workflow worker.
+            sf.faults.reset()
+            async with activity_worker(temporal_client, task_queue, env, executor):
+                await eventually(lambda: _nothing_pending(handle), timeout=60, what="the search's result recorded")
+            # 3. The agent chooses; the server holds the choice beside the search result.
+            update_id = f"choice-{uuid.uuid4()}"
+            choice = asyncio.ensure_future(
+                handle.execute_update(
+                    FlexTaskWorkflow.select_record,
+                    RecordSelection(worker_sid=AGENT.sid, record_id=CHOSEN.id),
+                    id=update_id,
+                )
+            )
+            await eventually(
+                lambda: admitted(temporal_client, handle, update_id), timeout=30, what="the choice admitted"
+            )
+            # 4. A fresh worker takes both in one workflow task.
+            async with (
+                workflow_worker(temporal_client, task_queue),
+                activity_worker(temporal_client, task_queue, env, executor),
+            ):
+                chosen: RecordRef = await asyncio.wait_for(choice, 60)
+                assert chosen.id == CHOSEN.id
+                view = await handle.query(FlexTaskWorkflow.view)
+                assert view.stage == Stage.IN_PROGRESS and view.record is not None and view.record.id == CHOSEN.id
+        history = await handle.fetch_history()
+
+    assert workflow_tasks_between_search_result_and_choice(history) == 0, "the race was not reproduced"
+    replayed = await Replayer(workflows=[FlexTaskWorkflow], data_converter=pydantic_data_converter).replay_workflow(
+        history, raise_on_replay_failure=False
+    )
+    assert replayed.replay_failure is None, replayed.replay_failure
 
 
-def test_the_stored_history_holds_the_race() -> None:
-    assert workflow_tasks_between_search_result_and_choice(history()) == 0
+async def _search_retried(handle) -> bool:
+    try:
+        return (await pending(handle)).get("search_salesforce", 0) >= 2
+    except RPCError:
+        return False  # the workflow not started yet
 
 
-async def test_the_current_workflow_replays_a_choice_that_came_with_its_search_result() -> None:
-    result = await replay(FlexTaskWorkflow)
-    assert result.replay_failure is None, result.replay_failure
-
-
-@workflow.defn(name="FlexTaskWorkflow")
-class ChoiceAssumesItsCandidate(FlexTaskWorkflow):
-    """The handler as it was, the wait for the pop aside: it took its candidate for granted."""
-
-    @workflow.run
-    async def run(self, input: TaskWorkflowInput) -> TaskView:  # a workflow class declares its own run
-        return await super().run(input)
-
-    @workflow.update
-    async def select_record(self, selection: RecordSelection) -> RecordRef:
-        record = next(c for c in self._pop.candidates if c.id == selection.record_id)
-        self._selections.add(1, {"when": "after_log" if self._activity_id else "before_log"})
-        if self._stage == Stage.AWAITING_SELECTION:
-            self._set_stage(Stage.IN_PROGRESS)
-        await self._associate(record)
-        return record
-
-
-async def test_a_handler_that_assumes_its_candidate_cannot_replay_it() -> None:
-    result = await replay(ChoiceAssumesItsCandidate)
-    assert result.replay_failure is not None and "StopIteration" in str(result.replay_failure), result.replay_failure
+async def _nothing_pending(handle) -> bool:
+    return not await pending(handle)

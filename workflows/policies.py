@@ -27,10 +27,6 @@ WRITE = dict(
     schedule_to_close_timeout=timedelta(hours=6),
     retry_policy=VENDOR_RETRY,
 )
-# Local activities (the flags and the search on the pop path) retry inside the worker only while the wait between
-# attempts is this short; longer waits are workflow timers. A local activity holds its workflow task open, and with it
-# every update (the agent's long-poll): after its first quick retry an outage must not keep the workflow deaf.
-LOCAL_RETRY_THRESHOLD = timedelta(seconds=1)
 READ = dict(
     start_to_close_timeout=timedelta(seconds=20),
     schedule_to_close_timeout=timedelta(minutes=30),

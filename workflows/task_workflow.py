@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
-from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from activities.interfaces import PolicySteps, SalesforceSteps, TwilioSteps
@@ -69,16 +68,10 @@ HANDLED_ONLY_PATCH = "log-handled-tasks-only"
 HANDLE_TIME_PATCH = "handle-time-duration"
 # Runs from before it never indexed the interaction sids: their histories have no such upsert.
 INDEX_INTERACTION_PATCH = "index-interaction-sids"
-# Runs from before it loaded the flags and searched as activities of their own (a workflow task each), upserted the
-# search attributes at every stage change and had no long-poll for the pop.
-POP_IN_ONE_TASK_PATCH = "pop-in-one-workflow-task"
 # Only the worker who accepted the task hears its pop (the long-poll's refusal).
 NOT_THIS_WORKERS_TASK = "NotThisWorkersTask"
 # The longest one long-poll may hold the update open: each is a timer in the history.
 POP_WAIT_MAX = timedelta(minutes=1)
-# How a local activity's failure reaches the workflow: wrapped like an activity's, or as its own error (the SDK raises
-# a local activity's ApplicationError, or its timeout, unwrapped).
-LOCAL_ACTIVITY_FAILURES = (ActivityError, ApplicationError, TemporalTimeoutError)
 # What of the notes reaches the log; equal content from a repeated delivery changes nothing.
 _NOTES_CONTENT = {"disposition", "summary", "topics", "sentiment"}
 
@@ -110,8 +103,6 @@ class FlexTaskWorkflow:
         self._log_lock = asyncio.Lock()
         self._log_attempts = 0
         self._indexed: dict[str, str] = {}
-        # Decided by the first command of every run (POP_IN_ONE_TASK_PATCH): local activities on the pop path.
-        self._one_task_pop = False
         # The pop is known (one record, candidates, none, skipped, failed): what the long-poll waits for.
         self._pop_decided = False
         # Whether the screen pop ran (a continued run must not pop again), and how many runs this task has had.
@@ -147,7 +138,6 @@ class FlexTaskWorkflow:
 
     @workflow.run
     async def run(self, input: TaskWorkflowInput) -> TaskView:
-        self._one_task_pop = workflow.patched(POP_IN_ONE_TASK_PATCH)
         if input.relog_of is not None:
             return await self._relog_closed(input.relog_of)
         if input.carried is not None:
@@ -269,17 +259,10 @@ class FlexTaskWorkflow:
 
     async def _load_policy(self, input: TaskWorkflowInput) -> None:
         try:
-            if self._one_task_pop:
-                # A local activity: its answer (Flex's flags, cached per worker) lands in the same workflow task, so
-                # a task whose acceptance is its first event is popped without a round trip for the flags.
-                self._policy = await self._local(
-                    PolicySteps.load_task_policy, input, summary="load Flex feature flags", **policies.READ
-                )
-            else:
-                self._policy = await workflow.execute_activity_method(
-                    PolicySteps.load_task_policy, input, summary="load Flex feature flags", **policies.READ
-                )
-        except LOCAL_ACTIVITY_FAILURES as err:
+            self._policy = await workflow.execute_activity_method(
+                PolicySteps.load_task_policy, input, summary="load Flex feature flags", **policies.READ
+            )
+        except ActivityError as err:
             # The activity falls back on Flex failures itself; this is for the rest (no worker serving it within the
             # window, a bug). Older runs failed here, and a query of one must replay to that failure.
             if not workflow.patched("policy-load-fallback"):
@@ -306,20 +289,15 @@ class FlexTaskWorkflow:
             self._pop_decided = True
             self._set_stage(Stage.IN_PROGRESS)
             return
-        search = SearchRequest(task_sid=self._task_sid, term=term)
-        # History is plaintext: name the attribute searched, never the caller's name or number.
-        summary = f"search Salesforce by the task's `{self._facts.term_source()}`"
         try:
-            if self._one_task_pop:
-                # A local activity: the pop is decided in the workflow task that brought the acceptance, and answered
-                # to the long-poll when that task completes. A worker lost before then searches again on the next
-                # worker (a read); once the task completed, its marker replays and nobody searches twice.
-                found = await self._local(SalesforceSteps.search_salesforce, search, summary=summary, **policies.SEARCH)
-            else:
-                found = await workflow.execute_activity_method(
-                    SalesforceSteps.search_salesforce, search, summary=summary, **policies.SEARCH
-                )
-        except LOCAL_ACTIVITY_FAILURES as err:
+            found = await workflow.execute_activity_method(
+                SalesforceSteps.search_salesforce,
+                SearchRequest(task_sid=self._task_sid, term=term),
+                # History is plaintext: name the attribute searched, never the caller's name or number.
+                summary=f"search Salesforce by the task's `{self._facts.term_source()}`",
+                **policies.SEARCH,
+            )
+        except ActivityError as err:
             # A pop that cannot happen must not cost the task its log: carry on without a record.
             self._error = f"screen pop search failed: {err.cause or err}"
             self._count_pop("error")
@@ -341,13 +319,6 @@ class FlexTaskWorkflow:
             self._set_stage(Stage.AWAITING_SELECTION)
         else:
             self._set_stage(Stage.IN_PROGRESS)
-
-    async def _local(self, activity, arg, **options):
-        # Only the first quick retry waits inside the worker: a local activity holds its workflow task open, and with
-        # it every update (the agent's long-poll).
-        return await workflow.execute_local_activity_method(
-            activity, arg, local_retry_threshold=policies.LOCAL_RETRY_THRESHOLD, **options
-        )
 
     async def _recover_acceptance(self) -> None:
         """A completed task was accepted by someone: when that callback was lost, TaskRouter's Events list still
@@ -745,9 +716,6 @@ class FlexTaskWorkflow:
 
     def _index(self) -> None:
         """Upsert the search attributes that changed, so visibility queries find the task by what is known now."""
-        # Where the stage changes, in the code's order; never batched until the workflow next waits, a moment that
-        # differs between a live run (a local activity answering in a later activation, a query ending the workflow
-        # task early) and its replay: a batched upsert failed replay with a nondeterminism error.
         record = self._related()
         known = {
             sa.FLEX_TASK_SID: self._task_sid,
