@@ -41,6 +41,7 @@ class Desk:
     worker_sid: str
     context: Any
     frame: Any
+    pop_requests_seen: int = 0
 
     async def accept(self, sid: str) -> dict:
         """Flex's AcceptTask action, resolved once every after-listener (the bridge's pop) is done."""
@@ -171,8 +172,16 @@ class AgentPop:
         for desk in {id(d): d for d, *_ in batch}.values():
             for record_id, at in await desk.pops():
                 popped.setdefault(record_id, at)
-            for url, start, end in await desk.fetches("/pop?"):
-                requests.setdefault(url.split("/agent/tasks/", 1)[1].split("/", 1)[0], (start, end))
+            # The pop's URL names no task (one URL, so the browser's preflight is cached): a desk's requests follow
+            # its accepts in order. Where a desk asked more than once for a task, its stages are left out.
+            mine = sorted(
+                (clicked, sid) for (clicked, _), (d, sid, _, _) in zip(accepted, batch, strict=True) if d is desk
+            )
+            asked = sorted((start, end) for _, start, end in await desk.fetches("/agent/pop"))
+            if len(asked) - desk.pop_requests_seen == len(mine):
+                for (_, sid), timing in zip(mine, asked[desk.pop_requests_seen :], strict=True):
+                    requests[sid] = timing
+            desk.pop_requests_seen = len(asked)
         samples = []
         for (clicked, _), (desk, sid, phone, contact) in zip(accepted, batch, strict=True):
             if contact not in popped:

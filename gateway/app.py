@@ -88,7 +88,7 @@ def create_app(settings: Settings, client: Client | None = None, *, dev: bool = 
             allow_origins=[origin.rstrip("/") for origin in settings.flexsf_cors_origins],
             allow_methods=["GET", "PUT", "POST"],
             allow_headers=["Authorization", "Content-Type"],
-            max_age=600,
+            max_age=7200,  # Chromium's cap (kMaxTimeout, preflight_result.cc): a preflight per 2 h, not 10 min
         )
     # No /codec here, keys or not: the codec is `flexsf codec-server`, a listener of its own (gateway/codec_server.py).
     metrics_route.install(app)  # counts every request (outermost middleware); served by the lifespan's listener

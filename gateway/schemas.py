@@ -15,6 +15,7 @@ TASK_SID_PATTERN = r"^WT[0-9a-fA-F]{32}$"
 SALESFORCE_ID_PATTERN = r"^[a-zA-Z0-9]{15}([a-zA-Z0-9]{3})?$"
 
 SalesforceId = Annotated[str, StringConstraints(pattern=SALESFORCE_ID_PATTERN)]
+TaskSidText = Annotated[str, StringConstraints(pattern=TASK_SID_PATTERN)]
 ShortText = Annotated[str, StringConstraints(max_length=255)]
 
 # Caps of the copilot's notes; a body over one is answered 422 with the field's name in `loc`. Summary and disposition
@@ -26,6 +27,10 @@ NOTES_DISPOSITION_MAX = 255
 NOTES_TOPICS_MAX = 20
 NOTES_TOPIC_MAX = 100
 NOTES_SENTIMENT_MAX = 64
+
+# The pop's long-poll: how long one request may wait for the decision (the workflow's own bound is a minute).
+POP_WAIT_DEFAULT_S = 20.0
+POP_WAIT_MAX_S = 50.0
 
 
 # No body of the agent API nests deeper than 3 levels (notes → topics → a topic); below this depth anything is
@@ -185,6 +190,23 @@ class PopAnswerOut(BaseModel):
             pop=PopOut.of(answer.pop),
             no_match_pop=_no_match_pop(answer.pop, no_match, region),
         )
+
+
+class PopRequest(RequestBody):
+    """The pop's long-poll asked in a body (`POST /agent/pop`): one URL for every task, so a browser's CORS preflight
+    is cached once for all of them (the sid in a path makes every task's URL, and its preflight, a new one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_sid: TaskSidText = Field(description="The Flex (TaskRouter) task sid, WT…")
+    # A JSON number: `true` or `"20"` is a mistake of the caller's, not a wait.
+    wait_s: float = Field(
+        POP_WAIT_DEFAULT_S,
+        gt=0,
+        le=POP_WAIT_MAX_S,
+        strict=True,
+        description="How long to wait for the decision, in seconds",
+    )
 
 
 class RecordChoice(RequestBody):

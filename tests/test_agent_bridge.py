@@ -24,6 +24,7 @@ from urllib.parse import quote
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Frame, Page, async_playwright
+from prometheus_client.parser import text_string_to_metric_families
 
 from devtools import agent_desk as desk_pages
 from devtools.agent_desk import BRIDGE, BUNDLE, CHROMIUM, CHROMIUM_FLAGS, StaticServer
@@ -32,7 +33,7 @@ from flexsf.vocabulary import workflow_id
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
 from tests.fixtures_stack import Stack, eventually, stack_env, stack_gateway, start_stack_worker
-from tests.test_gateway_agent_api import serve
+from tests.test_gateway_agent_api import Api, serve
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -375,13 +376,26 @@ async def test_accepting_a_single_match_task_pops_its_record_once(desk: Desk, st
     assert len(await desk.sforce_calls("opencti.screenPop")) == 1
 
 
+def asks_pop_of(request, sid: str) -> bool:
+    """Whether a request is the bridge's pop long-poll for this task (`POST /agent/pop`, the sid in its body)."""
+    return request.method == "POST" and request.url.endswith("/agent/pop") and f'"{sid}"' in (request.post_data or "")
+
+
+def pop_asked(sid: str, wait_s: float = 25) -> str:
+    """The pop's long-poll as `task_requests` records it."""
+    return f"POST /agent/pop {json.dumps({'task_sid': sid, 'wait_s': wait_s}, sort_keys=True)}"
+
+
 def task_requests(desk: Desk, sid: str) -> list[str]:
-    """The bridge's requests about one task from now on (method and path), as the browser sends them."""
+    """The bridge's requests about one task from now on (method and path; the body too of the pop's long-poll, which
+    names the task there), as the browser sends them."""
     seen: list[str] = []
 
     def on_request(request) -> None:
         path = request.url.split("://", 1)[1].split("/", 1)[1]
-        if f"/agent/tasks/{sid}" in request.url and request.method != "OPTIONS":
+        if asks_pop_of(request, sid):
+            seen.append(f"{request.method} /{path} {json.dumps(request.post_data_json, sort_keys=True)}")
+        elif f"/agent/tasks/{sid}" in request.url and request.method != "OPTIONS":
             seen.append(f"{request.method} /{path}")
 
     desk.page.on("request", on_request)
@@ -395,7 +409,7 @@ async def test_the_pop_arrives_through_one_long_poll_not_polling(desk: Desk, sta
     await desk.accept(sid)
     assert await desk.sforce_calls("opencti.screenPop") == [{"type": "sobject", "params": {"recordId": contact.id}}]
     # One question, answered once the workflow decided: no GET /agent/tasks/{sid} looks, no second ask.
-    assert requests == [f"GET /agent/tasks/{sid}/pop?wait_s=25"]
+    assert requests == [pop_asked(sid)]
 
 
 async def test_a_bridge_that_asks_before_taskrouters_callback_still_gets_the_pop_in_one_request(desk: Desk, stack):
@@ -404,14 +418,14 @@ async def test_a_bridge_that_asks_before_taskrouters_callback_still_gets_the_pop
     stack.tw.reserve(sid, AGENT.sid)
     requests = task_requests(desk, sid)
     asked = asyncio.Event()
-    desk.page.on("request", lambda r: asked.set() if f"/agent/tasks/{sid}/pop" in r.url else None)
+    desk.page.on("request", lambda r: asked.set() if asks_pop_of(r, sid) else None)
     accepting = asyncio.ensure_future(desk.accept(sid))  # Flex's after-accept listener runs before TaskRouter tells us
     await asyncio.wait_for(asked.wait(), 30)
     assert not accepting.done() and await desk.sforce_calls("opencti.screenPop") == []
     stack.tw.accept(sid)  # now reservation.accepted is sent to the gateway
     assert (await asyncio.wait_for(accepting, 60))["aborted"] is False
     assert await desk.sforce_calls("opencti.screenPop") == [{"type": "sobject", "params": {"recordId": contact.id}}]
-    assert requests == [f"GET /agent/tasks/{sid}/pop?wait_s=25"]
+    assert requests == [pop_asked(sid)]
 
 
 async def test_not_decided_yet_asks_again_at_once_until_the_pop_is_decided(
@@ -425,7 +439,7 @@ async def test_not_decided_yet_asks_again_at_once_until_the_pop_is_decided(
         answers: list[dict] = []
 
         async def on_response(response) -> None:
-            if f"/agent/tasks/{sid}/pop" in response.url and response.request.method == "GET":
+            if asks_pop_of(response.request, sid):
                 answers.append(await response.json())
 
         desk.page.on("response", on_response)
@@ -435,7 +449,7 @@ async def test_not_decided_yet_asks_again_at_once_until_the_pop_is_decided(
         stack.tw.accept(sid)
         assert (await asyncio.wait_for(accepting, 60))["aborted"] is False
         assert await desk.sforce_calls("opencti.screenPop") == [{"type": "sobject", "params": {"recordId": contact.id}}]
-        assert set(requests) == {f"GET /agent/tasks/{sid}/pop?wait_s=1"} and len(requests) >= 3
+        assert set(requests) == {pop_asked(sid, wait_s=1)} and len(requests) >= 3
         assert not any("gave up" in line for line in await desk.log())
 
 
@@ -474,7 +488,40 @@ async def test_the_pop_arrives_through_the_long_poll_when_the_worker_restarts_du
                     assert await desk.sforce_calls("opencti.screenPop") == [
                         {"type": "sobject", "params": {"recordId": contact.id}}
                     ]
-                    assert all(r.startswith(f"GET /agent/tasks/{sid}/pop?") for r in requests), requests
+                    assert requests and all(r.startswith("POST /agent/pop ") for r in requests), requests
+
+
+async def preflights(api: Api) -> float:
+    """The OPTIONS requests the gateway has answered, from its own metrics: a browser's CORS preflights (nothing
+    else sends OPTIONS). The CORS middleware answers them before routing, so they count under no route."""
+    exposition = (await api.http.get(api.metrics_url)).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == "flexsf_gateway_requests_total" and sample.labels["method"] == "OPTIONS"
+    )
+
+
+async def test_two_accepted_tasks_cost_at_most_one_cors_preflight_for_the_pop(
+    browser: Browser, origins: Origins, stack, service_configuration
+):
+    """The gateway is another origin than Flex's and the pop carries the agent's token, so the browser preflights it;
+    it caches a preflight per URL (for the gateway's Access-Control-Max-Age), so the pop's one URL pays it once for
+    every task. A sid in the path made each task's URL new, and paid a preflight per pop."""
+    contact = sf_demo.UNIQUE_PHONE_CONTACT
+    async with serve(stack, FLEXSF_CORS_ORIGINS=origins.flex.origin) as api:
+        async with open_desk(browser, api.url, origins, stack, service_configuration) as desk:
+            first, second = (stack.tw.lifecycle({"from": contact.phone}, worker_sid=AGENT.sid)["sid"] for _ in range(2))
+            requests = [task_requests(desk, first), task_requests(desk, second)]
+            before = await preflights(api)  # the bridge's start-up call (its config) was preflighted
+            await desk.accept(first)
+            assert await preflights(api) == before + 1, "the first pop's URL was never called before: one preflight"
+            await desk.accept(second)
+            assert await preflights(api) == before + 1, "the second task's pop paid a preflight of its own"
+            assert requests == [[pop_asked(first)], [pop_asked(second)]]
+            popped = {"type": "sobject", "params": {"recordId": contact.id}}
+            assert await desk.sforce_calls("opencti.screenPop") == [popped, popped]
 
 
 async def pending_updates(client, sid: str) -> bool:

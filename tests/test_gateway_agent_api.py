@@ -36,6 +36,7 @@ class Api:
     url: str
     http: httpx.AsyncClient
     stack: object
+    metrics_url: str  # the gateway's Prometheus metrics, on their own listener
 
     def token(self, worker=AGENT, ttl_s: float = 3600, roles: list[str] | None = None) -> str:
         return self.stack.tw.mint_token(worker.sid, ttl_s=ttl_s, roles=roles)
@@ -57,7 +58,7 @@ class Api:
 async def serve(stack, **env: str) -> AsyncIterator[Api]:
     settings = settings_from({**stack.env, "FLEXSF_CORS_ORIGINS": FLEX_ORIGIN, **env})
     async with run_gateway(settings, stack.client) as gateway:
-        yield Api(gateway.url, gateway.http, stack)
+        yield Api(gateway.url, gateway.http, stack, gateway.metrics_url)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -318,10 +319,14 @@ async def test_missing_forged_expired_and_non_bearer_tokens_are_401(api: Api, st
     assert (await api.http.get(url, headers={"Authorization": f"Bearer {good}"})).status_code == 200
 
 
+# More refusals than the failed-authentication limit allows one address (its 429 is tests/test_token_abuse.py's).
+@pytest.mark.parametrize("stack_overrides", [{"FLEXSF_AUTH_FAILURE_LIMIT": "100"}], indirect=True)
 async def test_every_agent_endpoint_requires_a_token(api: Api):
     sid = unknown_sid()
     calls = [
         ("GET", f"/agent/tasks/{sid}", None),
+        ("GET", f"/agent/tasks/{sid}/pop?wait_s=1", None),
+        ("POST", "/agent/pop", {"task_sid": sid, "wait_s": 1}),
         ("PUT", f"/agent/tasks/{sid}/record", {"record_id": "x"}),
         ("POST", f"/agent/tasks/{sid}/notes", {}),
         ("POST", "/agent/click-to-dial", {"number": "1"}),
@@ -532,6 +537,23 @@ async def test_cors_allows_the_configured_origins_only(api: Api):
     assert simple.headers["access-control-allow-origin"] == FLEX_ORIGIN
 
 
+async def test_the_pops_preflight_allows_the_bridges_post_for_chromiums_longest_cache(api: Api):
+    """What the bridge's `POST /agent/pop` needs from its preflight, kept by the browser for as long as Chromium keeps
+    any (two hours): one preflight then covers every task's pop (tests/test_agent_bridge.py counts them)."""
+    preflight = {
+        "Origin": FLEX_ORIGIN,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+    allowed = await api.http.options(f"{api.url}/agent/pop", headers=preflight)
+    assert allowed.status_code == 200, allowed.text
+    assert allowed.headers["access-control-allow-origin"] == FLEX_ORIGIN
+    assert "POST" in {m.strip() for m in allowed.headers["access-control-allow-methods"].split(",")}
+    headers = {h.strip().lower() for h in allowed.headers["access-control-allow-headers"].split(",")}
+    assert {"authorization", "content-type"} <= headers
+    assert allowed.headers["access-control-max-age"] == "7200"
+
+
 async def test_openapi_is_off_by_default_and_documents_the_agent_api_when_enabled(api: Api, stack):
     # The public port shows no docs unless FLEXSF_GATEWAY_DOCS asks for them (`flexsf dev` does).
     for path in ("/docs", "/redoc", "/openapi.json"):
@@ -541,15 +563,24 @@ async def test_openapi_is_off_by_default_and_documents_the_agent_api_when_enable
         assert (await documented.http.get(f"{documented.url}/docs")).status_code == 200
     assert {
         "/agent/tasks/{task_sid}",
+        "/agent/tasks/{task_sid}/pop",
+        "/agent/pop",
         "/agent/tasks/{task_sid}/record",
         "/agent/tasks/{task_sid}/notes",
         "/agent/click-to-dial",
         "/agent/config",
     } <= set(schema["paths"])
     assert schema["components"]["securitySchemes"]["FlexToken"]["scheme"] == "bearer"
-    assert {"TaskOut", "RecordChoice", "NotesIn", "ClickToDialIn", "StartOutboundCall", "AgentConfig"} <= set(
-        schema["components"]["schemas"]
-    )
+    assert {
+        "TaskOut",
+        "PopRequest",
+        "PopAnswerOut",
+        "RecordChoice",
+        "NotesIn",
+        "ClickToDialIn",
+        "StartOutboundCall",
+        "AgentConfig",
+    } <= set(schema["components"]["schemas"])
     # The same schema the app object builds, which the fuzzing below reads (whatever the public port serves).
     assert schema == create_app(settings_from(stack.env), dev=True).openapi()
 
@@ -575,11 +606,15 @@ def fuzz_agent_api(url: str, token: str, task_sid: str, openapi: dict) -> int:
     for result in schema.get_all_operations():
         operation = result.ok()
         # The pop's long-poll waits up to wait_s for a decision that never comes for a made-up sid: keep it short.
-        fixed = {"query": {"wait_s": 0.05}} if operation.path.endswith("/pop") else {}
+        asks_by_path = operation.path == "/agent/tasks/{task_sid}/pop"
+        fixed = {"query": {"wait_s": 0.05}} if asks_by_path else {}
         strategies = [operation.as_strategy(**fixed)]
         if "{task_sid}" in operation.path:
             # a real, owned task
             strategies.append(operation.as_strategy(path_parameters={"task_sid": task_sid}, **fixed))
+        if operation.path == "/agent/pop":
+            # Its sid is in the body: generated ones are unknown to TaskRouter (404 at once); this one is owned.
+            strategies.append(operation.as_strategy(body={"task_sid": task_sid, "wait_s": 0.05}))
         for strategy in strategies:
 
             @settings(

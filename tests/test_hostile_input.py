@@ -685,9 +685,11 @@ async def test_caller_controlled_text_reaches_salesforce_escaped(world: World, h
 
 # ---- the agent API: tokens ------------------------------------------------------------------------------------------
 
-# route name → (method, path, a valid body); "{task}" is this case's valid task (the agent's, in progress)
+# route name → (method, path, a valid body); "{task}" is this case's valid task (the agent's, in progress), in the
+# path or, for the pop's long-poll at its one URL, in the body
 AGENT_ROUTES = {
     "get-task": ("GET", "/agent/tasks/{task}", None),
+    "pop": ("POST", "/agent/pop", {"task_sid": "{task}", "wait_s": 1}),
     "select-record": ("PUT", "/agent/tasks/{task}/record", {"record_id": CONTACT.id}),
     "notes": ("POST", "/agent/tasks/{task}/notes", {"summary": "hello"}),
     "click-to-dial": ("POST", "/agent/click-to-dial", {"number": CONTACT.phone}),
@@ -736,6 +738,13 @@ TOKENS: dict[str, tuple[Callable[[Ctx], str | None], str]] = {
 }
 
 
+def filled(body: dict | None, task: str) -> dict | None:
+    """A route's body with "{task}" in its text as this case's valid task."""
+    if body is None:
+        return None
+    return {name: value.replace("{task}", task) if isinstance(value, str) else value for name, value in body.items()}
+
+
 def with_token(route: str, kind: str) -> Send:
     method, path, body = AGENT_ROUTES[route]
     authorization, _ = TOKENS[kind]
@@ -743,7 +752,7 @@ def with_token(route: str, kind: str) -> Send:
     async def send(ctx: Ctx) -> Answer:
         value = authorization(ctx)
         headers = [] if value is None else [f"Authorization: {value}"]
-        payload = b"" if body is None else json.dumps(body).encode()
+        payload = b"" if body is None else json.dumps(filled(body, ctx.task)).encode()
         if payload:
             headers += [f"Content-Type: {JSON}", f"Content-Length: {len(payload)}"]
         return await raw(ctx.world.gateway.url, head(method, path.format(task=ctx.task), *headers) + payload)
@@ -845,6 +854,43 @@ async def test_the_agent_api_reads_only_task_sids_in_its_paths(world: World, hos
     await run(world, hostile)
 
 
+def pop_of(sid: str | Callable[[Ctx], str], worker=AGENT) -> Send:
+    """The pop's long-poll at its one URL (`POST /agent/pop`), naming `sid` in its body ("{task}": this case's valid
+    task), with a valid token of `worker`."""
+
+    async def send(ctx: Ctx) -> Answer:
+        task_sid = sid(ctx) if callable(sid) else sid.replace("{task}", ctx.task)
+        return await at("POST", "/agent/pop", {"task_sid": task_sid, "wait_s": 1}, worker)(ctx)
+
+    return send
+
+
+# The path tricks, as a JSON body carries them (decoded), and what only a body can hold: a sid and a newline, which
+# a regular expression's `$` may let through.
+BODY_SID_TRICKS = {
+    "x": "x",
+    "dot-dot": "WT/../../config",
+    "overlong": "WT" + "0" * 5000,
+    "nul": "WT" + "0" * 31 + "\x00",
+    "trailing-newline": "WT" + "0" * 32 + "\n",
+    "lone-surrogate": "WT" + "0" * 31 + "\ud800",
+    "fullwidth-digits": "WT" + "\uff10" * 32,
+}
+POP_SID_CASES = [
+    *[pytest.param(case(pop_of(sid), 422, "task_sid"), id=f"pop-{trick}") for trick, sid in BODY_SID_TRICKS.items()],
+    pytest.param(
+        case(pop_of(lambda ctx: ctx.new_sid()), 404, "TaskRouter has no task"), id="pop-unknown-task-starts-nothing"
+    ),
+    pytest.param(case(pop_of("{task}", worker=OTHER_AGENT), 403, "another worker"), id="pop-not-mine"),
+    pytest.param(case(pop_of("{task}", worker=SUPERVISOR), 403, "another worker"), id="pop-a-supervisor"),
+]
+
+
+@pytest.mark.parametrize("hostile", POP_SID_CASES)
+async def test_the_pops_long_poll_reads_only_task_sids_in_its_body(world: World, hostile: Case):
+    await run(world, hostile)
+
+
 # ---- the agent API: bodies ------------------------------------------------------------------------------------------
 
 
@@ -869,11 +915,14 @@ def deep(levels: int, key: str) -> bytes:
 NOTES = ("POST", "/agent/tasks/{task}/notes")
 RECORD = ("PUT", "/agent/tasks/{task}/record")
 DIAL = ("POST", "/agent/click-to-dial")
+POP = ("POST", "/agent/pop")
 # route → (method, path, the field a string goes in, a valid body)
 BODY_ROUTES = {
     "notes": (*NOTES, "summary", {"summary": "Wants a callback"}),
     "select-record": (*RECORD, "record_id", {"record_id": CONTACT.id}),
     "click-to-dial": (*DIAL, "number", {"number": CONTACT.phone}),
+    # A well-formed sid of no task: no case here gets past validation (an unknown task's 404 is POP_SID_CASES').
+    "pop": (*POP, "task_sid", {"task_sid": "WT" + "0" * 32, "wait_s": 1}),
 }
 
 
@@ -948,6 +997,7 @@ BODY_CASES = [
     *body_cases("notes"),
     *body_cases("select-record"),
     *body_cases("click-to-dial"),
+    *body_cases("pop"),
     pytest.param(
         case(
             body(*NOTES, b'{"summary": "Zelda \\ud800", "disposition": "\\udfff"}'),

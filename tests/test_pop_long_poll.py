@@ -1,7 +1,8 @@
 """The pop's long-poll, `GET /agent/tasks/{sid}/pop`, end to end: the real gateway (update-with-start on the task's
 workflow), Temporal, the worker and both sandboxes. The bridge asks once and hears the pop when the workflow decides
 it: one record, candidates, none; before TaskRouter's callback arrives; undecided after its wait; never another
-agent's.
+agent's. `POST /agent/pop` is the same long-poll with the sid and the wait in its body, at one URL for every task
+(what the bridge calls): the tests marked `via` ask both ways and expect the same answers and errors.
 """
 
 from __future__ import annotations
@@ -36,14 +37,23 @@ def stack_overrides() -> dict[str, str]:
     return {"FLEXSF_NOTES_GRACE_S": "0"}
 
 
-async def long_poll(stack: Stack, sid: str, worker=AGENT, wait_s: float = 20) -> httpx.Response:
-    token = stack.tw.mint_token(worker.sid)
+async def long_poll(stack: Stack, sid: str, worker=AGENT, wait_s: float = 20, via: str = "get") -> httpx.Response:
+    """Ask for the pop: `via` "get", the sid in the path; "post", the sid in the body of `POST /agent/pop`."""
+    headers = {"Authorization": f"Bearer {stack.tw.mint_token(worker.sid)}"}
+    if via == "post":
+        return await stack.gateway.http.post(
+            f"{stack.gateway.url}/agent/pop",
+            json={"task_sid": sid, "wait_s": wait_s},
+            headers=headers,
+            timeout=wait_s + 30,
+        )
     return await stack.gateway.http.get(
-        f"{stack.gateway.url}/agent/tasks/{sid}/pop",
-        params={"wait_s": wait_s},
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=wait_s + 30,
+        f"{stack.gateway.url}/agent/tasks/{sid}/pop", params={"wait_s": wait_s}, headers=headers, timeout=wait_s + 30
     )
+
+
+# Both forms of the long-poll, for the tests that show they answer alike.
+VIA = pytest.mark.parametrize("via", ["get", "post"])
 
 
 def decided(response: httpx.Response) -> dict:
@@ -60,9 +70,10 @@ async def workflow_running(stack: Stack, sid: str) -> bool:
         return False
 
 
-async def test_the_long_poll_answers_the_one_matching_record(stack: Stack) -> None:
+@VIA
+async def test_the_long_poll_answers_the_one_matching_record(stack: Stack, via: str) -> None:
     sid = stack.tw.lifecycle({"from": CONTACT.phone}, worker_sid=AGENT.sid)["sid"]
-    body = decided(await long_poll(stack, sid))
+    body = decided(await long_poll(stack, sid, via=via))
     assert body["pop"]["record"]["id"] == CONTACT.id
     assert body["pop"]["candidates"] == [] and body["no_match_pop"] is None
     # The answer came from the search that popped the task: no second one.
@@ -85,13 +96,14 @@ async def test_the_long_poll_answers_no_match_with_what_to_open_instead(stack: S
     assert body["no_match_pop"]["type"] == "NEW_RECORD_MODAL"
 
 
+@VIA
 async def test_asked_before_the_acceptance_callback_the_long_poll_starts_the_workflow_and_answers_once_it_arrives(
-    stack: Stack,
+    stack: Stack, via: str
 ) -> None:
     # No callback reaches the gateway yet: the bridge's question is the first thing Temporal hears of the task.
     stack.tw.set_callback_url(None)
     sid = stack.tw.create_task({"from": CONTACT.phone})["sid"]
-    asking = asyncio.create_task(long_poll(stack, sid))
+    asking = asyncio.create_task(long_poll(stack, sid, via=via))
     await eventually(lambda: workflow_running(stack, sid), what="the long-poll starting the task's workflow")
     assert not asking.done()
     view = await stack.view(sid)
@@ -108,12 +120,13 @@ async def test_asked_before_the_acceptance_callback_the_long_poll_starts_the_wor
     assert json.loads(stack.tw.task(sid)["attributes"])["sfdcObjectId"] == CONTACT.id
 
 
-async def test_a_long_poll_that_outwaits_its_bound_answers_not_decided(stack: Stack) -> None:
+@VIA
+async def test_a_long_poll_that_outwaits_its_bound_answers_not_decided(stack: Stack, via: str) -> None:
     sid = stack.tw.create_task({"from": CONTACT.phone})["sid"]  # nobody accepts it
     await eventually(lambda: workflow_running(stack, sid), what="the task's workflow")
     await stack.wait_for(sid, lambda v: v.flags.enabled)  # the workflow's first task is done
     before = event_counts(await stack.handle(sid).fetch_history())
-    response = await long_poll(stack, sid, wait_s=0.5)
+    response = await long_poll(stack, sid, wait_s=0.5, via=via)
     assert response.status_code == 200, response.text
     assert response.json()["decided"] is False
     assert response.json()["pop"]["record"] is None
@@ -132,32 +145,34 @@ async def test_a_long_poll_that_outwaits_its_bound_answers_not_decided(stack: St
     }, added
 
 
+@VIA
 async def test_another_agent_is_refused_after_the_acceptance_and_when_it_arrives_during_the_wait(
-    stack: Stack,
+    stack: Stack, via: str
 ) -> None:
     sid = stack.tw.create_task({"from": CONTACT.phone})["sid"]
     await eventually(lambda: workflow_running(stack, sid), what="the task's workflow")
     # Asked before anyone accepted: held until the acceptance says whose task it is, then refused.
-    waiting = asyncio.create_task(long_poll(stack, sid, worker=OTHER_AGENT))
+    waiting = asyncio.create_task(long_poll(stack, sid, worker=OTHER_AGENT, via=via))
     stack.tw.reserve(sid, AGENT.sid)
     stack.tw.accept(sid)
     refused = await waiting
     assert refused.status_code == 403, refused.text
     assert CONTACT.id not in refused.text and CONTACT.name not in refused.text
 
-    decided(await long_poll(stack, sid))  # the accepting agent hears it
+    decided(await long_poll(stack, sid, via=via))  # the accepting agent hears it
     for worker in (OTHER_AGENT, SUPERVISOR):
-        refused = await long_poll(stack, sid, worker=worker)
+        refused = await long_poll(stack, sid, worker=worker, via=via)
         assert refused.status_code == 403, refused.text
         assert CONTACT.id not in refused.text
 
 
-async def test_a_finished_tasks_pop_is_answered_from_its_closed_workflow(stack: Stack) -> None:
+@VIA
+async def test_a_finished_tasks_pop_is_answered_from_its_closed_workflow(stack: Stack, via: str) -> None:
     sid = stack.tw.lifecycle({"from": CONTACT.phone}, worker_sid=AGENT.sid, complete=True)["sid"]
     await stack.result(sid)
-    body = decided(await long_poll(stack, sid))
+    body = decided(await long_poll(stack, sid, via=via))
     assert body["pop"]["record"]["id"] == CONTACT.id
-    assert (await long_poll(stack, sid, worker=OTHER_AGENT)).status_code == 403
+    assert (await long_poll(stack, sid, worker=OTHER_AGENT, via=via)).status_code == 403
 
 
 @pytest.mark.parametrize("wait_s", [0, -1, 51, "soon"])
@@ -171,20 +186,62 @@ async def test_a_wait_out_of_bounds_is_refused(stack: Stack, wait_s) -> None:
     assert response.status_code == 422, response.text
 
 
-async def test_a_long_poll_about_a_task_taskrouter_does_not_know_is_404_and_starts_nothing(stack: Stack) -> None:
+UNKNOWN_SID = "WT" + "0" * 32
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        pytest.param({"task_sid": UNKNOWN_SID, "wait_s": 0}, "wait_s", id="no-wait"),
+        pytest.param({"task_sid": UNKNOWN_SID, "wait_s": -1}, "wait_s", id="negative-wait"),
+        pytest.param({"task_sid": UNKNOWN_SID, "wait_s": 50.5}, "wait_s", id="wait-over-the-bound"),
+        pytest.param({"task_sid": UNKNOWN_SID, "wait_s": "20"}, "wait_s", id="wait-as-text"),
+        pytest.param({"task_sid": UNKNOWN_SID, "wait_s": True}, "wait_s", id="wait-as-a-boolean"),
+        pytest.param({"task_sid": UNKNOWN_SID, "wait_s": None}, "wait_s", id="wait-null"),
+        pytest.param({"task_sid": "WT123", "wait_s": 1}, "task_sid", id="short-sid"),
+        pytest.param({"task_sid": "WK" + "0" * 32, "wait_s": 1}, "task_sid", id="a-worker-sid"),
+        pytest.param({"task_sid": UNKNOWN_SID + "\n", "wait_s": 1}, "task_sid", id="sid-and-a-newline"),
+        pytest.param({"task_sid": 7, "wait_s": 1}, "task_sid", id="sid-a-number"),
+        pytest.param({"wait_s": 1}, "task_sid", id="no-sid"),
+        pytest.param({"task_sid": UNKNOWN_SID, "wait": 1}, "wait", id="a-field-it-does-not-take"),
+    ],
+)
+async def test_a_post_long_poll_with_a_body_it_cannot_use_is_422_naming_the_field(
+    stack: Stack, body: dict, field: str
+) -> None:
+    token = stack.tw.mint_token(AGENT.sid)
+    response = await stack.gateway.http.post(
+        f"{stack.gateway.url}/agent/pop", json=body, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 422, response.text
+    assert [problem["loc"] for problem in response.json()["detail"]] == [["body", field]], response.text
+
+
+async def test_a_post_long_poll_without_a_token_is_401(stack: Stack) -> None:
+    sid = stack.tw.lifecycle({"from": CONTACT.phone}, worker_sid=AGENT.sid)["sid"]
+    response = await stack.gateway.http.post(f"{stack.gateway.url}/agent/pop", json={"task_sid": sid, "wait_s": 1})
+    assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer", response.text
+    assert CONTACT.id not in response.text
+
+
+@VIA
+async def test_a_long_poll_about_a_task_taskrouter_does_not_know_is_404_and_starts_nothing(
+    stack: Stack, via: str
+) -> None:
     sid = "WT" + uuid.uuid4().hex  # anyone signed in may name any well-formed sid
-    response = await long_poll(stack, sid, wait_s=0.5)
+    response = await long_poll(stack, sid, wait_s=0.5, via=via)
     assert response.status_code == 404 and "TaskRouter has no task" in response.text, response.text
     assert not await workflow_running(stack, sid)
     with pytest.raises(RPCError):
         await stack.handle(sid).describe()
 
 
-async def test_a_long_poll_is_answered_503_while_taskrouter_cannot_confirm_the_task(stack: Stack) -> None:
+@VIA
+async def test_a_long_poll_is_answered_503_while_taskrouter_cannot_confirm_the_task(stack: Stack, via: str) -> None:
     stack.tw.set_callback_url(None)  # no callback: the long-poll is the first Temporal hears of the task
     sid = stack.tw.create_task({"from": CONTACT.phone})["sid"]
     stack.tw.faults.update(refused_endpoints={"task_fetch": 401})  # a credential TaskRouter refuses
-    response = await long_poll(stack, sid, wait_s=0.5)
+    response = await long_poll(stack, sid, wait_s=0.5, via=via)
     assert response.status_code == 503 and response.headers.get("retry-after"), response.text
     with pytest.raises(RPCError):
         await stack.handle(sid).describe()

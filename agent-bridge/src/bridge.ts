@@ -117,8 +117,8 @@ export interface TaskOut {
   activity_id?: string | null;
 }
 
-/** The answer of the pop long-poll (`GET /agent/tasks/{sid}/pop?wait_s=…`): the task as far as the pop goes, and
- * whether the workflow has decided it (false: the wait ran out first, ask again). */
+/** The answer of the pop long-poll (`POST /agent/pop` with `{task_sid, wait_s}`): the task as far as the pop goes,
+ * and whether the workflow has decided it (false: the wait ran out first, ask again). */
 export interface PopAnswer extends Partial<TaskOut> {
   decided?: boolean;
   stage: string;
@@ -706,7 +706,9 @@ export async function startBridge(options: BridgeOptions): Promise<Bridge> {
     for (let waits = 0; waits < longPoll.maxWaits; ) {
       let answer: PopAnswer | undefined;
       try {
-        answer = await api<PopAnswer | undefined>("GET", `/agent/tasks/${sid}/pop?wait_s=${longPoll.waitS}`);
+        // The sid in the body, not the path: the browser preflights this cross-origin call (it carries the token)
+        // and caches the preflight per URL, so one URL for every task pays one preflight, not one per task.
+        answer = await api<PopAnswer | undefined>("POST", "/agent/pop", { task_sid: sid, wait_s: longPoll.waitS });
       } catch (err) {
         // 503/504/network: the gateway, Temporal or every worker is away for a moment (a worker restarting); 404: no
         // workflow (yet). Anything else is final: 403 is another worker's task (the gateway waits for the acceptance

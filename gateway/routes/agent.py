@@ -23,23 +23,27 @@ from temporalio.client import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from flexsf import delivery
+from flexsf import delivery, logs
 from flexsf.dial_policy import DialPolicy, DialRefused
 from flexsf.flex_config import FlexConfigCache
 from flexsf.models import FeatureFlags, PopAnswer, PopWait, RecordSelection, TaskView
 from flexsf.no_match_pop import NoMatchPop
 from flexsf.salesforce_ids import object_type_for_id
+from flexsf.settings import Settings
 from flexsf.vocabulary import NOTES_PER_TASK_MAX, workflow_id
 from gateway.auth import Agent
 from gateway.deps import AgentDep, FlexConfigDep, SettingsDep, TemporalClientDep
 from gateway.sanitize import printable
 from gateway.schemas import (
+    POP_WAIT_DEFAULT_S,
+    POP_WAIT_MAX_S,
     TASK_SID_PATTERN,
     AgentConfig,
     ClickToDialIn,
     NotesIn,
     OutboundTaskAttributes,
     PopAnswerOut,
+    PopRequest,
     Problem,
     RecordChoice,
     RecordOut,
@@ -55,9 +59,6 @@ log = logging.getLogger("flexsf.gateway.agent")
 router = APIRouter(prefix="/agent", tags=["agent"])
 
 TEMPORAL_RPC_TIMEOUT = timedelta(seconds=10)
-# The pop's long-poll: how long one request may wait for the decision (the workflow's own bound is a minute).
-POP_WAIT_DEFAULT_S = 20.0
-POP_WAIT_MAX_S = 50.0
 
 TaskSid = Annotated[str, Path(pattern=TASK_SID_PATTERN, description="The Flex (TaskRouter) task sid, WT…")]
 
@@ -181,7 +182,36 @@ async def await_pop(
     """The task's screen pop, answered the moment the workflow decides it (a long-poll: no need to poll the task).
     `decided: false` when `wait_s` passed first: ask again. Works before TaskRouter's `reservation.accepted` callback
     reached the gateway (the call starts the task's workflow and waits for it); only the worker who accepted the task
-    is answered, including when the acceptance arrives during the wait (403 then)."""
+    is answered, including when the acceptance arrives during the wait (403 then). `POST /agent/pop` is the same
+    long-poll at one URL for every task (what the bridge calls from the browser)."""
+    return await _await_pop(http_request, task_sid, wait_s, agent, client, settings)
+
+
+@router.post(
+    "/pop",
+    response_model=PopAnswerOut,
+    responses={
+        **_TASK,
+        422: {
+            "description": f"A malformed body, a task sid that is not one, or a wait outside (0, {POP_WAIT_MAX_S:.0f}] "
+            "seconds"
+        },
+    },
+)
+async def await_pop_at_one_url(
+    http_request: Request, ask: PopRequest, agent: AgentDep, client: TemporalClientDep, settings: SettingsDep
+) -> PopAnswerOut:
+    """`GET /agent/tasks/{task_sid}/pop` with the task and the wait in the body: the same answers and errors. A browser
+    preflights every cross-origin call carrying a token and caches the preflight per URL, so a sid in the path costs
+    every task a preflight; at this one URL the browser pays one per `Access-Control-Max-Age`."""
+    logs.set_task(ask.task_sid)  # the metrics middleware binds a sid it finds in the path; this one is in the body
+    return await _await_pop(http_request, ask.task_sid, ask.wait_s, agent, client, settings)
+
+
+async def _await_pop(
+    http_request: Request, task_sid: str, wait_s: float, agent: Agent, client, settings: Settings
+) -> PopAnswerOut:
+    """The pop's long-poll behind both of its routes."""
     request = PopWait(worker_sid=agent.worker_sid, wait=timedelta(seconds=wait_s))
     if not await _workflow_exists(client, task_sid):
         await _known_to_taskrouter(http_request, task_sid)
