@@ -1,7 +1,8 @@
 """`flexsf soak`: N tasks through a stack of its own, optionally under chaos, then an audit of Salesforce.
 
 The tasks are `flexsf simulate`'s plan (single/several/no match, click-to-dial, canceled, copilot notes), played the
-same way. With `--chaos` the run has a bad day:
+same way; once an inbound task is accepted the agent asks the gateway's pop long-poll (`POST /agent/pop`) as the
+agent bridge does, which starts the task's workflow when no callback has. With `--chaos` the run has a bad day:
 
 - Salesforce: 20 % of REST calls answer 503 (the sandbox's fail rate applies to reads and writes alike); for 5 % of
   the time every call answers 403 REQUEST_LIMIT_EXCEEDED (a 0.25 s window every 5 s: the sandbox's limit is a switch,
@@ -70,6 +71,8 @@ SOAK_ENV = {
 }
 SF_FAIL_RATE = 0.20
 LIMIT_WINDOW_S, LIMIT_EVERY_S = 0.25, 5.0
+# The bridge's wait for the pop (agent-bridge/src/bridge.ts asks for 25 s).
+POP_WAIT_S = 25.0
 DROP_EVERY_WRITES = 20  # one write in 20 commits and loses its answer
 LOCK_ROW_EVERY_WRITES = 15  # one write in 15 is refused UNABLE_TO_LOCK_ROW
 SESSION_CALLS = 100
@@ -274,6 +277,8 @@ class SoakDriver(Driver):
         bad = self.bad
         if bad is not None and result.planned.index in bad.without_callbacks:
             return  # no workflow, no screen pop: a record among several is chosen once the sweep has the task
+        if result.planned.scenario != "outbound":
+            await self._ask_pop(result)
         await self._choose(result)
         if bad is not None and result.planned.index in bad.gone:
             await self._wait_view(result.sid, _popped, "the screen pop")
@@ -286,6 +291,30 @@ class SoakDriver(Driver):
         if result.planned.scenario == "several" and not bad.sweep:
             raise RuntimeError("no sweep schedule: nothing will recover this task to choose its record on")
         await self._choose(result)
+
+    async def _ask_pop(self, result: TaskResult) -> None:
+        """What the agent's bridge does once the task is accepted: ask the gateway's pop long-poll until the pop is
+        decided. When every callback so far was lost (Temporal restarting, TaskRouter never retrying), that request
+        is what starts the task's workflow, which then asks TaskRouter's Events list what it missed."""
+        token = await self._token(result.planned.worker_sid)
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            try:
+                response = await self.http.post(
+                    f"{self.gateway}/agent/pop",
+                    json={"task_sid": result.sid, "wait_s": POP_WAIT_S},
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=POP_WAIT_S + 30,
+                )
+                if response.status_code == 200 and response.json().get("decided"):
+                    return
+                answered = response.status_code == 200  # not decided yet: ask again at once, as the bridge does
+            except Exception:  # the gateway between answers (a restart): ask again
+                answered = False
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no decided pop from the gateway's long-poll within {self.wait_s:.0f} s")
+            if not answered:
+                await asyncio.sleep(0.5)
 
     async def _choose(self, result: TaskResult) -> None:
         """Among several candidates the agent picks one; a pop that offers none (its search gave up under the chaos)
