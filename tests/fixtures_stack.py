@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -77,6 +78,22 @@ async def history_once_completed(handle: WorkflowHandle, timeout: float, explain
 def stack_env(sf: dict, tw: dict, task_queue: str, **extra: str) -> dict[str, str]:
     """Environment variables that point the product at the two sandboxes (the same mapping `flexsf dev` uses)."""
     return sandbox_env(sf, tw, task_queue, **extra)
+
+
+def process_env(
+    temporal_address: str, product_env: Mapping[str, str], base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of a product process a test runs (`python worker.py`, `flexsf …`): `base` (this process's
+    environment by default), the product's settings, and the test's Temporal server, never a profile from the
+    developer's own Temporal configuration."""
+    env = {
+        **(os.environ if base is None else base),
+        **product_env,
+        "TEMPORAL_ADDRESS": temporal_address,
+        "TEMPORAL_NAMESPACE": "default",
+    }
+    env.pop("TEMPORAL_PROFILE", None)
+    return env
 
 
 def settings_from(env: dict[str, str]) -> Settings:
@@ -261,3 +278,12 @@ class WorkerProcess:
                 self.proc.kill()
                 self.proc.wait(timeout=30)
         self._log.close()
+
+
+@pytest.fixture
+def worker_processes() -> Iterator[list[WorkerProcess]]:
+    """Worker processes a test starts (append them); any still running are killed when it ends."""
+    started: list[WorkerProcess] = []
+    yield started
+    for worker in started:
+        worker.kill()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from ops import tasks as ops
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
 from sandboxes.twilio.sids import new_sid
-from tests.fixtures_stack import Stack, stack_env, stack_gateway, start_stack_worker
+from tests.fixtures_stack import Stack, process_env, stack_env, stack_gateway, start_stack_worker
 from tests.fixtures_twilio import add_completed_row
 
 AGENT = tw_demo.DEMO_WORKERS[0]
@@ -57,9 +56,7 @@ async def eventually(fetch, predicate, timeout: float = 30.0, what: str = "condi
 
 
 async def cli(stack: Stack, temporal_server, *args: str, **settings: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, **stack.env, "TEMPORAL_ADDRESS": temporal_server.address, "TEMPORAL_NAMESPACE": "default"}
-    env.update(settings)
-    env.pop("TEMPORAL_PROFILE", None)
+    env = process_env(temporal_server.address, {**stack.env, **settings})
     return await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "ops.cli", *args],

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import uuid
 
@@ -19,8 +18,8 @@ from temporalio.worker import Replayer
 from flexsf.models import Stage
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
-from tests.fixtures_stack import Stack, WorkerProcess, eventually, stack_env, stack_gateway
-from tests.test_task_workflow_resilience import assert_logged_once_to, worker_processes  # noqa: F401
+from tests.fixtures_stack import Stack, WorkerProcess, eventually, process_env, stack_env, stack_gateway
+from tests.test_task_workflow_resilience import assert_logged_once_to
 from workflows.task_workflow import FlexTaskWorkflow
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -49,18 +48,12 @@ async def test_a_worker_killed_between_the_search_and_the_write_searches_once_an
     temporal_client,
     clean_salesforce_sandbox,
     fresh_twilio_sandbox,
-    worker_processes,  # noqa: F811
+    worker_processes,
     tmp_path,
 ) -> None:
     sf, tw = clean_salesforce_sandbox, fresh_twilio_sandbox
     task_queue = f"kill-mid-pop-{uuid.uuid4()}"
-    env = {
-        **os.environ,
-        **stack_env(sf.info, tw.info, task_queue, FLEXSF_NOTES_GRACE_S="0"),
-        "TEMPORAL_ADDRESS": temporal_server.address,
-        "TEMPORAL_NAMESPACE": "default",
-    }
-    env.pop("TEMPORAL_PROFILE", None)
+    env = process_env(temporal_server.address, stack_env(sf.info, tw.info, task_queue, FLEXSF_NOTES_GRACE_S="0"))
     async with stack_gateway(temporal_client, env, tw) as gateway:
         stack = Stack(temporal_client, task_queue, env, None, sf, tw, gateway)
         first = WorkerProcess(env, tmp_path / "worker-1.log")
@@ -95,7 +88,7 @@ async def test_a_pop_cut_short_by_queries_and_a_killed_worker_replays(
     temporal_client,
     clean_salesforce_sandbox,
     fresh_twilio_sandbox,
-    worker_processes,  # noqa: F811
+    worker_processes,
     tmp_path,
 ) -> None:
     """What a live run does differently from its replay: queries reach the worker while the search runs, and the
@@ -104,13 +97,7 @@ async def test_a_pop_cut_short_by_queries_and_a_killed_worker_replays(
     history must replay, and the task is still logged once."""
     sf, tw = clean_salesforce_sandbox, fresh_twilio_sandbox
     task_queue = f"queries-mid-pop-{uuid.uuid4()}"
-    env = {
-        **os.environ,
-        **stack_env(sf.info, tw.info, task_queue, FLEXSF_NOTES_GRACE_S="0"),
-        "TEMPORAL_ADDRESS": temporal_server.address,
-        "TEMPORAL_NAMESPACE": "default",
-    }
-    env.pop("TEMPORAL_PROFILE", None)
+    env = process_env(temporal_server.address, stack_env(sf.info, tw.info, task_queue, FLEXSF_NOTES_GRACE_S="0"))
     async with stack_gateway(temporal_client, env, tw) as gateway:
         stack = Stack(temporal_client, task_queue, env, None, sf, tw, gateway)
         first = WorkerProcess(env, tmp_path / "worker-1.log")

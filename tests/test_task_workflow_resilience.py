@@ -6,7 +6,6 @@ and asserts on what Salesforce, Twilio and the workflow show afterwards.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import uuid
 from pathlib import Path
@@ -17,7 +16,15 @@ from flexsf.models import Stage, TaskView
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
 from sandboxes.twilio.state import CONCURRENT_WRITER_KEY
-from tests.fixtures_stack import Stack, WorkerProcess, eventually, settings_from, stack_env, stack_gateway
+from tests.fixtures_stack import (
+    Stack,
+    WorkerProcess,
+    eventually,
+    process_env,
+    settings_from,
+    stack_env,
+    stack_gateway,
+)
 
 AGENT = tw_demo.DEMO_WORKERS[0]
 AGENT_USER = sf_demo.AGENT_USERS[0]
@@ -350,14 +357,6 @@ async def test_lost_create_answer_does_not_create_a_second_task_without_external
 # ---- 9. the worker process dies mid-workflow -----------------------------------------------------------------------
 
 
-@pytest.fixture
-def worker_processes():
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.kill()
-
-
 async def test_worker_killed_after_the_pop_and_replaced_logs_once(
     temporal_server,
     temporal_client,
@@ -368,13 +367,7 @@ async def test_worker_killed_after_the_pop_and_replaced_logs_once(
 ) -> None:
     sf, tw = clean_salesforce_sandbox, fresh_twilio_sandbox
     task_queue = f"restart-{uuid.uuid4()}"
-    env = {
-        **os.environ,
-        **stack_env(sf.info, tw.info, task_queue, FLEXSF_NOTES_GRACE_S="0"),
-        "TEMPORAL_ADDRESS": temporal_server.address,
-        "TEMPORAL_NAMESPACE": "default",
-    }
-    env.pop("TEMPORAL_PROFILE", None)
+    env = process_env(temporal_server.address, stack_env(sf.info, tw.info, task_queue, FLEXSF_NOTES_GRACE_S="0"))
     async with stack_gateway(temporal_client, env, tw) as gateway:
         stack = Stack(temporal_client, task_queue, env, None, sf, tw, gateway)
 

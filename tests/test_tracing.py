@@ -36,7 +36,7 @@ from flexsf.settings import ConfigurationError
 from flexsf.vocabulary import workflow_id
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
-from tests.fixtures_stack import WorkerProcess, eventually, history_once_completed, stack_env
+from tests.fixtures_stack import WorkerProcess, eventually, history_once_completed, process_env, stack_env
 
 ROOT = Path(__file__).resolve().parent.parent
 FLEXSF = Path(sys.executable).parent / "flexsf"
@@ -364,16 +364,16 @@ def traced_product(
     sf, tw = clean_salesforce_sandbox, fresh_twilio_sandbox
     port = free_port()
     public = f"http://127.0.0.1:{port}"
-    env = {
-        **without_otel(os.environ),
-        **stack_env(sf.info, tw.info, f"tracing-{uuid.uuid4()}", FLEXSF_NOTES_GRACE_S="0"),
-        "TEMPORAL_ADDRESS": temporal_server.address,
-        "TEMPORAL_NAMESPACE": "default",
-        "FLEXSF_PUBLIC_BASE_URL": public,
-        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url,
-        "OTEL_BSP_SCHEDULE_DELAY": "100",  # ms: spans leave within a moment, not the default 5 s
-    }
-    env.pop("TEMPORAL_PROFILE", None)
+    env = process_env(
+        temporal_server.address,
+        {
+            **stack_env(sf.info, tw.info, f"tracing-{uuid.uuid4()}", FLEXSF_NOTES_GRACE_S="0"),
+            "FLEXSF_PUBLIC_BASE_URL": public,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",  # ms: spans leave within a moment, not the default 5 s
+        },
+        base=without_otel(os.environ),
+    )
     worker = WorkerProcess(env, tmp_path / "worker.log")
     with (tmp_path / "gateway.log").open("ab") as gateway_log:
         gateway = subprocess.Popen(

@@ -4,7 +4,6 @@ endpoint reports (the SDK's own gauges), with one task through the gateway, Temp
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
@@ -19,7 +18,15 @@ from flexsf.models import Stage
 from flexsf.settings import ConfigurationError
 from sandboxes.salesforce import demo as sf_demo
 from sandboxes.twilio import demo as tw_demo
-from tests.fixtures_stack import Stack, WorkerProcess, eventually, settings_from, stack_env, stack_gateway
+from tests.fixtures_stack import (
+    Stack,
+    WorkerProcess,
+    eventually,
+    process_env,
+    settings_from,
+    stack_env,
+    stack_gateway,
+)
 
 AGENT = tw_demo.DEMO_WORKERS[0]
 CONTACT = sf_demo.UNIQUE_PHONE_CONTACT
@@ -101,9 +108,9 @@ async def test_the_worker_runs_with_the_chosen_tuning_and_pops_and_logs(
     sf, tw = clean_salesforce_sandbox, fresh_twilio_sandbox
     task_queue = f"tuning-{tuning}-{uuid.uuid4()}"
     metrics = f"127.0.0.1:{free_port()}"
-    env = {
-        **os.environ,
-        **stack_env(
+    env = process_env(
+        temporal_server.address,
+        stack_env(
             sf.info,
             tw.info,
             task_queue,
@@ -111,10 +118,7 @@ async def test_the_worker_runs_with_the_chosen_tuning_and_pops_and_logs(
             FLEXSF_WORKER_TUNING=tuning,
             FLEXSF_WORKER_METRICS_ADDRESS=metrics,
         ),
-        "TEMPORAL_ADDRESS": temporal_server.address,
-        "TEMPORAL_NAMESPACE": "default",
-    }
-    env.pop("TEMPORAL_PROFILE", None)
+    )
     async with stack_gateway(temporal_client, env, tw) as gateway:
         stack = Stack(temporal_client, task_queue, env, None, sf, tw, gateway)
         process = WorkerProcess(env, tmp_path / "worker.log")
