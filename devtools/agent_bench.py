@@ -41,7 +41,6 @@ class Desk:
     worker_sid: str
     context: Any
     frame: Any
-    pop_requests_seen: int = 0
 
     async def accept(self, sid: str) -> dict:
         """Flex's AcceptTask action, resolved once every after-listener (the bridge's pop) is done."""
@@ -59,12 +58,14 @@ class Desk:
         )
         return [(record_id, at / 1000) for record_id, at in calls]
 
-    async def fetches(self, path_part: str) -> list[tuple[str, float, float]]:
-        """(URL, start, end) in wall seconds of the page's requests whose URL contains `path_part`, from the browser's
-        Resource Timing entries (a cross-origin request without Timing-Allow-Origin still has its start and end)."""
+    async def take_fetches(self, path_part: str) -> list[tuple[str, float, float]]:
+        """(URL, start, end) in wall seconds of the page's requests since the last take whose URL contains
+        `path_part`, from the browser's Resource Timing entries (a cross-origin request without Timing-Allow-Origin
+        still has its start and end); the entries are cleared, so the next take sees only newer requests."""
         entries = await self.frame.evaluate(
-            "(part) => performance.getEntriesByType('resource').filter(e => e.name.includes(part))"
-            ".map(e => [e.name, performance.timeOrigin + e.startTime, performance.timeOrigin + e.responseEnd])",
+            "(part) => { const taken = performance.getEntriesByType('resource').filter(e => e.name.includes(part))"
+            ".map(e => [e.name, performance.timeOrigin + e.startTime, performance.timeOrigin + e.responseEnd]);"
+            " performance.clearResourceTimings(); return taken; }",
             path_part,
         )
         return [(url, start / 1000, end / 1000) for url, start, end in entries]
@@ -177,11 +178,9 @@ class AgentPop:
             mine = sorted(
                 (clicked, sid) for (clicked, _), (d, sid, _, _) in zip(accepted, batch, strict=True) if d is desk
             )
-            asked = sorted((start, end) for _, start, end in await desk.fetches("/agent/pop"))
-            if len(asked) - desk.pop_requests_seen == len(mine):
-                for (_, sid), timing in zip(mine, asked[desk.pop_requests_seen :], strict=True):
-                    requests[sid] = timing
-            desk.pop_requests_seen = len(asked)
+            asked = sorted((start, end) for _, start, end in await desk.take_fetches("/agent/pop"))
+            if len(asked) == len(mine):
+                requests.update((sid, timing) for (_, sid), timing in zip(mine, asked, strict=True))
         samples = []
         for (clicked, _), (desk, sid, phone, contact) in zip(accepted, batch, strict=True):
             if contact not in popped:

@@ -42,6 +42,7 @@ from typing import Any
 
 from devtools.bench_workflow import SIGNALS, BareInput, BareSignal, BareWorkflow
 from devtools.benchstack import Stack, cancelled_by_sigterm
+from devtools.history_stats import pop_workflow_tasks
 from devtools.progress import NO_BARS, Bars, shows_bars
 from flexsf.vocabulary import workflow_id
 from sandboxes.salesforce import demo as sf_demo
@@ -462,11 +463,6 @@ class Bench:
 
     async def _pop_workflow_tasks(self, sid: str) -> int | None:
         """Workflow tasks on the pop path of the task's history (devtools/history_stats.py), None where unknown."""
-        try:
-            from devtools.history_stats import pop_workflow_tasks
-        except ImportError:
-            # TODO(issue 16 item 2): devtools.history_stats arrives with the local-activities change.
-            return None
         history = await self.client.get_workflow_handle(workflow_id(sid)).fetch_history()
         return pop_workflow_tasks(history)
 
@@ -504,10 +500,9 @@ class Bench:
         raise TimeoutError(f"the workflow of {sid} did not settle")
 
     async def _pop_stages(self, sid: str, received: float, written: float) -> dict[str, float]:
-        """Where the pop's time goes, from the workflow history's event times (the server's clock, this machine).
-
-        A step run as an activity of its own has scheduled/started/completed events; one run as a local activity
-        runs inside the workflow task that brought the acceptance and shows as the length of that task."""
+        """Where the pop's time goes, from the workflow history's event times (the server's clock, this machine): the
+        acceptance's signal and workflow task, then the search's and the attribute write's scheduled/started/completed
+        events."""
         from temporalio.api.enums.v1 import EventType
 
         history = await self.client.get_workflow_handle(workflow_id(sid)).fetch_history()
@@ -519,8 +514,6 @@ class Bench:
                 at.setdefault("signaled", t)
             elif e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED and "signaled" in at:
                 at.setdefault("wft_started", t)
-            elif e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED and "wft_started" in at:
-                at.setdefault("wft_completed", t)
             elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
                 name = e.activity_task_scheduled_event_attributes.activity_type.name
                 names[e.event_id] = name
@@ -531,29 +524,16 @@ class Bench:
                 at.setdefault(f"{names.get(e.activity_task_completed_event_attributes.scheduled_event_id)}:done", t)
         s, w = "search_salesforce", "save_record_on_task"
         try:
-            stages = {
+            return {
                 "gateway_until_signal_recorded": (at["signaled"] - received) * 1000,
                 "signal_until_workflow_task_started": (at["wft_started"] - at["signaled"]) * 1000,
+                "workflow_task_until_search_scheduled": (at[f"{s}:scheduled"] - at["wft_started"]) * 1000,
+                "search_dispatch": (at[f"{s}:started"] - at[f"{s}:scheduled"]) * 1000,
+                "search_activity": (at[f"{s}:done"] - at[f"{s}:started"]) * 1000,
+                "workflow_task_between": (at[f"{w}:scheduled"] - at[f"{s}:done"]) * 1000,
+                "write_dispatch": (at[f"{w}:started"] - at[f"{w}:scheduled"]) * 1000,
+                "write_activity_until_applied": (written - at[f"{w}:started"]) * 1000,
             }
-            if f"{s}:scheduled" in at:
-                stages |= {
-                    "workflow_task_until_search_scheduled": (at[f"{s}:scheduled"] - at["wft_started"]) * 1000,
-                    "search_dispatch": (at[f"{s}:started"] - at[f"{s}:scheduled"]) * 1000,
-                    "search_activity": (at[f"{s}:done"] - at[f"{s}:started"]) * 1000,
-                }
-                searched = at[f"{s}:done"]
-            else:
-                stages["workflow_task_with_local_search"] = (at["wft_completed"] - at["wft_started"]) * 1000
-                searched = at["wft_completed"]
-            if f"{w}:scheduled" in at:
-                stages |= {
-                    "workflow_task_between": (at[f"{w}:scheduled"] - searched) * 1000,
-                    "write_dispatch": (at[f"{w}:started"] - at[f"{w}:scheduled"]) * 1000,
-                    "write_activity_until_applied": (written - at[f"{w}:started"]) * 1000,
-                }
-            else:
-                stages["workflow_task_until_write_applied"] = (written - at["wft_started"]) * 1000
-            return stages
         except KeyError:
             return {}
 

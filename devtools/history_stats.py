@@ -17,7 +17,6 @@ from flexsf.vocabulary import RESERVATION_ACCEPTED, TASK_EVENT_SIGNAL
 
 WRITE_ACTIVITY = "save_record_on_task"
 _WFT_COMPLETED = "EVENT_TYPE_WORKFLOW_TASK_COMPLETED"
-_LOCAL_ACTIVITY_MARKER = "core_local_activity"
 
 
 def events_of(history: WorkflowHistory | str | dict) -> list[dict[str, Any]]:
@@ -30,9 +29,8 @@ def events_of(history: WorkflowHistory | str | dict) -> list[dict[str, Any]]:
 
 def pop_workflow_tasks(history: WorkflowHistory | str | dict) -> int | None:
     """Workflow tasks from the acceptance signal to the one that sees the record written on the task: those completed
-    up to the write's scheduling, and the one its completion wakes (a local activity's marker is recorded by the task
-    that ran it). Readable as soon as the write is scheduled. None when the history has no acceptance or no write (a
-    task nobody accepted, or one whose pop found nothing to write)."""
+    up to the write's scheduling, and the one its completion wakes. Readable as soon as the write is scheduled. None
+    when the history has no acceptance or no write (a task nobody accepted, or one whose pop found nothing to write)."""
     events = events_of(history)
     accepted = next((i for i, e in enumerate(events) if _accepted(e)), None)
     if accepted is None:
@@ -41,8 +39,6 @@ def pop_workflow_tasks(history: WorkflowHistory | str | dict) -> int | None:
     for event in events[accepted + 1 :]:
         if event["eventType"] == _WFT_COMPLETED:
             tasks += 1
-        elif _is_write_marker(event):
-            return tasks
         elif _activity_type(event) == WRITE_ACTIVITY:
             return tasks + 1
     return None
@@ -67,14 +63,6 @@ def _accepted(event: dict) -> bool:
 
 def _activity_type(event: dict) -> str | None:
     return event.get("activityTaskScheduledEventAttributes", {}).get("activityType", {}).get("name")
-
-
-def _is_write_marker(event: dict) -> bool:
-    marker = event.get("markerRecordedEventAttributes")
-    if not marker or marker.get("markerName") != _LOCAL_ACTIVITY_MARKER:
-        return False
-    data = (marker.get("details") or {}).get("data", {}).get("payloads") or []
-    return bool(data) and _decoded(data[0]).get("activity_type") == WRITE_ACTIVITY
 
 
 def _decoded(payload: dict) -> dict:

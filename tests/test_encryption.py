@@ -159,9 +159,8 @@ def test_keys_settings_and_the_converter() -> None:
 # --- an encrypted task end to end ------------------------------------------------------------------------------
 
 
-# Markers Temporal's SDK core records, and the details it writes itself: a `workflow.patched` decision, and a local
-# activity's run (its "result" detail comes from the data converter).
-SDK_MARKER_DETAILS = {"core_patch": {"patch-data"}, "core_local_activity": {"data"}}
+# Markers Temporal's SDK core records, and the details it writes itself: a `workflow.patched` decision.
+SDK_MARKER_DETAILS = {"core_patch": {"patch-data"}}
 
 
 def payloads_in(message: Message) -> Iterator[Payload]:
@@ -172,8 +171,7 @@ def payloads_in(message: Message) -> Iterator[Payload]:
         yield message
         return
     if isinstance(message, MarkerRecordedEventAttributes) and message.marker_name in SDK_MARKER_DETAILS:
-        # The SDK's own bookkeeping (a patch id; a local activity's type, attempt and times) is written by the SDK,
-        # never through the data converter; what a local activity returned is ours, and encrypted.
+        # The SDK's own bookkeeping (a patch id) is written by the SDK, never through the data converter.
         for name, payloads in message.details.items():
             if name not in SDK_MARKER_DETAILS[message.marker_name]:
                 yield from payloads.payloads
